@@ -1,0 +1,3 @@
+from runas_agent.cli import main
+
+raise SystemExit(main())

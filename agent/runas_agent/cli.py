@@ -1,0 +1,174 @@
+"""The command line: parse arguments, call one command, map its result or error to an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from types import SimpleNamespace
+from typing import Callable
+
+from runas_agent import __version__, config
+from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, RefusedError, SourceError
+from runas_agent.exitcodes import Exit
+
+log = logging.getLogger("runas_agent")
+
+
+def _summary(result) -> str:
+    p = result.plan
+    kinds: dict[str, int] = {}
+    for action in p.actions:
+        kinds[action.verb] = kinds.get(action.verb, 0) + 1
+    parts = [f"{n} {verb}" for verb, n in sorted(kinds.items())] or ["no changes"]
+    if p.skips:
+        parts.append(f"{len(p.skips)} skipped")
+    return ", ".join(parts)
+
+
+def _print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_plan(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
+    from runas_agent.sync import sync
+
+    result = sync(cfg, apply=False, force=args.force)
+    if args.json:
+        _print_json({**result.plan.to_json(), "source": result.source_stats})
+    else:
+        for line in result.plan.lines():
+            print(line)
+        print(f"Plan: {_summary(result)}.")
+    return result.exit
+
+
+def cmd_once(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
+    from runas_agent.host.files import StateDir
+    from runas_agent.host.lock import SyncLock
+    from runas_agent.sync import sync
+
+    with SyncLock(StateDir(cfg.state_dir).lock_path, wait=args.wait):
+        result = sync(cfg, apply=True, force=args.force)
+    failed = dict((id(a), msg) for a, msg in (result.outcome.failed if result.outcome else []))
+    if args.json:
+        data = result.plan.to_json()
+        data["failed"] = [{"action": a.to_json(), "error": m} for a, m in (result.outcome.failed if result.outcome else [])]
+        data["counts"] = result.counts()
+        data["seconds"] = round(result.seconds, 3)
+        _print_json(data)
+    else:
+        for action in result.plan.actions:
+            status = f"  FAILED: {failed[id(action)]}" if id(action) in failed else ""
+            print(action.line() + status)
+        for line in result.plan.lines()[len(result.plan.actions):]:
+            print(line)
+        if result.plan.refusals:
+            print("Refused: nothing was changed. Fix the cause, or run with --force if you mean it.")
+        else:
+            c = result.counts()
+            print(f"Sync: {c['created']} created, {c['enabled']} re-enabled, {c['disabled']} disabled, "
+                  f"{c['skipped']} skipped, {c['failed']} failed in {result.seconds:.2f}s.")
+    return result.exit
+
+
+def cmd_check_config(args: argparse.Namespace) -> Exit:
+    path = args.path or args.config
+    try:
+        config.load(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return Exit.CONFIG
+    print(f"{path}: ok")
+    return Exit.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runas-agent",
+        description="Keep SSM Session Manager Run As accounts in step with the IAM Identity Center directory.",
+        epilog="Exit status: 0 ok; 1 error; 2 plan has changes; 3 sync skipped identities or had failures; "
+               "4 refused by safety checks; 75 another sync holds the lock; 78 invalid configuration.")
+    parser.add_argument("--version", action="version", version=f"runas-agent {__version__}")
+    parser.add_argument("--config", "-c", default=config.DEFAULT_PATH, help="configuration file (default: %(default)s)")
+    parser.add_argument("--once", action="store_true", help="run one sync and exit")
+    parser.add_argument("--force", action="store_true", help="apply a plan the safety checks refuse")
+    parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
+                        help="with --once: how long to wait for a running sync to finish (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("plan", help="show what a sync would change, change nothing (exit 0: nothing, 2: changes)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--force", action="store_true", help="plan as if --force were given")
+    p.set_defaults(func=cmd_plan, needs_config=True)
+
+    p = sub.add_parser("check-config", help="validate a configuration file, listing every problem")
+    p.add_argument("path", nargs="?", help="file to check (default: --config)")
+    p.set_defaults(func=cmd_check_config, needs_config=False)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+#: Feature modules register their subcommands here: fn(subparsers).
+EXTRA_COMMANDS: list[Callable] = []
+
+
+def _load_extra_commands() -> None:
+    import importlib
+
+    for module in ("runas_agent.daemon", "runas_agent.sessions.cli", "runas_agent.doctor", "runas_agent.image"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        register = getattr(mod, "register_cli", None)
+        if register is not None and register not in EXTRA_COMMANDS:
+            EXTRA_COMMANDS.append(register)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="runas-agent: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command is None and not args.once:
+            from runas_agent import daemon  # noqa: F401  (the long-running service)
+
+            return int(daemon.main(args))
+        if args.command is None:
+            args.func, args.needs_config = cmd_once, True
+        if not args.needs_config:
+            return int(args.func(args))
+        cfg = config.load(args.config)
+        return int(args.func(args, cfg))
+    except ConfigError as exc:
+        print(f"runas-agent: invalid configuration {exc.path or ''}".rstrip(), file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return Exit.CONFIG
+    except LockBusyError as exc:
+        print(f"runas-agent: {exc}", file=sys.stderr)
+        return Exit.BUSY
+    except RefusedError as exc:
+        print(f"runas-agent: refused: {exc}", file=sys.stderr)
+        return Exit.REFUSED
+    except SourceError as exc:
+        print(f"runas-agent: cannot read the directory, nothing was changed: {exc}", file=sys.stderr)
+        return Exit.ERROR
+    except (AgentError, CommandError) as exc:
+        print(f"runas-agent: {exc}", file=sys.stderr)
+        return Exit.ERROR
+    except KeyboardInterrupt:
+        return Exit.ERROR

@@ -1,0 +1,231 @@
+"""Configuration (pure apart from `load`): the schema, every key described, and validation that names
+the key of each problem and reports all of them at once."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from runas_agent.errors import ConfigError
+
+DEFAULT_PATH = "/etc/runas-agent/config.yaml"
+_ABSENT = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its type, default and meaning."""
+
+    types: tuple
+    default: Any
+    doc: str
+    choices: tuple = ()
+    check: Callable[[Any], str | None] | None = None
+    required: bool = False
+    #: for list keys: the schema of each item (a dict of Keys) or the type of each item
+    item: Any = None
+
+
+def _absolute(value: Any) -> str | None:
+    return None if os.path.isabs(value) else "must be an absolute path"
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if 0 <= value <= 1 else "must be between 0 and 1"
+
+
+def _uid(value: Any) -> str | None:
+    return None if 1000 <= value <= 2**31 - 2 else "must be between 1000 and 2147483646"
+
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_STORE_ID = re.compile(r"^d-[0-9a-f]{10}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+STR = (str,)
+OPT_STR = (str, type(None))
+INT = (int,)
+NUM = (int, float)
+BOOL = (bool,)
+LIST = (list,)
+
+GROUP_RULE = {
+    "identity_store_group": Key(OPT_STR, None, "Identity Store group (DisplayName or GroupId) whose members get the local groups. Applies to per-person accounts."),
+    "run_as": Key(OPT_STR, None, "A Run As account name (e.g. a shared organization account) that gets the local groups."),
+    "local_groups": Key(LIST, _ABSENT, "Local groups to add the account to. They must exist on the host; the agent does not create them.", required=True, item=str),
+}
+
+SCHEMA: dict[str, Any] = {
+    "source": {
+        "type": Key(STR, "identitystore", "Where the directory comes from.", choices=("identitystore", "file")),
+        "region": Key(OPT_STR, None, "The Identity Center home region (may differ from the instance's region)."),
+        "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890."),
+        "endpoint_url": Key(OPT_STR, None, "Identity Store endpoint override; AWS_ENDPOINT_URL is honoured too."),
+        "path": Key(OPT_STR, None, "type: file: the directory document (JSON or YAML)."),
+        "max_attempts": Key(INT, 8, "Attempts per Identity Store call before the read fails (throttling, 5xx, timeouts).", check=_positive),
+        "connect_timeout": Key(NUM, 5, "Seconds to wait for a connection to the Identity Store.", check=_positive),
+        "read_timeout": Key(NUM, 20, "Seconds to wait for one Identity Store response.", check=_positive),
+        "read_deadline": Key(NUM, 600, "Seconds a whole directory read may take, retries included.", check=_positive),
+    },
+    "run_as": {
+        "expression": Key(STR, _ABSENT, "Exactly the SSMSessionRunAs value configured in Identity Center, e.g. ${path:userName}.", required=True),
+        "account_kind": Key(STR, "auto", "person: one account per identity (UID from the UserId); shared: several people may share one account (UID from the name); auto: person for ${path:userName}, shared otherwise.", choices=("auto", "person", "shared")),
+    },
+    "scope": {
+        "groups": Key(LIST, [], "Identity Store groups (DisplayName or GroupId) whose members get accounts. Empty: every enabled user.", item=str),
+    },
+    "accounts": {
+        "shell": Key(STR, "/bin/bash", "Login shell of managed accounts.", check=_absolute),
+        "home_base": Key(STR, "/home", "Parent of home directories. The SSM agent sets HOME=/home/<name> whatever passwd says.", check=_absolute),
+        "skel": Key(STR, "/etc/skel", "Skeleton directory copied into new home directories.", check=_absolute),
+        "uid_min": Key(INT, 1_000_000_000, "Lowest UID/GID the agent derives.", check=_uid),
+        "uid_max": Key(INT, 1_799_999_999, "Highest UID/GID the agent derives.", check=_uid),
+        "name_rules": Key(STR, "auto", "Account name rules: debian (Debian/Ubuntu useradd), rhel (RHEL/Amazon Linux shadow-utils), auto (from /etc/os-release).", choices=("auto", "debian", "rhel")),
+    },
+    "groups": Key(LIST, [], "Local supplementary groups for managed accounts. Only memberships the agent added are ever removed.", item=GROUP_RULE),
+    "safety": {
+        "refuse_empty_directory": Key(BOOL, True, "Refuse to sync a directory with no users at all."),
+        "max_disable_fraction": Key(NUM, 0.2, "Refuse a plan that disables more than this share of the active managed accounts...", check=_fraction),
+        "max_disable_count": Key(INT, 3, "...unless it disables at most this many (small fleets).", check=lambda v: None if v >= 0 else "must be 0 or more"),
+    },
+    "state_dir": Key(STR, "/var/lib/runas-agent", "Where the agent keeps its ledger of owned accounts and its last directory snapshot.", check=_absolute),
+}
+
+
+def _describe(types: tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a mapping", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _type_ok(value: Any, types: tuple) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _validate_section(data: Any, schema: Mapping[str, Any], prefix: str, problems: list[str]) -> SimpleNamespace:
+    if not isinstance(data, Mapping):
+        problems.append(f"{prefix.rstrip('.') or 'config'}: must be a mapping")
+        data = {}
+    for key in sorted(set(data) - set(schema), key=str):
+        problems.append(f"{prefix}{key}: unknown key")
+    out = SimpleNamespace()
+    for name, spec in schema.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(spec, dict):
+            setattr(out, name, _validate_section(data.get(name, {}) if data.get(name) is not None else {}, spec, dotted + ".", problems))
+            continue
+        value = data.get(name, _ABSENT)
+        if value is _ABSENT:
+            if spec.required:
+                problems.append(f"{dotted}: required")
+            setattr(out, name, None if spec.default is _ABSENT else spec.default)
+            continue
+        setattr(out, name, _check_value(value, spec, dotted, problems))
+    return out
+
+
+def _check_value(value: Any, spec: Key, dotted: str, problems: list[str]) -> Any:
+    if not _type_ok(value, spec.types):
+        problems.append(f"{dotted}: must be {_describe(spec.types)}, not {type(value).__name__}")
+        return None if spec.default is _ABSENT else spec.default
+    if spec.choices and value not in spec.choices:
+        problems.append(f"{dotted}: must be one of {', '.join(spec.choices)}, not {value!r}")
+    if spec.check and value is not None:
+        message = spec.check(value)
+        if message:
+            problems.append(f"{dotted}: {message}")
+    if isinstance(value, list) and spec.item is not None:
+        items = []
+        for index, item in enumerate(value):
+            where = f"{dotted}[{index}]"
+            if isinstance(spec.item, dict):
+                items.append(_validate_section(item, spec.item, where + ".", problems))
+            elif not _type_ok(item, (spec.item,)):
+                problems.append(f"{where}: must be {_describe((spec.item,))}")
+            else:
+                items.append(item)
+        return items
+    return value
+
+
+def _cross_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
+    source = cfg.source
+    if source.type == "identitystore":
+        if not source.region:
+            problems.append("source.region: required for type identitystore (the Identity Center home region)")
+        elif not _REGION.match(source.region):
+            problems.append(f"source.region: {source.region!r} is not an AWS region name")
+        if source.identity_store_id is not None and not _STORE_ID.match(source.identity_store_id):
+            problems.append(f"source.identity_store_id: {source.identity_store_id!r} is not an Identity Store id (d-xxxxxxxxxx)")
+        if source.path is not None:
+            problems.append("source.path: only for type file")
+    elif source.type == "file":
+        if not source.path:
+            problems.append("source.path: required for type file")
+        elif not os.path.isabs(source.path):
+            problems.append("source.path: must be an absolute path")
+    if cfg.accounts.uid_min >= cfg.accounts.uid_max:
+        problems.append("accounts.uid_min: must be lower than accounts.uid_max")
+    if cfg.run_as.expression is not None:
+        from runas_agent.core.expression import ExpressionError, parse
+
+        try:
+            parse(cfg.run_as.expression)
+        except ExpressionError as exc:
+            problems.append(f"run_as.expression: {exc}")
+    for index, rule in enumerate(cfg.groups):
+        if (rule.identity_store_group is None) == (rule.run_as is None):
+            problems.append(f"groups[{index}]: give exactly one of identity_store_group or run_as")
+    for extra in CROSS_CHECKS:
+        extra(cfg, problems)
+
+
+#: Further cross-key checks registered by feature modules: fn(cfg, problems).
+CROSS_CHECKS: list[Callable[[SimpleNamespace, list[str]], None]] = []
+
+
+def validate(data: Any, path: str | None = None) -> SimpleNamespace:
+    """Validate a parsed config document. Raises ConfigError listing every problem."""
+    problems: list[str] = []
+    if data is None:
+        data = {}
+    cfg = _validate_section(data, SCHEMA, "", problems)
+    if not problems:
+        _cross_checks(cfg, problems)
+    if problems:
+        raise ConfigError(problems, path)
+    cfg.path = path
+    return cfg
+
+
+def load(path: str = DEFAULT_PATH) -> SimpleNamespace:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(["file not found"], path) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], path) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], path) from None
+    return validate(data, path)
+
+
+def describe_schema(schema: Mapping[str, Any] = SCHEMA, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Every key with its default and description (for documentation and `--help`)."""
+    rows: list[tuple[str, Any, str]] = []
+    for name, spec in schema.items():
+        if isinstance(spec, dict):
+            rows.extend(describe_schema(spec, f"{prefix}{name}."))
+        else:
+            rows.append((prefix + name, None if spec.default is _ABSENT else spec.default, spec.doc))
+    return rows

@@ -1,0 +1,120 @@
+"""Reading the host's accounts (host side): /etc/passwd and /etc/group as shadow-utils keeps them.
+
+Only the local files are read: they are what shadow-utils changes, and reading them whole is linear
+where per-name NSS lookups would be quadratic on large directories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class HostUser:
+    name: str
+    uid: int
+    gid: int
+    comment: str
+    home: str
+    shell: str
+
+
+@dataclass(frozen=True)
+class HostGroup:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HostState:
+    users: dict[str, HostUser]
+    groups: dict[str, HostGroup]
+    uid_min: int = 1000
+    uids: dict[int, str] = field(default_factory=dict)
+    gids: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, users: list[HostUser], groups: list[HostGroup], uid_min: int = 1000) -> "HostState":
+        return cls(
+            users={u.name: u for u in users},
+            groups={g.name: g for g in groups},
+            uid_min=uid_min,
+            uids={u.uid: u.name for u in users},
+            gids={g.gid: g.name for g in groups},
+        )
+
+    def user_by_uid(self, uid: int) -> HostUser | None:
+        name = self.uids.get(uid)
+        return self.users.get(name) if name is not None else None
+
+
+def _fields(line: str, count: int) -> list[str] | None:
+    line = line.rstrip("\n")
+    if not line or line.startswith(("#", "+", "-")):
+        return None
+    parts = line.split(":")
+    return parts if len(parts) >= count else None
+
+
+def parse_passwd(text: str) -> list[HostUser]:
+    users = []
+    for line in text.splitlines():
+        parts = _fields(line, 7)
+        if parts is None:
+            continue
+        try:
+            users.append(HostUser(parts[0], int(parts[2]), int(parts[3]), parts[4], parts[5], parts[6]))
+        except ValueError:
+            continue
+    return users
+
+
+def parse_group(text: str) -> list[HostGroup]:
+    groups = []
+    for line in text.splitlines():
+        parts = _fields(line, 4)
+        if parts is None:
+            continue
+        try:
+            members = tuple(m for m in parts[3].split(",") if m)
+            groups.append(HostGroup(parts[0], int(parts[2]), members))
+        except ValueError:
+            continue
+    return groups
+
+
+def login_defs_uid_min(text: str) -> int:
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "UID_MIN":
+            try:
+                return int(parts[1])
+            except ValueError:
+                break
+    return 1000
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
+
+
+def read_host(etc: str = "/etc") -> HostState:
+    return HostState.build(
+        parse_passwd(_read(f"{etc}/passwd")),
+        parse_group(_read(f"{etc}/group")),
+        login_defs_uid_min(_read(f"{etc}/login.defs")),
+    )
+
+
+def read_os_release(path: str = "/etc/os-release") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in _read(path).splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip().strip('"').strip("'")
+    return out

@@ -1,0 +1,111 @@
+"""Applying a plan (host side): every account change through the real shadow-utils.
+
+Each action is independent: a failed command is recorded against its account and the rest of the
+plan goes on. Nothing here deletes an account, a home directory or a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from runas_agent.core.plan import (NOLOGIN, Action, CreateAccount, DisableAccount, EnableAccount,
+                                   ForgetAccount, SetGroupMembers, UpdateAccount)
+from runas_agent.errors import CommandError
+from runas_agent.host import subp
+from runas_agent.host.accounts import parse_group
+
+#: usermod's exit status when the account has running processes (it then refuses to rename).
+USERMOD_BUSY = 8
+
+
+@dataclass
+class Outcome:
+    done: list[Action] = field(default_factory=list)
+    #: (action, error message)
+    failed: list[tuple[Action, str]] = field(default_factory=list)
+
+    def failed_accounts(self) -> set[str]:
+        return {a.account for a, _ in self.failed}
+
+
+def _nologin() -> str:
+    return NOLOGIN if os.path.exists(NOLOGIN) else "/sbin/nologin"
+
+
+class Applier:
+    def __init__(self, skel: str = "/etc/skel", etc: str = "/etc", run: Callable = subp.run):
+        self.skel = skel
+        self.etc = etc
+        self.run = run
+
+    def apply(self, actions: list[Action]) -> Outcome:
+        outcome = Outcome()
+        for action in actions:
+            try:
+                handler = getattr(self, "_" + type(action).__name__)
+                handler(action, outcome)
+            except CommandError as exc:
+                outcome.failed.append((action, str(exc)))
+                continue
+            outcome.done.append(action)
+        return outcome
+
+    def _CreateAccount(self, a: CreateAccount, outcome: Outcome) -> None:
+        self.run(["groupadd", "-g", str(a.gid), "--", a.name])
+        try:
+            self.run(["useradd", "--no-log-init", "-u", str(a.uid), "-g", str(a.gid),
+                      "-d", a.home, "-m", "-k", self.skel, "-s", a.shell, "-c", a.comment,
+                      "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", "--", a.name])
+        except CommandError:
+            # The group was created a moment ago for this account alone and is empty.
+            self.run(["groupdel", "--", a.name], ok=(0, 6))
+            raise
+
+    def _EnableAccount(self, a: EnableAccount, outcome: Outcome) -> None:
+        self.run(["groupmod", "-n", a.name, "--", a.parked])
+        self.run(["usermod", "-l", a.name, "-U", "-e", "", "-s", a.shell, "-c", a.comment, "--", a.parked])
+
+    def _UpdateAccount(self, a: UpdateAccount, outcome: Outcome) -> None:
+        if "group_name" in a.changes:
+            self.run(["groupmod", "-n", a.name, "--", a.changes["group_name"][0]])
+        argv = ["usermod"]
+        if "comment" in a.changes:
+            argv += ["-c", a.changes["comment"][1]]
+        if "shell" in a.changes:
+            argv += ["-s", a.changes["shell"][1]]
+        if len(argv) > 1:
+            self.run(argv + ["--", a.name])
+
+    def _SetGroupMembers(self, a: SetGroupMembers, outcome: Outcome) -> None:
+        # Read the member list afresh and set it whole in one call: one rewrite of /etc/group per
+        # group instead of one per member, and memberships an admin added are carried over as they are.
+        with open(os.path.join(self.etc, "group"), encoding="utf-8", errors="surrogateescape") as handle:
+            current = {g.name: g for g in parse_group(handle.read())}
+        if a.group not in current:
+            raise CommandError(["gpasswd", "-M", "...", a.group], None, "", f"group {a.group} no longer exists")
+        failed = outcome.failed_accounts()
+        members = [m for m in current[a.group].members if m not in a.remove]
+        members += [n for n in a.add if n not in members and n not in failed]
+        if members == list(current[a.group].members):
+            return
+        self.run(["gpasswd", "-M", ",".join(members), a.group])
+
+    def _DisableAccount(self, a: DisableAccount, outcome: Outcome) -> None:
+        # Renaming is what stops Run As: the SSM agent only asks `id <name>`. The account keeps its
+        # UID, GID and home under the parked name; lock and expiry cover any password-based path.
+        try:
+            self.run(["usermod", "-l", a.parked, "-L", "-e", "1", "-s", _nologin(), "--", a.name])
+        except CommandError as exc:
+            if exc.returncode != USERMOD_BUSY:
+                raise
+            # In use: lock what can be locked now; the rename is retried on the next sync.
+            self.run(["usermod", "-L", "-e", "1", "-s", _nologin(), "--", a.name])
+            raise CommandError(exc.argv, exc.returncode, exc.stderr,
+                               "account has running processes, so it was locked and expired but still resolves; "
+                               "the rename is retried every sync") from None
+        self.run(["groupmod", "-n", a.parked, "--", a.name])
+
+    def _ForgetAccount(self, a: ForgetAccount, outcome: Outcome) -> None:
+        return None

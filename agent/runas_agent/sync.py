@@ -1,0 +1,142 @@
+"""One sync: source -> desired -> observed -> plan -> apply. The orchestration between the pure core
+and the host; the daemon and `--once` both call `sync`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from runas_agent.core import naming
+from runas_agent.core.desired import Desired, GroupRule, Settings, compute, resolve_kind
+from runas_agent.core.expression import parse
+from runas_agent.core.ledger import Ledger
+from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, Plan, PlanSettings, SetGroupMembers, plan
+from runas_agent.directory import Directory
+from runas_agent.exitcodes import Exit
+from runas_agent.host.accounts import read_host, read_os_release
+from runas_agent.host.apply import Applier, Outcome
+from runas_agent.host.files import StateDir
+from runas_agent.sources import Source, make_source
+
+
+@dataclass
+class SyncResult:
+    plan: Plan
+    directory: Directory
+    outcome: Outcome | None = None
+    seconds: float = 0.0
+    source_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit(self) -> Exit:
+        if self.plan.refusals:
+            return Exit.REFUSED
+        if self.outcome is None:
+            return Exit.CHANGES if self.plan.changes else Exit.OK
+        if self.outcome.failed or self.plan.skips:
+            return Exit.PARTIAL
+        return Exit.OK
+
+    def counts(self) -> dict[str, int]:
+        done = self.outcome.done if self.outcome else []
+        return {
+            "created": sum(isinstance(a, CreateAccount) for a in done),
+            "disabled": sum(isinstance(a, DisableAccount) for a in done),
+            "enabled": sum(isinstance(a, EnableAccount) for a in done),
+            "skipped": len(self.plan.skips),
+            "failed": len(self.outcome.failed) if self.outcome else 0,
+            "actions": len(done),
+        }
+
+
+def name_rules(cfg: SimpleNamespace, etc: str = "/etc") -> naming.NameRules:
+    if cfg.accounts.name_rules != "auto":
+        return naming.RULES[cfg.accounts.name_rules]
+    return naming.rules_for_os_release(read_os_release(f"{etc}/os-release"))
+
+
+def desired_settings(cfg: SimpleNamespace, rules: naming.NameRules) -> Settings:
+    expression = parse(cfg.run_as.expression)
+    return Settings(
+        expression=expression,
+        account_kind=resolve_kind(cfg.run_as.account_kind, expression),
+        rules=rules,
+        scope_groups=tuple(cfg.scope.groups),
+        group_rules=tuple(GroupRule(r.identity_store_group, r.run_as, tuple(r.local_groups)) for r in cfg.groups),
+    )
+
+
+def plan_settings(cfg: SimpleNamespace) -> PlanSettings:
+    a, s = cfg.accounts, cfg.safety
+    return PlanSettings(shell=a.shell, home_base=a.home_base, skel=a.skel, uid_min=a.uid_min, uid_max=a.uid_max,
+                        refuse_empty_directory=s.refuse_empty_directory,
+                        max_disable_fraction=s.max_disable_fraction, max_disable_count=s.max_disable_count)
+
+
+def compute_plan(cfg: SimpleNamespace, directory: Directory, ledger: Ledger, etc: str = "/etc",
+                 force: bool = False) -> tuple[Desired, Plan]:
+    desired = compute(directory, desired_settings(cfg, name_rules(cfg, etc)))
+    host = read_host(etc)
+    status = {u.user_id: u.enabled for u in directory.users}
+    result = plan(desired, host, ledger, plan_settings(cfg), status, len(directory.users), force)
+    return desired, result
+
+
+def _intent(old: Ledger, new: Ledger) -> Ledger:
+    """The ledger to write before applying: every account and group the plan may create is recorded
+    first, so a crash half-way can never leave something the agent made but does not know it owns."""
+    merged = old
+    for name, owned in new.accounts.items():
+        if name not in old.accounts:
+            merged = merged.with_account(owned)
+        else:
+            groups = tuple(sorted(set(old.accounts[name].groups_added) | set(owned.groups_added)))
+            merged = merged.update(name, groups_added=groups, identities=owned.identities)
+    return merged
+
+
+def _settle(plan_ledger: Ledger, outcome: Outcome) -> Ledger:
+    """The ledger after applying: the plan's, corrected for what failed."""
+    ledger = plan_ledger
+    for action, _ in outcome.failed:
+        if isinstance(action, CreateAccount) and action.name in ledger.accounts:
+            ledger = ledger.without(action.name)
+        elif isinstance(action, SetGroupMembers):
+            for name in action.add:
+                if name in ledger.accounts:
+                    groups = set(ledger.accounts[name].groups_added) - {action.group}
+                    ledger = ledger.update(name, groups_added=tuple(sorted(groups)))
+            for name in action.remove:
+                if name in ledger.accounts:
+                    groups = set(ledger.accounts[name].groups_added) | {action.group}
+                    ledger = ledger.update(name, groups_added=tuple(sorted(groups)))
+    return ledger
+
+
+def sync(cfg: SimpleNamespace, *, apply: bool = True, force: bool = False, source: Source | None = None,
+         etc: str = "/etc") -> SyncResult:
+    """Read the directory, plan, and (when `apply`) apply. Raises SourceError when the directory
+    could not be read completely; then nothing is changed."""
+    started = time.monotonic()
+    source = source or make_source(cfg.source)
+    fetched = source.fetch()
+    assert fetched is not None  # no known version was given
+    state = StateDir(cfg.state_dir)
+    ledger = state.load_ledger()
+    _, result = compute_plan(cfg, fetched.directory, ledger, etc, force)
+    sync_result = SyncResult(result, fetched.directory, source_stats=fetched.stats)
+    if apply and not result.refusals:
+        if result.changes:
+            state.save_ledger(_intent(ledger, result.ledger))
+            outcome = Applier(skel=cfg.accounts.skel, etc=etc).apply(result.actions)
+            state.save_ledger(_settle(result.ledger, outcome))
+        else:
+            if result.ledger != ledger:
+                state.save_ledger(result.ledger)
+            outcome = Outcome()
+        sync_result.outcome = outcome
+        state.save_snapshot(fetched.directory.canonical_bytes())
+    sync_result.seconds = time.monotonic() - started
+    return sync_result
