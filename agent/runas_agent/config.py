@@ -96,6 +96,20 @@ SCHEMA: dict[str, Any] = {
         "max_disable_fraction": Key(NUM, 0.2, "Refuse a plan that disables more than this share of the active managed accounts...", check=_fraction),
         "max_disable_count": Key(INT, 3, "...unless it disables at most this many (small fleets).", check=lambda v: None if v >= 0 else "must be 0 or more"),
     },
+    "sessions": {
+        "state_roots": Key(LIST, ["/var/lib/amazon/ssm", "/var/snap/amazon-ssm-agent/common"], "Directories holding the SSM agent's <instance-id>/document/state/current/<sessionId> files (deb/rpm and snap installs).", item=str),
+        "audit_file": Key(STR, "/var/log/runas-agent/sessions.jsonl", "Session records go here as JSON lines when no journald socket exists.", check=_absolute),
+        "reconcile_interval": Key(NUM, 60, "Seconds between full reconciliations of session state files with the process table.", check=_positive),
+        "end_sessions_of_disabled_people": Key(BOOL, False, "After a sync, end the live sessions of people now disabled in the directory (by session, never by account)."),
+        "s3_tagging": {
+            "enabled": Key(BOOL, False, "Tag each ended session's S3 log object with the identity behind it."),
+            "bucket": Key(OPT_STR, None, "The bucket Session Manager uploads session logs to (s3BucketName)."),
+            "prefix": Key(STR, "", "The key prefix Session Manager uses (s3KeyPrefix); objects are <prefix>/<sessionId>.log."),
+            "region": Key(OPT_STR, None, "The bucket's region."),
+            "endpoint_url": Key(OPT_STR, None, "S3 endpoint override; AWS_ENDPOINT_URL is honoured too."),
+            "max_wait_seconds": Key(NUM, 900, "How long to keep retrying while the log object has not appeared yet.", check=_positive),
+        },
+    },
     "state_dir": Key(STR, "/var/lib/runas-agent", "Where the agent keeps its ledger of owned accounts and its last directory snapshot.", check=_absolute),
 }
 
@@ -191,6 +205,20 @@ def _cross_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
 
 #: Further cross-key checks registered by feature modules: fn(cfg, problems).
 CROSS_CHECKS: list[Callable[[SimpleNamespace, list[str]], None]] = []
+
+
+def _sessions_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
+    tagging = cfg.sessions.s3_tagging
+    if tagging.enabled and not tagging.bucket:
+        problems.append("sessions.s3_tagging.bucket: required when sessions.s3_tagging.enabled is true")
+    if tagging.region is not None and not _REGION.match(tagging.region):
+        problems.append(f"sessions.s3_tagging.region: {tagging.region!r} is not an AWS region name")
+    for index, root in enumerate(cfg.sessions.state_roots):
+        if not os.path.isabs(root):
+            problems.append(f"sessions.state_roots[{index}]: must be an absolute path")
+
+
+CROSS_CHECKS.append(_sessions_checks)
 
 
 def validate(data: Any, path: str | None = None) -> SimpleNamespace:
