@@ -63,6 +63,18 @@ GROUP_RULE = {
     "local_groups": Key(LIST, _ABSENT, "Local groups to add the account to. They must exist on the host; the agent does not create them.", required=True, item=str),
 }
 
+SUDO_RULE = {
+    "identity_store_group": Key(OPT_STR, None, "Identity Store group (DisplayName or GroupId) whose members' personal accounts get the rule. Shared accounts only with shared_accounts: all_members."),
+    "run_as": Key(OPT_STR, None, "A Run As account name that gets the rule; the way to grant a shared organization account."),
+    "user": Key(OPT_STR, None, "An Identity Store UserName whose personal account gets the rule."),
+    "commands": Key(LIST, _ABSENT, "Absolute command paths, with arguments if they must match exactly, '\"\"' for no arguments, or ALL (only when written). No wildcards.", required=True, item=str),
+    "runas": Key((str, list), ["root"], "Target user(s) the commands may run as (ALL only when written).", item=str),
+    "nopasswd": Key(BOOL, False, "NOPASSWD: managed accounts have no password, so without it sudo asks for one that does not exist."),
+    "noexec": Key(BOOL, False, "NOEXEC: the commands may not start further programs."),
+    "setenv": Key(BOOL, False, "SETENV: the caller may pass environment variables through sudo."),
+    "shared_accounts": Key(STR, "ignore", "identity_store_group rules: ignore (shared accounts never get the rule) or all_members (a shared account gets it while every person behind it is in the group).", choices=("ignore", "all_members")),
+}
+
 SCHEMA: dict[str, Any] = {
     "source": {
         "type": Key(STR, "identitystore", "Where the directory comes from.", choices=("identitystore", "file")),
@@ -109,6 +121,12 @@ SCHEMA: dict[str, Any] = {
             "endpoint_url": Key(OPT_STR, None, "S3 endpoint override; AWS_ENDPOINT_URL is honoured too."),
             "max_wait_seconds": Key(NUM, 900, "How long to keep retrying while the log object has not appeared yet.", check=_positive),
         },
+    },
+    "sudo": {
+        "rules": Key(LIST, [], "Sudo rights of managed accounts; nothing is granted without a rule. Rules by identity_store_group or user are personal: a shared (organization) account gets only rules that name it by run_as, never the union of its members' rights (see docs/sudo.md).", item=SUDO_RULE),
+        "sudoers_dir": Key(STR, "/etc/sudoers.d", "The directory /etc/sudoers includes with #includedir; one drop-in per account goes here (root:root 0440).", check=_absolute),
+        "remove_ssm_user_blanket": Key(BOOL, False, "Remove the SSM agent's ssm-agent-users drop-in (ssm-user ALL=(ALL) NOPASSWD:ALL), after backing it up under state_dir/sudoers-backup. For fleets where Run As is on."),
+        "visudo": Key(STR, "visudo", "The visudo command that checks every drop-in before and the whole tree after it is installed."),
     },
     "state_dir": Key(STR, "/var/lib/runas-agent", "Where the agent keeps its ledger of owned accounts and its last directory snapshot.", check=_absolute),
 }
@@ -219,6 +237,15 @@ def _sessions_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
 
 
 CROSS_CHECKS.append(_sessions_checks)
+
+
+def _sudo_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
+    from runas_agent.core.sudoers import check_config
+
+    check_config(cfg, problems)
+
+
+CROSS_CHECKS.append(_sudo_checks)
 
 
 def validate(data: Any, path: str | None = None) -> SimpleNamespace:

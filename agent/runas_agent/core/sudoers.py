@@ -1,0 +1,540 @@
+"""Sudo policy (pure): which rules each managed account gets, the sudoers drop-in that grants exactly
+those, its file name, and the actions that bring /etc/sudoers.d in line.
+
+policy + desired accounts + directory + observed drop-ins + sudo ledger -> actions, skips, warnings.
+No files or processes here; host/sudoers.py validates with visudo and installs.
+
+Three facts of sudoers(5) shape everything below (checked against sudo 1.9.13):
+- `#includedir` skips files whose name contains '.' or ends in '~'. A drop-in named after `john.doe`
+  would silently do nothing, so file names are an encoding of the account name plus a hash.
+- An unquoted all-capitals name (`OPS`) is read as an alias, and visudo only warns about it: every
+  name is therefore written in double quotes.
+- Quoting does not neutralise everything: `"#0"` still matches uid 0, `ALL` is a keyword. Names
+  starting with '%', '#', '+' or '!', the word ALL, and names holding sudoers metacharacters,
+  whitespace or control characters are refused, never escaped.
+
+Shared accounts. An account that several people share (one per organization) gets only rules that
+name it with `run_as`. Rules by Identity Store group or user are personal: giving a shared account the
+union of its members' personal rights would hand every colleague the rights of the most privileged
+one. A group rule may opt in with `shared_accounts: all_members`: a shared account then gets it only
+while every person behind it is a member of that group, so nobody gains a right they do not hold
+personally. This is the rule core/desired.py applies to local groups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from runas_agent.core.plan import Action
+from runas_agent.directory import Directory
+
+#: First line of every drop-in the agent writes; with the sudo ledger, what makes a file ours.
+MARKER = "# runas-agent: managed sudo rights"
+FILE_PREFIX = "runas-agent-"
+#: Temporary files: the leading '.' makes `#includedir` skip them, so a crash before the rename
+#: leaves a file sudo never reads.
+TEMP_PREFIX = ".runas-agent-"
+TEMP_SUFFIX = ".tmp"
+MODE = 0o440
+#: The drop-in the SSM agent writes for ssm-user.
+SSM_USER_FILE = "ssm-agent-users"
+SSM_USER = "ssm-user"
+
+_NAME_PUNCTUATION = frozenset("_.@-+")
+_PATH = re.compile(r"^/[A-Za-z0-9_.+@/-]*[A-Za-z0-9_.+@-]\Z")
+#: In command arguments these are written escaped (`\=`, `\:`), which sudo matches literally.
+_ESCAPED = {"=": "\\=", ":": "\\:"}
+#: In command arguments these would change what sudo matches (list separators, wildcards, regular
+#: expressions, comments, quotes, negation, escapes), so they are refused.
+_ARG_REFUSED = {
+    ",": "',' would split the command in two",
+    "\\": "'\\' is sudoers' escape character",
+    "*": "'*' is a wildcard: sudo would allow more than the command written",
+    "?": "'?' is a wildcard: sudo would allow more than the command written",
+    "[": "'[' starts a wildcard: sudo would allow more than the command written",
+    "]": "']' ends a wildcard",
+    "#": "'#' would start a comment",
+    "!": "'!' is sudoers' negation",
+    '"': "'\"' is only allowed as the whole argument list \"\" (no arguments)",
+    "'": "quotes are not shell quotes in sudoers; they would be matched literally",
+    "^": "'^' starts a regular expression in sudo 1.9.10+",
+    "$": "'$' ends a regular expression in sudo 1.9.10+",
+}
+
+
+# --- policy --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the sudo policy (`sudo.rules[index]`)."""
+
+    index: int
+    commands: tuple[str, ...]
+    runas: tuple[str, ...] = ("root",)
+    identity_store_group: str | None = None
+    run_as: str | None = None
+    user: str | None = None
+    nopasswd: bool = False
+    noexec: bool = False
+    setenv: bool = False
+    shared_accounts: str = "ignore"  # or "all_members"
+
+    @property
+    def key(self) -> str:
+        return f"sudo.rules[{self.index}]"
+
+    def selector(self) -> str:
+        if self.identity_store_group is not None:
+            return f"identity_store_group {self.identity_store_group}"
+        if self.run_as is not None:
+            return f"run_as {self.run_as}"
+        return f"user {self.user}"
+
+    def spec(self) -> str:
+        """The rule's rights in sudoers syntax, without the user: `(root) NOPASSWD: ... /usr/bin/x`."""
+        targets = ", ".join(_runas_token(t) for t in self.runas)
+        tags = ("NOPASSWD:" if self.nopasswd else "PASSWD:",
+                "NOEXEC:" if self.noexec else "EXEC:",
+                "SETENV:" if self.setenv else "NOSETENV:")
+        return f"({targets}) {' '.join(tags)} {', '.join(render_command(c) for c in self.commands)}"
+
+
+def rules_from_config(sudo: Any) -> tuple[Rule, ...]:
+    """The validated `sudo` config section's rules as Rule values."""
+    out = []
+    for index, r in enumerate(sudo.rules):
+        runas = (r.runas,) if isinstance(r.runas, str) else tuple(r.runas)
+        out.append(Rule(index=index, commands=tuple(" ".join(c.split()) for c in r.commands), runas=runas,
+                        identity_store_group=r.identity_store_group, run_as=r.run_as, user=r.user,
+                        nopasswd=r.nopasswd, noexec=r.noexec, setenv=r.setenv, shared_accounts=r.shared_accounts))
+    return tuple(out)
+
+
+def check_config(cfg: Any, problems: list[str]) -> None:
+    """Cross-key checks of the `sudo` section (registered in config.CROSS_CHECKS)."""
+    sudo = getattr(cfg, "sudo", None)
+    if sudo is None:
+        return
+    for index, rule in enumerate(sudo.rules):
+        where = f"sudo.rules[{index}]"
+        given = [k for k in ("identity_store_group", "run_as", "user") if getattr(rule, k) is not None]
+        if len(given) != 1:
+            problems.append(f"{where}: give exactly one of identity_store_group, run_as or user")
+        if rule.shared_accounts != "ignore" and rule.identity_store_group is None:
+            problems.append(f"{where}.shared_accounts: only for identity_store_group rules "
+                            "(run_as rules name the shared account itself)")
+        if rule.run_as is not None:
+            problem = name_problem(rule.run_as)
+            if problem:
+                problems.append(f"{where}.run_as: {rule.run_as!r} {problem}")
+        if not rule.commands:
+            problems.append(f"{where}.commands: list at least one command (ALL only when meant)")
+        for i, command in enumerate(rule.commands):
+            problem = command_problem(command)
+            if problem:
+                problems.append(f"{where}.commands[{i}]: {command!r}: {problem}")
+        runas = [rule.runas] if isinstance(rule.runas, str) else list(rule.runas)
+        if not runas:
+            problems.append(f"{where}.runas: list at least one target user")
+        for i, target in enumerate(runas):
+            if target != "ALL":
+                problem = name_problem(target)
+                if problem:
+                    problems.append(f"{where}.runas[{i}]: {target!r} {problem}")
+
+
+# --- names and commands --------------------------------------------------------------------------
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be written into sudoers as a user name; None when it can (quoted)."""
+    if not name:
+        return "is empty"
+    if name.upper() == "ALL":
+        return "is the sudoers keyword ALL (it would match every user)"
+    lead = {"%": "a group", "#": "a numeric uid", "+": "a netgroup", "!": "a negation"}
+    if name[0] in lead:
+        return f"starts with {name[0]!r}: sudoers would read it as {lead[name[0]]}"
+    bad = sorted({ch for ch in name if not (ch.isalnum() or ch in _NAME_PUNCTUATION)})
+    if bad:
+        shown = ", ".join(repr(ch) for ch in bad)
+        return f"contains {shown}, which sudoers would misread"
+    if not (name[0].isalnum() or name[0] == "_"):
+        return f"starts with {name[0]!r}; a sudoers user name must start with a letter, digit or '_'"
+    return None
+
+
+def quote_name(name: str) -> str:
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(f"{name!r} {problem}")
+    return f'"{name}"'
+
+
+def _runas_token(target: str) -> str:
+    return "ALL" if target == "ALL" else quote_name(target)
+
+
+def command_problem(command: str) -> str | None:
+    """Why `command` cannot be a sudoers command of the policy; None when it can."""
+    if command == "ALL":
+        return None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in command):
+        return "contains a control character (newline, tab, ...)"
+    words = command.split()
+    if not words:
+        return "is empty"
+    path, args = words[0], words[1:]
+    if path.upper() == "ALL":
+        return "ALL takes no arguments"
+    if not path.startswith("/"):
+        return "must be an absolute path, or exactly ALL"
+    if path.endswith("/"):
+        return "names a directory: sudo would allow every command in it"
+    if any(part in (".", "..") for part in path.split("/")) or "//" in path:
+        return "must be a normalised path (no '.', '..' or '//')"
+    for ch, why in _ARG_REFUSED.items():
+        if ch in path:
+            return why
+    if not _PATH.match(path):
+        return "the path may only hold letters, digits and _ . + @ - /"
+    if args == ['""']:
+        return None
+    for arg in args:
+        for ch, why in _ARG_REFUSED.items():
+            if ch in arg:
+                return why
+    return None
+
+
+def render_command(command: str) -> str:
+    if command == "ALL":
+        return "ALL"
+    words = command.split()
+    if words[1:] == ['""']:
+        return " ".join(words)
+    return " ".join([words[0]] + ["".join(_ESCAPED.get(ch, ch) for ch in w) for w in words[1:]])
+
+
+def file_name(account: str) -> str:
+    """The drop-in's name: sudo reads it (no '.', no trailing '~') and no two accounts share it
+    (`john.doe` and `john_doe` both read `john_doe` but differ in the hash)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", account)[:32]
+    digest = hashlib.sha256(account.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"{FILE_PREFIX}{safe}-{digest}"
+
+
+def _comment(text: str) -> str:
+    """Directory or config text made safe for a one-line sudoers comment."""
+    return re.sub(r"[^\x20-\x7e]", "?", text)
+
+
+def rule_line(account: str, rule: Rule) -> str:
+    return f"{quote_name(account)} ALL={rule.spec()}"
+
+
+def render(account: str, rules: Iterable[Rule]) -> str:
+    """The whole drop-in for one account. Raises ValueError for a name sudoers would misread."""
+    quote_name(account)
+    lines = [MARKER,
+             f'# account "{account}": written by runas-agent on every sync; change the policy, not this file.']
+    for rule in rules:
+        lines.append(f"# {rule.key} ({_comment(rule.selector())})")
+        lines.append(rule_line(account, rule))
+    return "\n".join(lines) + "\n"
+
+
+def rule_lines(content: str) -> list[str]:
+    """The rule (non-comment) lines of a drop-in."""
+    return [line for line in content.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def rule_at(content: str, line_no: int) -> str | None:
+    """The policy key (`sudo.rules[N]`) of the rule at 1-based `line_no` of a rendered drop-in."""
+    lines = content.splitlines()
+    for line in reversed(lines[:max(0, line_no)]):
+        match = re.match(r"# (sudo\.rules\[\d+\])", line)
+        if match:
+            return match.group(1)
+    return None
+
+
+# --- who gets which rules ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grantee:
+    """A managed account as far as sudo cares: its name, kind and the people behind it."""
+
+    name: str
+    kind: str  # "person" or "shared"
+    user_ids: tuple[str, ...]
+    user_names: tuple[str, ...]
+
+
+def _group_ids(directory: Directory, ref: str) -> set[str]:
+    ids = {g.group_id for g in directory.groups}
+    if ref in ids:
+        return {ref}
+    return {g.group_id for g in directory.groups if g.display_name == ref}
+
+
+def rules_for(grantee: Grantee, rules: Iterable[Rule], directory: Directory) -> list[Rule]:
+    """The rules that apply to one account (see the module docstring for shared accounts)."""
+    out = []
+    for rule in rules:
+        if rule.run_as is not None:
+            applies = rule.run_as == grantee.name
+        elif rule.user is not None:
+            applies = grantee.kind == "person" and rule.user in grantee.user_names
+        else:
+            gids = _group_ids(directory, rule.identity_store_group or "")
+            members = set().union(*(directory.members.get(g, frozenset()) for g in gids)) if gids else set()
+            if grantee.kind == "person":
+                applies = any(uid in members for uid in grantee.user_ids)
+            else:
+                applies = (rule.shared_accounts == "all_members" and bool(grantee.user_ids)
+                           and all(uid in members for uid in grantee.user_ids))
+        if applies:
+            out.append(rule)
+    return out
+
+
+def policy_warnings(rules: Iterable[Rule], directory: Directory) -> list[str]:
+    """Rules that name something the directory does not have (they grant nothing)."""
+    warnings = []
+    names = {u.user_name for u in directory.users}
+    for rule in rules:
+        if rule.identity_store_group is not None and not _group_ids(directory, rule.identity_store_group):
+            warnings.append(f"{rule.key}: Identity Store group {rule.identity_store_group!r} is not in the directory; the rule grants nothing")
+        if rule.user is not None and rule.user not in names:
+            warnings.append(f"{rule.key}: Identity Store user {rule.user!r} is not in the directory; the rule grants nothing")
+    return warnings
+
+
+# --- what is on the host, what the agent owns ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Observed:
+    """One file in the sudoers directory."""
+
+    content: str
+    mode: int
+    uid: int = 0
+    gid: int = 0
+
+    @property
+    def marked(self) -> bool:
+        return self.content.startswith(MARKER + "\n")
+
+
+SUDO_LEDGER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SudoLedger:
+    """Drop-ins the agent wrote: account name -> file name in the sudoers directory."""
+
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": SUDO_LEDGER_VERSION, "files": dict(sorted(self.files.items()))}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "SudoLedger":
+        if (not isinstance(data, dict) or data.get("version") != SUDO_LEDGER_VERSION
+                or not isinstance(data.get("files"), dict)
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in data["files"].items())):
+            raise ValueError("not a runas-agent sudoers ledger (version 1)")
+        for name in data["files"].values():
+            if not name.startswith(FILE_PREFIX) or "/" in name:
+                raise ValueError(f"sudoers ledger names {name!r}, which is not a runas-agent drop-in")
+        return cls(dict(data["files"]))
+
+
+# --- actions -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SudoAction(Action):
+    """Base of the sudoers actions, applied after every account action."""
+
+
+@dataclass(frozen=True)
+class WriteSudoers(SudoAction):
+    name: str
+    file: str
+    content: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    #: what else changed: "new", "mode 0644 -> 0440", "owner", "comments"
+    why: str = ""
+    verb = "sudoers"
+
+    @property
+    def symbol(self) -> str:  # type: ignore[override]
+        return "+" if self.why == "new" else "~"
+
+    def detail(self) -> str:
+        parts = [f"+ {r}" for r in self.added] + [f"- {r}" for r in self.removed]
+        if self.why and self.why != "new":
+            parts.append(self.why)
+        return f"{self.file}: " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class RemoveSudoers(SudoAction):
+    name: str
+    file: str
+    removed: tuple[str, ...]
+    reason: str
+    symbol = "-"
+    verb = "sudoers-remove"
+
+    def detail(self) -> str:
+        rules = "; ".join(f"- {r}" for r in self.removed)
+        return f"{self.file} ({self.reason})" + (f": {rules}" if rules else "")
+
+
+@dataclass(frozen=True)
+class RemoveSsmUserBlanket(SudoAction):
+    file: str
+    #: file name of the backup under <state_dir>/sudoers-backup
+    backup: str
+    removed: tuple[str, ...]
+    name: str = SSM_USER
+    symbol = "-"
+    verb = "sudoers-remove"
+
+    def detail(self) -> str:
+        return (f"{self.file}, the SSM agent's blanket drop-in (sudo.remove_ssm_user_blanket), backed up as "
+                f"{self.backup}: " + "; ".join(f"- {r}" for r in self.removed))
+
+
+def backup_name(content: str) -> str:
+    """Content-addressed, so a re-created file is backed up once per distinct content, never overwritten."""
+    return f"{SSM_USER_FILE}.{hashlib.sha256(content.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
+
+
+def is_ssm_blanket(content: str) -> bool:
+    """True when every rule line of the file grants to ssm-user (what the SSM agent writes)."""
+    lines = rule_lines(content)
+    return bool(lines) and all(re.match(r"^ssm-user[ \t]", line) for line in lines)
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SudoSkip:
+    identity: str
+    name: str
+    reason: str
+
+
+@dataclass
+class SudoPlan:
+    actions: list[SudoAction] = field(default_factory=list)
+    skips: list[SudoSkip] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: the ledger once every action succeeds
+    ledger: SudoLedger = field(default_factory=SudoLedger)
+
+
+def plan(wanted: Mapping[str, tuple[Grantee, list[Rule]]], observed: Mapping[str, Observed | None],
+         ledger: SudoLedger, remove_ssm_blanket: bool = False) -> SudoPlan:
+    """wanted: account -> (grantee, its rules) for every account that will be active after the account
+    actions (accounts with no rules included: they need no drop-in). observed: file name -> what the
+    sudoers directory holds (None: absent) for every file named in the ledger or by `file_name`, and
+    for SSM_USER_FILE."""
+    result = SudoPlan()
+    files = dict(ledger.files)
+    claimed: dict[str, str] = {}
+
+    for account in sorted(wanted):
+        grantee, rules = wanted[account]
+        identity = ", ".join(grantee.user_names) or account
+        if not rules:
+            continue
+        problem = name_problem(account)
+        if problem:
+            result.skips.append(SudoSkip(identity, account, f"no sudo rights written: the account name {problem}"))
+            continue
+        fname = file_name(account)
+        if claimed.get(fname, account) != account:
+            result.skips.append(SudoSkip(identity, account, f"drop-in name {fname} collides with account {claimed[fname]!r}"))
+            continue
+        claimed[fname] = account
+        content = render(account, rules)
+        current = observed.get(fname)
+        owned = files.get(account) == fname
+        if current is not None and not owned:
+            result.skips.append(SudoSkip(identity, account, f"{fname} exists in the sudoers directory and was not written by runas-agent; left alone"))
+            continue
+        if current is not None and not current.marked:
+            result.warnings.append(f"{fname} (sudo rights of {account}) was changed by hand (runas-agent marker gone); left alone")
+            continue
+        new_lines = rule_lines(content)
+        if current is None:
+            result.actions.append(WriteSudoers(account, fname, content, tuple(r.spec() for r in rules), (), "new"))
+        else:
+            old_lines = rule_lines(current.content)
+            why = []
+            if current.mode & 0o7777 != MODE:
+                why.append(f"mode {current.mode & 0o7777:04o} -> {MODE:04o}")
+            if (current.uid, current.gid) != (0, 0):
+                why.append(f"owner {current.uid}:{current.gid} -> 0:0")
+            if current.content != content and old_lines == new_lines:
+                why.append("comments")
+            if why or current.content != content:
+                result.actions.append(WriteSudoers(
+                    account, fname, content,
+                    tuple(_spec_of(line) for line in new_lines if line not in old_lines),
+                    tuple(_spec_of(line) for line in old_lines if line not in new_lines),
+                    ", ".join(why)))
+        old = files.get(account)
+        if old is not None and old != fname:
+            _remove_owned(result, account, old, observed.get(old), "drop-in renamed to " + fname)
+        files[account] = fname
+
+    for account, fname in sorted(ledger.files.items()):
+        grantee_rules = wanted.get(account)
+        if grantee_rules is not None and grantee_rules[1] and files.get(account) == fname:
+            continue
+        if grantee_rules is None:
+            reason = "account no longer active"
+        elif not grantee_rules[1]:
+            reason = "no rule of the policy applies any more"
+        else:
+            continue  # skipped above; its file stays as it is until the skip is resolved
+        if _remove_owned(result, account, fname, observed.get(fname), reason):
+            files.pop(account, None)
+
+    if remove_ssm_blanket:
+        current = observed.get(SSM_USER_FILE)
+        if current is not None:
+            if is_ssm_blanket(current.content):
+                result.actions.append(RemoveSsmUserBlanket(SSM_USER_FILE, backup_name(current.content),
+                                                           tuple(rule_lines(current.content))))
+            else:
+                result.warnings.append(f"{SSM_USER_FILE} grants more than ssm-user's blanket rule (edited by hand?); "
+                                       "sudo.remove_ssm_user_blanket leaves it alone")
+    result.ledger = SudoLedger(files)
+    return result
+
+
+def _spec_of(line: str) -> str:
+    """`"john.doe" ALL=(root) ... ` -> `(root) ...` for display."""
+    _, sep, rest = line.partition(" ALL=")
+    return rest if sep else line
+
+
+def _remove_owned(result: SudoPlan, account: str, fname: str, current: Observed | None, reason: str) -> bool:
+    """Plan removing an owned drop-in. True when the ledger entry can go (removed or already absent)."""
+    if current is None:
+        return True
+    if not current.marked:
+        result.warnings.append(f"{fname} (sudo rights of {account}) was changed by hand (runas-agent marker gone); "
+                               f"not removing it although {reason}")
+        return False
+    result.actions.append(RemoveSudoers(account, fname, tuple(_spec_of(l) for l in rule_lines(current.content)), reason))
+    return True
