@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 from runas_agent.core import naming
 from runas_agent.core.desired import Desired, GroupRule, Settings, compute, resolve_kind
@@ -116,13 +116,18 @@ def _settle(plan_ledger: Ledger, outcome: Outcome) -> Ledger:
 
 
 def sync(cfg: SimpleNamespace, *, apply: bool = True, force: bool = False, source: Source | None = None,
-         etc: str = "/etc") -> SyncResult:
+         etc: str = "/etc", progress: Callable[[], None] | None = None) -> SyncResult:
     """Read the directory, plan, and (when `apply`) apply. Raises SourceError when the directory
-    could not be read completely; then nothing is changed."""
+    could not be read completely; then nothing is changed.
+
+    `progress`, when given, is called from this thread at points where nothing is half-written (after
+    the read, before each action); it may raise to abandon the sync there."""
     started = time.monotonic()
     source = source or make_source(cfg.source)
     fetched = source.fetch()
     assert fetched is not None  # no known version was given
+    if progress is not None:
+        progress()
     state = StateDir(cfg.state_dir)
     ledger = state.load_ledger()
     _, result = compute_plan(cfg, fetched.directory, ledger, etc, force)
@@ -130,7 +135,7 @@ def sync(cfg: SimpleNamespace, *, apply: bool = True, force: bool = False, sourc
     if apply and not result.refusals:
         if result.changes:
             state.save_ledger(_intent(ledger, result.ledger))
-            outcome = Applier(skel=cfg.accounts.skel, etc=etc).apply(result.actions)
+            outcome = Applier(skel=cfg.accounts.skel, etc=etc).apply(result.actions, progress)
             state.save_ledger(_settle(result.ledger, outcome))
         else:
             if result.ledger != ledger:

@@ -139,8 +139,8 @@ def parse(source: str) -> Expression:
         parts.append(path)
         position = match.end()
     parts.append(source[position:])
+    if any("${" in literal for literal in parts[::2]):
+        raise ExpressionError("has an unterminated or unknown ${...} reference")
     if len(parts) == 1:
         raise ExpressionError("contains no ${path:...} reference")
-    if any("${" in literal for literal in parts[::2]):
-        raise ExpressionError("has an unterminated ${...}")
     return Expression(source, tuple(parts))

@@ -1,0 +1,70 @@
+import pytest
+
+from runas_agent import config
+from runas_agent.errors import ConfigError
+
+GOOD = {"source": {"type": "identitystore", "region": "us-east-1", "identity_store_id": "d-1234567890"},
+        "run_as": {"expression": "${path:userName}"}}
+
+
+def problems(data):
+    with pytest.raises(ConfigError) as info:
+        config.validate(data)
+    return info.value.problems
+
+
+def test_minimal_config_gets_defaults():
+    cfg = config.validate(GOOD)
+    assert cfg.accounts.shell == "/bin/bash"
+    assert cfg.safety.max_disable_fraction == 0.2
+    assert cfg.state_dir == "/var/lib/runas-agent"
+    assert cfg.scope.groups == []
+
+
+def test_every_problem_is_listed_with_its_key():
+    found = problems({"source": {"type": "identitystore", "regoin": "us-east-1", "max_attempts": "3"},
+                      "run_as": {}, "accounts": {"shell": "bash", "uid_min": True}, "bogus": 1})
+    joined = "\n".join(found)
+    for expected in ("bogus: unknown key", "source.regoin: unknown key", "source.max_attempts: must be an integer",
+                     "run_as.expression: required", "accounts.shell: must be an absolute path",
+                     "accounts.uid_min: must be an integer"):
+        assert expected in joined, joined
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"source": {"type": "file"}}, "source.path"),
+    ({"source": {"type": "file", "path": "relative.json"}}, "source.path"),
+    ({"source": {"type": "ldap"}}, "source.type"),
+    ({"source": {"type": "identitystore"}}, "source.region"),
+    ({"source": {"type": "identitystore", "region": "us-east-1", "identity_store_id": "store"}}, "source.identity_store_id"),
+    ({"run_as": {"expression": "${path:groups}"}}, "run_as.expression"),
+    ({"run_as": {"expression": "${path:userName}", "account_kind": "team"}}, "run_as.account_kind"),
+    ({"accounts": {"uid_min": 5000, "uid_max": 4000}}, "accounts.uid_min"),
+    ({"accounts": {"uid_max": 2**32}}, "accounts.uid_max"),
+    ({"safety": {"max_disable_fraction": 2}}, "safety.max_disable_fraction"),
+    ({"groups": [{"local_groups": ["adm"]}]}, "groups[0]"),
+    ({"groups": [{"run_as": "x", "local_groups": "adm"}]}, "groups[0].local_groups"),
+    ({"scope": {"groups": [1]}}, "scope.groups[0]"),
+])
+def test_invalid_values_name_their_key(patch, key):
+    data = {k: dict(v) for k, v in GOOD.items()}
+    for section, values in patch.items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values} if section != "source" else values
+        else:
+            data[section] = values
+    assert any(p.startswith(key) for p in problems(data)), problems(data)
+
+
+def test_load_reports_yaml_errors_and_missing_files(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("source: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(str(bad))
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(str(tmp_path / "none.yaml"))
+
+
+def test_every_key_is_described():
+    rows = config.describe_schema()
+    assert rows and all(doc for _, _, doc in rows)

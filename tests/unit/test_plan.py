@@ -1,0 +1,277 @@
+"""The planner, table-driven: the expected actions for each situation, the do-nothing case included."""
+
+from runas_agent.core import naming
+from runas_agent.core.desired import GroupRule, Settings, compute
+from runas_agent.core.expression import parse
+from runas_agent.core.ledger import Ledger, Owned
+from runas_agent.core.plan import (CreateAccount, DisableAccount, EnableAccount, ForgetAccount, PlanSettings,
+                                   SetGroupMembers, UpdateAccount, plan)
+from runas_agent.directory import make_document, parse_document
+from runas_agent.host.accounts import HostGroup, HostState, HostUser
+
+BASE_USERS = [HostUser("root", 0, 0, "root", "/root", "/bin/bash"), HostUser("ops", 1000, 1000, "", "/home/ops", "/bin/bash")]
+BASE_GROUPS = [HostGroup("root", 0, ()), HostGroup("ops", 1000, ()), HostGroup("adm", 4, ()), HostGroup("docker", 999, ("admin",))]
+
+
+def user(uid, name, org=None, enabled=True):
+    record = {"UserId": uid, "UserName": name, "DisplayName": name.split("@")[0].title(),
+              "UserStatus": "ENABLED" if enabled else "DISABLED"}
+    if org is not None:
+        record["Extensions"] = {"aws:identitystore:enterprise": {"organization": org}}
+    return record
+
+
+def directory(users, groups=(), memberships=()):
+    return parse_document(make_document("d-1234567890", list(users), list(groups), list(memberships)))
+
+
+def settings(expression="${path:enterprise.organization}", kind="shared", rules=naming.DEBIAN, **kw):
+    return Settings(parse(expression), kind, rules, **kw)
+
+
+def host(users=(), groups=()):
+    return HostState.build(BASE_USERS + list(users), BASE_GROUPS + list(groups))
+
+
+def managed(name, uid, parked=False, comment=None):
+    return HostUser(naming.disabled_name(uid) if parked else name, uid, uid,
+                    comment or f"runas-agent shared {name}", f"/home/{name}", "/usr/sbin/nologin" if parked else "/bin/bash")
+
+
+PS = PlanSettings(uid_min=2000, uid_max=2_000_000)
+IRET = [user("u1", "alice@x.com", "iret"), user("u2", "bob@x.com", "iret"), user("u3", "carol@x.com", "iret")]
+
+
+def run(dir_users, h, ledger=Ledger(), s=None, force=False, groups=(), memberships=(), ps=PS):
+    d = directory(dir_users, groups, memberships)
+    desired = compute(d, s or settings())
+    return plan(desired, h, ledger, ps, {u.user_id: u.enabled for u in d.users}, len(d.users), force)
+
+
+def test_organization_shares_one_account():
+    p = run(IRET, host())
+    (create,) = p.actions
+    assert isinstance(create, CreateAccount)
+    assert create.name == "iret" and create.kind == "shared"
+    assert create.identities == ("alice@x.com", "bob@x.com", "carol@x.com")
+    assert create.uid == create.gid and PS.uid_min <= create.uid <= PS.uid_max
+    assert p.ledger.accounts["iret"].uid == create.uid
+    assert not p.refusals and not p.skips
+
+
+def test_nothing_to_do_when_host_matches():
+    first = run(IRET, host())
+    uid = first.actions[0].uid
+    p = run(IRET, host([managed("iret", uid)], [HostGroup("iret", uid, ())]), first.ledger)
+    assert p.actions == [] and not p.changes
+    assert p.ledger == first.ledger
+
+
+def test_per_person_uid_comes_from_user_id_and_is_stable_across_hosts():
+    s = settings("${path:userName}", "person")
+    a = run([user("u1", "alice")], host(), s=s).actions[0]
+    b = run([user("u1", "alice"), user("u9", "zed")], host(), s=s).actions[0]
+    renamed = run([user("u1", "alice2")], host(), s=s).actions[0]
+    assert a.uid == b.uid == renamed.uid
+    assert a.kind == "person" and "Alice (alice)" in a.comment
+
+
+def test_shared_uid_comes_from_the_name():
+    a = run([user("u1", "alice", "iret")], host()).actions[0]
+    b = run([user("u7", "zoe", "iret")], host()).actions[0]
+    assert a.uid == b.uid
+
+
+def test_uid_collision_probes_and_says_so():
+    first = run(IRET, host()).actions[0]
+    squatter = HostUser("someone", first.uid, 5, "", "/", "/bin/sh")
+    p = run(IRET, host([squatter]))
+    create = p.actions[0]
+    assert create.uid != first.uid and create.uid_probe == 1
+    assert "probe" in create.line()
+
+
+def test_disabled_and_removed_people_produce_nothing():
+    p = run([user("u1", "alice", "iret", enabled=False), user("u2", "bob", "acme")], host())
+    assert [a.name for a in p.actions] == ["acme"]
+
+
+def test_last_person_gone_disables_shared_account():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",)), "acme": Owned("acme", 5001, 5001, "shared", ("u2",))})
+    h = host([managed("iret", 5000), managed("acme", 5001)], [HostGroup("iret", 5000, ()), HostGroup("acme", 5001, ())])
+    p = run([user("u1", "alice", "iret", enabled=False), user("u2", "bob", "acme")], h, ledger)
+    (disable,) = p.actions
+    assert isinstance(disable, DisableAccount)
+    assert disable.name == "iret" and disable.parked == "runas-off-5000"
+    assert "disabled" in disable.reason
+
+
+def test_one_of_several_people_leaving_keeps_the_shared_account():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1", "u2", "u3"))})
+    h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ())])
+    p = run(IRET[1:], h, ledger)
+    assert p.actions == []
+    assert p.ledger.accounts["iret"].identities == ("u2", "u3")
+
+
+def test_parked_account_comes_back_with_same_uid():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",))})
+    h = host([managed("iret", 5000, parked=True)], [HostGroup("runas-off-5000", 5000, ())])
+    (enable,) = run(IRET, h, ledger).actions
+    assert isinstance(enable, EnableAccount) and enable.uid == 5000 and enable.parked == "runas-off-5000"
+
+
+def test_parked_account_stays_parked_when_not_wanted():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",))})
+    h = host([managed("iret", 5000, parked=True)], [HostGroup("runas-off-5000", 5000, ())])
+    p = run([user("u2", "bob", "acme")], h, ledger)
+    assert [type(a) for a in p.actions] == [CreateAccount]
+
+
+def test_unmanaged_account_with_the_name_is_left_alone_and_reported():
+    h = host([HostUser("iret", 1001, 1001, "Iret Admin", "/home/iret", "/bin/bash")])
+    p = run(IRET, h)
+    assert p.actions == []
+    assert any("not managed by runas-agent" in s.reason and s.name == "iret" for s in p.skips)
+
+
+def test_system_account_and_group_names_are_conflicts():
+    p = run([user("u1", "a", "docker"), user("u2", "b", "ops"), user("u3", "c", "daemon")], host())
+    reasons = {s.name: s.reason for s in p.skips}
+    assert "group named 'docker'" in reasons["docker"]
+    assert "existing account" in reasons["ops"]
+    assert "reserved" in reasons["daemon"]
+    assert p.actions == []
+
+
+def test_account_changed_by_hand_is_not_touched():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",))})
+    h = host([managed("iret", 5000, comment="taken over by ops")])
+    p = run([user("u2", "bob", "acme")], h, ledger)
+    assert not p.of(DisableAccount)
+    assert any("changed by hand" in w for w in p.warnings)
+
+
+def test_account_removed_by_hand_is_forgotten_when_unwanted_and_recreated_when_wanted():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",))})
+    forgotten = run([user("u2", "bob", "acme")], host(), ledger)
+    assert any(isinstance(a, ForgetAccount) for a in forgotten.actions)
+    assert "iret" not in forgotten.ledger.accounts
+    again = run(IRET, host(), ledger)
+    (create,) = again.actions
+    assert create.uid == 5000
+
+
+def test_hostile_values_are_skipped_and_the_rest_sync():
+    users = [user("u1", "a", "IRET, Inc."), user("u2", "b", "root"), user("u3", "c", ""), user("u4", "d", "x" * 40),
+             user("u5", "e", "a/b"), user("u6", "f", "ok-org"), user("u7", "g", "$(reboot)")]
+    p = run(users, host())
+    assert [a.name for a in p.actions] == ["ok-org"]
+    assert len(p.skips) == 6
+    assert all(s.identity and s.reason for s in p.skips)
+
+
+def test_person_mode_refuses_two_people_on_one_name():
+    s = settings("${path:displayName}", "person")
+    p = run([user("u1", "al@x", None), user("u2", "al@y", None)], host(), s=s)
+    assert p.actions == []
+    assert len(p.skips) == 2 and all("shared by 2 people" in s.reason for s in p.skips)
+
+
+def test_rhel_rules_refuse_email_names():
+    s = settings("${path:userName}", "person", rules=naming.RHEL)
+    p = run([user("u1", "alice@x.com"), user("u2", "bob")], host(), s=s)
+    assert [a.name for a in p.actions] == ["bob"]
+    assert "RHEL" in p.skips[0].reason
+
+
+def test_scope_limits_accounts_to_group_members():
+    groups = [{"GroupId": "g1", "DisplayName": "Operators"}]
+    members = [{"GroupId": "g1", "MemberId": {"UserId": "u2"}}]
+    s = settings("${path:userName}", "person", scope_groups=("Operators",))
+    p = run([user("u1", "alice"), user("u2", "bob")], host(), s=s, groups=groups, memberships=members)
+    assert [a.name for a in p.actions] == ["bob"]
+
+
+def test_missing_scope_group_refuses_the_plan():
+    s = settings("${path:userName}", "person", scope_groups=("Renamed",))
+    p = run([user("u1", "alice")], host(), s=s)
+    assert p.refusals and "Renamed" in p.refusals[0]
+
+
+def test_empty_directory_is_refused():
+    p = run([], host())
+    assert p.refusals and "no users" in p.refusals[0]
+
+
+def test_mass_disable_is_refused_unless_forced():
+    ledger = Ledger({f"org{i}": Owned(f"org{i}", 5000 + i, 5000 + i, "shared", (f"u{i}",)) for i in range(10)})
+    h = host([managed(f"org{i}", 5000 + i) for i in range(10)], [HostGroup(f"org{i}", 5000 + i, ()) for i in range(10)])
+    keep = [user("u0", "a", "org0"), user("u1", "b", "org1"), user("u2", "c", "org2"), user("u3", "d", "org3"),
+            user("u4", "e", "org4"), user("u5", "f", "org5")]
+    ok = run(keep + [user("u6", "g", "org6")], h, ledger)
+    assert not ok.refusals and len(ok.of(DisableAccount)) == 3
+    four = run(keep, h, ledger)
+    assert four.refusals and "disable 4 of 10" in four.refusals[0] and "3 allowed" in four.refusals[0]
+    few = run(keep + [user("u6", "g", "org6"), user("u7", "h", "org7")], h, ledger)
+    assert not few.refusals and len(few.of(DisableAccount)) == 2
+    many = run(keep[:2], h, ledger)
+    assert many.refusals and "disable 8 of 10" in many.refusals[0]
+    forced = run(keep[:2], h, ledger, force=True)
+    assert not forced.refusals and len(forced.of(DisableAccount)) == 8
+
+
+def test_groups_added_by_agent_are_tracked_and_admin_memberships_are_not():
+    s = settings(group_rules=(GroupRule(None, "iret", ("adm", "docker")),))
+    p = run(IRET, host(), s=s)
+    assert p.of(SetGroupMembers) == [SetGroupMembers("adm", ("iret",), ()), SetGroupMembers("docker", ("iret",), ())]
+    uid = p.of(CreateAccount)[0].uid
+    assert p.ledger.accounts["iret"].groups_added == ("adm", "docker")
+    # An admin adds iret to 'users' by hand; the policy drops docker.
+    h = host([managed("iret", uid)], [HostGroup("iret", uid, ()), HostGroup("users", 100, ("iret",)),
+                                       HostGroup("adm", 4, ("iret",)), HostGroup("docker", 999, ("admin", "iret"))])
+    h.groups["adm"] = HostGroup("adm", 4, ("iret",))
+    h.groups["docker"] = HostGroup("docker", 999, ("admin", "iret"))
+    s2 = settings(group_rules=(GroupRule(None, "iret", ("adm",)),))
+    p2 = run(IRET, h, p.ledger, s=s2)
+    assert p2.actions == [SetGroupMembers("docker", (), ("iret",))]
+    assert p2.ledger.accounts["iret"].groups_added == ("adm",)
+
+
+def test_membership_an_admin_made_is_never_claimed():
+    s = settings(group_rules=(GroupRule(None, "iret", ("docker",)),))
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",))})
+    h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ()), HostGroup("docker", 999, ("iret",))])
+    h.groups["docker"] = HostGroup("docker", 999, ("iret",))
+    p = run(IRET, h, ledger, s=s)
+    assert p.actions == [] and p.ledger.accounts["iret"].groups_added == ()
+    # ...so dropping the rule later removes nothing.
+    p2 = run(IRET, h, p.ledger)
+    assert p2.actions == []
+
+
+def test_disable_removes_agent_added_groups():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",), ("adm",))})
+    h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ())])
+    h.groups["adm"] = HostGroup("adm", 4, ("iret",))
+    p = run([user("u9", "z", "acme")], h, ledger)
+    assert SetGroupMembers("adm", (), ("iret",)) in p.actions
+    assert p.actions.index(SetGroupMembers("adm", (), ("iret",))) < p.actions.index(p.of(DisableAccount)[0])
+
+
+def test_person_groups_from_identity_store_groups_but_not_for_shared_accounts():
+    groups = [{"GroupId": "g1", "DisplayName": "Operators"}]
+    members = [{"GroupId": "g1", "MemberId": {"UserId": "u1"}}]
+    rule = (GroupRule("Operators", None, ("adm",)),)
+    person = run([user("u1", "alice"), user("u2", "bob")], host(), s=settings("${path:userName}", "person", group_rules=rule),
+                 groups=groups, memberships=members)
+    assert person.of(SetGroupMembers) == [SetGroupMembers("adm", ("alice",), ())]
+    shared = run(IRET, host(), s=settings(group_rules=rule), groups=groups, memberships=members)
+    assert shared.of(SetGroupMembers) == []
+
+
+def test_shell_change_updates_owned_account():
+    ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",))})
+    h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ())])
+    p = run(IRET, h, ledger, ps=PlanSettings(uid_min=2000, uid_max=2_000_000, shell="/bin/zsh"))
+    assert p.actions == [UpdateAccount("iret", {"shell": ["/bin/bash", "/bin/zsh"]})]
