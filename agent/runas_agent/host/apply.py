@@ -40,9 +40,13 @@ class Applier:
         self.etc = etc
         self.run = run
 
-    def apply(self, actions: list[Action]) -> Outcome:
+    def apply(self, actions: list[Action], progress: Callable[[], None] | None = None) -> Outcome:
+        """Apply every action. `progress`, when given, is called before each action: a point where
+        nothing is half-done, so it may raise to abandon the rest (the daemon's watchdog and stop)."""
         outcome = Outcome()
         for action in actions:
+            if progress is not None:
+                progress()
             try:
                 handler = getattr(self, "_" + type(action).__name__)
                 handler(action, outcome)
