@@ -128,6 +128,13 @@ SCHEMA: dict[str, Any] = {
         "remove_ssm_user_blanket": Key(BOOL, False, "Remove the SSM agent's ssm-agent-users drop-in (ssm-user ALL=(ALL) NOPASSWD:ALL), after backing it up under state_dir/sudoers-backup. For fleets where Run As is on."),
         "visudo": Key(STR, "visudo", "The visudo command that checks every drop-in before and the whole tree after it is installed."),
     },
+    "daemon": {
+        "interval_seconds": Key(NUM, 900, "Seconds between the start of one scheduled sync and the next (plus jitter).", check=lambda v: None if v >= 10 else "must be at least 10"),
+        "jitter_seconds": Key(NUM, 120, "Up to this many seconds, drawn at random by each instance for each sync, are added to the interval, so that a fleet started together does not call the Identity Store in the same second.", check=lambda v: None if v >= 0 else "must be 0 or more"),
+        "backoff_initial_seconds": Key(NUM, 30, "After a failed directory read, the first retry comes after about this long; each further failure doubles it (with jitter). The accounts are left as they are meanwhile.", check=_positive),
+        "backoff_max_seconds": Key(NUM, 900, "The longest wait between retries after failed reads.", check=_positive),
+        "lock_wait_seconds": Key(NUM, 300, "How long a scheduled sync waits for a manual `runas-agent --once` that holds the lock before it gives up and retries later.", check=lambda v: None if v >= 0 else "must be 0 or more"),
+    },
     "state_dir": Key(STR, "/var/lib/runas-agent", "Where the agent keeps its ledger of owned accounts and its last directory snapshot.", check=_absolute),
 }
 
@@ -221,6 +228,11 @@ def _cross_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
         extra(cfg, problems)
 
 
+def _daemon_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
+    if cfg.daemon.backoff_initial_seconds > cfg.daemon.backoff_max_seconds:
+        problems.append("daemon.backoff_initial_seconds: must not exceed daemon.backoff_max_seconds")
+
+
 #: Further cross-key checks registered by feature modules: fn(cfg, problems).
 CROSS_CHECKS: list[Callable[[SimpleNamespace, list[str]], None]] = []
 
@@ -237,6 +249,7 @@ def _sessions_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
 
 
 CROSS_CHECKS.append(_sessions_checks)
+CROSS_CHECKS.append(_daemon_checks)
 
 
 def _sudo_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
