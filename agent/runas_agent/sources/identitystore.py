@@ -1,0 +1,410 @@
+"""Identity Store source (shell: talks to AWS): the whole directory in the fewest calls the API allows.
+
+One read is ListUsers (with the enterprise extension, so no per-user DescribeUser is ever needed),
+ListGroups, and ListGroupMemberships for each group, every listing through a botocore paginator to
+its last page at MaxResults=100. botocore's own retries are switched off: each page is retried here,
+so that a ThrottlingException's or InternalServerException's RetryAfterSeconds is honoured, backoff
+is exponential with full jitter, and the whole read stays within `read_deadline`. A listing that does
+not complete raises SourceError naming the call and page; a shorter directory is never returned.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Mapping
+
+from runas_agent import __version__
+from runas_agent.directory import ENTERPRISE_EXTENSION, make_document, parse_document
+from runas_agent.errors import SourceError
+from runas_agent.sources import Fetched, Source
+
+#: The first botocore whose identitystore model has User.UserStatus and ListUsers(Extensions).
+MIN_BOTOCORE = "1.43"
+PAGE_SIZE = 100
+#: Backoff before retry n (1-based) is RetryAfterSeconds (if given) plus a uniform draw in
+#: [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**(n-1))): "full jitter", so a fleet that was throttled
+#: together does not come back together.
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 20.0
+MANAGED_POLICY = "AWSSSODirectoryReadOnly"
+
+_THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
+_SERVER = {"InternalServerException", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException"}
+_ACCESS_DENIED = {"AccessDeniedException", "AccessDenied"}
+_BAD_CREDENTIALS = {
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+}
+#: IAM action behind each call, for access-denied messages.
+_IAM_ACTION = {
+    "ListUsers": "identitystore:ListUsers",
+    "ListGroups": "identitystore:ListGroups",
+    "ListGroupMemberships": "identitystore:ListGroupMemberships",
+    "ListInstances": "sso:ListInstances",
+}
+
+
+def check_botocore(session: Any = None) -> None:
+    """Refuse a botocore whose identitystore model lacks User.UserStatus or ListUsers' Extensions.
+
+    Such a botocore parses the responses without those fields and drops them silently: every user
+    would look enabled and every organization empty."""
+    import botocore
+    import botocore.session
+
+    session = session or botocore.session.get_session()
+    missing = []
+    try:
+        model = session.get_service_model("identitystore")
+        if "UserStatus" not in model.shape_for("User").members:
+            missing.append("User.UserStatus")
+        if "Extensions" not in model.operation_model("ListUsers").input_shape.members:
+            missing.append("ListUsers Extensions")
+    except Exception as exc:  # an unknown service or a damaged data file: the same verdict
+        missing.append(f"the identitystore service model ({exc})")
+    if missing:
+        raise SourceError(
+            f"botocore {botocore.__version__} (at {botocore.__file__}) does not know {' or '.join(missing)}; "
+            f"it would silently drop them. runas-agent needs botocore>={MIN_BOTOCORE} (and boto3>={MIN_BOTOCORE}), "
+            "not the distribution's python3-botocore"
+        )
+
+
+@dataclass
+class _Read:
+    """Bookkeeping of one directory read: the deadline and what it cost."""
+
+    started: float
+    deadline: float
+    calls: dict[str, int] = field(default_factory=dict)
+    pages: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    slept: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    retryable: bool
+    what: str
+    retry_after: float | None = None
+
+
+class IdentityStoreSource(Source):
+    kind = "identitystore"
+
+    def __init__(
+        self,
+        identitystore: Any,
+        identity_store_id: str | None = None,
+        *,
+        sso_admin: Any = None,
+        region: str | None = None,
+        max_attempts: int = 8,
+        read_deadline: float = 600,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ):
+        """`identitystore` (and `sso_admin`, needed only to discover the store id) are botocore clients
+        with retries off; `sleep`, `clock` and `rng` are injectable for tests."""
+        import botocore.session
+
+        self._client = identitystore
+        self._sso_admin = sso_admin
+        self.identity_store_id = identity_store_id
+        self.region = region or identitystore.meta.region_name
+        self.max_attempts = max_attempts
+        self.read_deadline = read_deadline
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        session = botocore.session.get_session()
+        self._paginator_models = {
+            "identitystore": session.get_paginator_model("identitystore"),
+            "sso-admin": session.get_paginator_model("sso-admin"),
+        }
+        #: stats of the last completed read, also when fetch returned None (unchanged)
+        self.last_stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, source_cfg: SimpleNamespace, session: Any = None, **kwargs: Any) -> "IdentityStoreSource":
+        """Build the source from the `source` config section. Credentials come from the default chain
+        (the instance profile on EC2). endpoint_url, when set, serves sso-admin discovery too; when
+        unset, boto3 itself honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_IDENTITYSTORE."""
+        import boto3
+        from botocore.config import Config
+
+        check_botocore()
+        config = Config(
+            region_name=source_cfg.region,
+            connect_timeout=source_cfg.connect_timeout,
+            read_timeout=source_cfg.read_timeout,
+            # One HTTP attempt per call: the retry loop here honours RetryAfterSeconds and the deadline.
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            user_agent_extra=f"runas-agent/{__version__}",
+        )
+        session = session or boto3.session.Session(region_name=source_cfg.region)
+        endpoint = {"endpoint_url": source_cfg.endpoint_url} if source_cfg.endpoint_url else {}
+        identitystore = session.client("identitystore", config=config, **endpoint)
+        sso_admin = None
+        if not source_cfg.identity_store_id:
+            sso_admin = session.client("sso-admin", config=config, **endpoint)
+        return cls(
+            identitystore,
+            source_cfg.identity_store_id,
+            sso_admin=sso_admin,
+            region=source_cfg.region,
+            max_attempts=source_cfg.max_attempts,
+            read_deadline=source_cfg.read_deadline,
+            **kwargs,
+        )
+
+    def describe(self) -> str:
+        return f"identitystore {self.identity_store_id or '(to be discovered)'} in {self.region}"
+
+    # -- the read -----------------------------------------------------------------------------------
+
+    def fetch(self, known_version: str | None = None) -> Fetched | None:
+        """Read the whole directory. The Identity Store has no conditional read, so this always reads
+        everything; it returns None when the result's digest equals `known_version`."""
+        now = self._clock()
+        read = _Read(started=now, deadline=now + self.read_deadline)
+        store_id = self.identity_store_id or self._discover(read)
+        base = {"IdentityStoreId": store_id, "MaxResults": PAGE_SIZE}
+
+        users = self._list_all(read, "ListUsers", "Users", dict(base, Extensions=[ENTERPRISE_EXTENSION]))
+        groups = self._list_all(read, "ListGroups", "Groups", dict(base))
+        memberships: list[dict] = []
+        for group in groups:
+            group_id = group.get("GroupId")
+            if not isinstance(group_id, str):
+                continue  # parse_document reports the record
+            memberships += self._list_all(
+                read, "ListGroupMemberships", "GroupMemberships", dict(base, GroupId=group_id), f"group {group_id}"
+            )
+
+        # Sorted by id so that an unchanged directory always has the same digest, whatever order the
+        # service lists it in.
+        users.sort(key=lambda r: str(r.get("UserId")))
+        groups.sort(key=lambda r: str(r.get("GroupId")))
+        memberships.sort(key=lambda r: (str(r.get("GroupId")), str(r.get("MembershipId"))))
+        directory = parse_document(make_document(store_id, users, groups, memberships), f"Identity Store {store_id}")
+        version = directory.digest()
+        self.last_stats = {
+            "calls": dict(read.calls),
+            "pages": dict(read.pages),
+            "retries": read.retries,
+            "slept": round(read.slept, 3),
+            "seconds": round(self._clock() - read.started, 3),
+            "users": len(users),
+            "groups": len(groups),
+            "memberships": len(memberships),
+        }
+        if known_version == version:
+            return None
+        return Fetched(directory, version, dict(self.last_stats))
+
+    def _discover(self, read: _Read) -> str:
+        """The one Identity Store visible to sso-admin ListInstances in the configured region."""
+        if self._sso_admin is None:
+            raise SourceError("source.identity_store_id is not set and there is no sso-admin client to discover it")
+        instances = self._list_all(read, "ListInstances", "Instances", {}, service="sso-admin")
+        stores = sorted({i["IdentityStoreId"] for i in instances if isinstance(i.get("IdentityStoreId"), str)})
+        if not stores:
+            raise SourceError(
+                f"sso-admin ListInstances in {self.region} shows no IAM Identity Center instance: set "
+                "source.identity_store_id, and check that source.region is the Identity Center home region"
+            )
+        if len(stores) > 1:
+            raise SourceError(
+                f"sso-admin ListInstances in {self.region} shows several Identity Stores ({', '.join(stores)}): "
+                "set source.identity_store_id to the one to read"
+            )
+        self.identity_store_id = stores[0]
+        return stores[0]
+
+    def _list_all(
+        self, read: _Read, operation: str, result_key: str, params: Mapping[str, Any], detail: str = "", service: str = "identitystore"
+    ) -> list[dict]:
+        """Every record of one listing, to its last page, or SourceError."""
+        from botocore.exceptions import PaginationError
+        from botocore.paginate import Paginator
+
+        client = self._client if service == "identitystore" else self._sso_admin
+        state = {"page": 1}
+        method = self._retrying(read, client, operation, detail, state)
+        paginator = Paginator(
+            method,
+            self._paginator_models[service].get_paginator(operation),
+            client.meta.service_model.operation_model(operation),
+        )
+        records: list[dict] = []
+        pages: Iterator[dict] = iter(paginator.paginate(**params))
+        try:
+            for page in pages:
+                records.extend(_jsonable(record) for record in page.get(result_key) or [])
+        except PaginationError as exc:
+            raise SourceError(f"{self._where(operation, state['page'], detail)}: the listing did not advance ({exc})") from None
+        return records
+
+    def _retrying(self, read: _Read, client: Any, operation: str, detail: str, state: dict) -> Callable[..., dict]:
+        """The client method for `operation`, retrying one page until it succeeds or the read fails."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        method = getattr(client, _snake(operation))
+        counter = operation if client is self._client else f"sso-admin:{operation}"
+
+        def call(**kwargs: Any) -> dict:
+            where = self._where(operation, state["page"], detail)
+            attempt = 0
+            while True:
+                if self._clock() >= read.deadline:
+                    raise SourceError(f"{where}: the read took longer than source.read_deadline ({self.read_deadline:g}s)")
+                attempt += 1
+                read.calls[counter] = read.calls.get(counter, 0) + 1
+                try:
+                    response = method(**kwargs)
+                except (ClientError, BotoCoreError) as exc:
+                    failure = _classify(exc)
+                    if not failure.retryable:
+                        raise SourceError(f"{where}: {failure.what}{self._advice(exc, operation)}") from None
+                    if attempt >= self.max_attempts:
+                        raise SourceError(
+                            f"{where}: {failure.what}, {attempt} attempt(s) of {self.max_attempts} (source.max_attempts)"
+                        ) from None
+                    delay = self._delay(attempt, failure.retry_after)
+                    if self._clock() + delay > read.deadline:
+                        raise SourceError(
+                            f"{where}: {failure.what}; waiting {delay:.1f}s more would pass source.read_deadline "
+                            f"({self.read_deadline:g}s)"
+                        ) from None
+                    read.retries += 1
+                    read.slept += delay
+                    self._sleep(delay)
+                    continue
+                read.pages[counter] = read.pages.get(counter, 0) + 1
+                state["page"] += 1
+                return response
+
+        return call
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        jitter = self._rng() * min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+        return (retry_after or 0.0) + jitter
+
+    def _where(self, operation: str, page: int, detail: str) -> str:
+        store = f"Identity Store {self.identity_store_id}" if operation != "ListInstances" else f"sso-admin in {self.region}"
+        return f"{store}: {operation} page {page}" + (f" ({detail})" if detail else "")
+
+    def _advice(self, exc: Exception, operation: str) -> str:
+        code = _code(exc)
+        if code in _ACCESS_DENIED:
+            action = _IAM_ACTION.get(operation, f"identitystore:{operation}")
+            if operation == "ListInstances":
+                return f". The instance role needs {action} to discover the store, or set source.identity_store_id"
+            advice = (
+                f". The instance role needs {action} (the AWS managed policy {MANAGED_POLICY} grants "
+                "identitystore:List*, Describe* and GetUserId)"
+            )
+            if "kms" in str(exc).lower():
+                advice += "; with a customer managed KMS key also kms:Decrypt through identitystore"
+            return advice
+        if code == "ResourceNotFoundException" and operation in ("ListUsers", "ListGroups"):
+            return ". Check source.identity_store_id and that source.region is the Identity Center home region"
+        return ""
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _classify(exc: Exception) -> _Failure:
+    """Whether a failed call may be retried, and what to call the failure in a message."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError as BotoConnectionError,
+        ConnectTimeoutError,
+        CredentialRetrievalError,
+        HTTPClientError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        what = f"{code or 'HTTP ' + str(status)}: {message}"
+        if code in _THROTTLING:
+            return _Failure(True, f"throttled ({what})", _retry_after(exc))
+        if code in _SERVER or status >= 500:
+            return _Failure(True, f"server error ({what})", _retry_after(exc))
+        if code in _ACCESS_DENIED:
+            return _Failure(False, f"access denied ({what})")
+        if code in _BAD_CREDENTIALS:
+            return _Failure(False, f"the AWS credentials were rejected ({what})")
+        if code == "ValidationException" and "token" in message.lower():
+            return _Failure(False, f"the pagination token was rejected, invalid or expired ({what})")
+        if code == "ResourceNotFoundException":
+            return _Failure(False, f"not found ({what})")
+        return _Failure(False, f"refused ({what})")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
+        return _Failure(False, f"no usable AWS credentials (instance profile, environment or shared files): {exc}")
+    if isinstance(exc, NoRegionError):
+        return _Failure(False, f"no region: {exc}")
+    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
+        return _Failure(True, f"timed out ({exc})")
+    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+        return _Failure(True, f"connection failed ({exc})")
+    return _Failure(False, f"{type(exc).__name__}: {exc}")
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """RetryAfterSeconds from the error body (a modelled field), else a Retry-After header."""
+    response = getattr(exc, "response", {}) or {}
+    candidates = [response.get("RetryAfterSeconds")]
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    candidates.append(headers.get("retry-after"))
+    for value in candidates:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
+def _snake(operation: str) -> str:
+    from botocore import xform_name
+
+    return xform_name(operation)
+
+
+def _jsonable(value: Any) -> Any:
+    """A record as plain JSON values: botocore turns timestamps into datetimes; the document keeps
+    them as ISO 8601 strings, as a directory file would."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        return value.astimezone(datetime.timezone.utc).isoformat()
+    return value
