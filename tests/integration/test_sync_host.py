@@ -257,3 +257,25 @@ def test_check_config_lists_every_problem(isolated_host, tmp_path):
     assert isolated_host.agent("check-config", str(good)).returncode == Exit.OK
     once = isolated_host.agent("--config", str(bad), "--once")
     assert once.returncode == Exit.CONFIG
+
+
+def test_large_first_sync_is_batched_and_equivalent(isolated_host):
+    """25 accounts go through one newusers run: same result as useradd (skel, no password, no subuids)."""
+    users = [u(f"id-{i:03d}", f"person{i}.x@example.com") for i in range(25)]
+    cfg = setup(isolated_host, users, "${path:userName}")
+    subuid = (isolated_host.etc / "subuid").read_bytes() if (isolated_host.etc / "subuid").exists() else b""
+    result = isolated_host.agent("--config", str(cfg), "--once")
+    assert result.returncode == Exit.OK, result.stdout + result.stderr
+    shadow = isolated_host.shadow()
+    for i in range(25):
+        name = f"person{i}.x@example.com"
+        ident = isolated_host.id(name)
+        assert ident.returncode == 0, name
+        uid = int(isolated_host.passwd()[name][2])
+        assert f"uid={uid}({name}) gid={uid}({name})" in ident.stdout
+        assert shadow[name][1] == "!"
+        for dotfile in (".bashrc", ".profile"):
+            st = os.stat(isolated_host.home / name / dotfile)
+            assert st.st_uid == uid and st.st_gid == uid
+    assert ((isolated_host.etc / "subuid").read_bytes() if (isolated_host.etc / "subuid").exists() else b"") == subuid
+    assert isolated_host.agent("--config", str(cfg), "plan").returncode == Exit.OK
