@@ -12,11 +12,13 @@ from runas_agent.core import naming
 from runas_agent.core.desired import Desired, GroupRule, Settings, compute, resolve_kind
 from runas_agent.core.expression import parse
 from runas_agent.core.ledger import Ledger
+from runas_agent.core.sudoers import SudoAction
 from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, Plan, PlanSettings, SetGroupMembers, plan
 from runas_agent.directory import Directory
 from runas_agent.exitcodes import Exit
 from runas_agent.host.accounts import read_host, read_os_release
 from runas_agent.host.apply import Applier, Outcome
+from runas_agent.host.sudoers import apply_sudo, plan_sudo
 from runas_agent.host.files import StateDir
 from runas_agent.sources import Source, make_source
 
@@ -81,6 +83,7 @@ def compute_plan(cfg: SimpleNamespace, directory: Directory, ledger: Ledger, etc
     host = read_host(etc)
     status = {u.user_id: u.enabled for u in directory.users}
     result = plan(desired, host, ledger, plan_settings(cfg), status, len(directory.users), force)
+    plan_sudo(cfg, desired, directory, result)
     return desired, result
 
 
@@ -135,7 +138,9 @@ def sync(cfg: SimpleNamespace, *, apply: bool = True, force: bool = False, sourc
     if apply and not result.refusals:
         if result.changes:
             state.save_ledger(_intent(ledger, result.ledger))
-            outcome = Applier(skel=cfg.accounts.skel, etc=etc).apply(result.actions, progress)
+            outcome = Applier(skel=cfg.accounts.skel, etc=etc).apply(
+                [a for a in result.actions if not isinstance(a, SudoAction)], progress)
+            apply_sudo(cfg, result.actions, outcome)
             state.save_ledger(_settle(result.ledger, outcome))
         else:
             if result.ledger != ledger:
