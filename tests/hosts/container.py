@@ -372,13 +372,14 @@ def session_ssh_key() -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Is ``pid`` a live process (zombies count as dead)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _proc_status(pid).get("State", "R").startswith(("Z", "X"))
 
 
 def _proc_status(pid: int) -> dict[str, str]:
@@ -512,6 +513,22 @@ def _delete_netns(name: str) -> None:
         _run([_tool("ip"), "netns", "delete", name], check=False, timeout=30)
 
 
+NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
+
+
+def _remove_propagate_dir(name: str) -> None:
+    """nspawn's per-machine mount-propagation dir: it removes it itself only
+    when it exits normally and /run is a tmpfs (here /run may be on disk)."""
+    d = NSPAWN_PROPAGATE / name
+    if not d.is_dir() or d.is_symlink() or os.path.ismount(d):
+        return
+    with contextlib.suppress(OSError):
+        for child in d.iterdir():
+            if child.is_dir() and not child.is_symlink() and not os.path.ismount(child):
+                child.rmdir()   # only empty leftovers; never recurse into anything
+        d.rmdir()
+
+
 def cleanup_stale() -> list[str]:
     """Tear down containers and namespaces left by harness processes that died.
 
@@ -553,6 +570,11 @@ def cleanup_stale() -> list[str]:
                 time.sleep(0.05)
         _delete_netns(name)
         cleaned.append(name)
+    with contextlib.suppress(OSError):
+        for d in NSPAWN_PROPAGATE.iterdir():
+            m = _NAME_RE.match(d.name)
+            if m and not _pid_alive(int(m.group(1))):
+                _remove_propagate_dir(d.name)
     with contextlib.suppress(OSError):
         for mnt, own in _cgroup_hierarchies():
             group = mnt / own.lstrip("/") / CGROUP_GROUP
@@ -853,13 +875,16 @@ class BootedContainer:
             # Still starting: "offline" (PID 1 has not created /run/systemd/system
             # yet), no bus yet ("Failed to connect...", empty) or "initializing".
             time.sleep(0.02)
-        failed = ""
+        failed = journal = ""
         if self.running:
             with contextlib.suppress(Exception):
                 failed = self.exec(["systemctl", "--failed", "--no-legend"], check=False,
                                    timeout=10).stdout
-        raise ContainerError(f"system did not reach running/degraded (state {state!r}); "
-                             f"failed units:\n{failed}")
+                journal = self.exec(["journalctl", "-b", "--no-pager", "-n", "60"], check=False,
+                                    timeout=10).stdout
+        raise ContainerError(f"system did not reach running/degraded (state {state!r}) in "
+                             f"{timeout:.0f} s; failed units:\n{failed}\n"
+                             f"--- journal ---\n{journal}")
 
     def wait_for_ssh(self, timeout: float = 30.0) -> None:
         """Wait until sshd on :attr:`ip` port 22 sends its banner."""
@@ -1034,6 +1059,8 @@ class BootedContainer:
             self._teardown_network()
             for d in self._cgroups:
                 _remove_cgroup_tree(d)
+            if not self.running:
+                _remove_propagate_dir(self.name)
         return bool(self.clean_shutdown)
 
     def _init_alive(self) -> bool:
