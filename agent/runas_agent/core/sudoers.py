@@ -187,7 +187,7 @@ def command_problem(command: str) -> str | None:
     if not words:
         return "is empty"
     path, args = words[0], words[1:]
-    if path.upper() == "ALL":
+    if path == "ALL":
         return "ALL takes no arguments"
     if not path.startswith("/"):
         return "must be an absolute path, or exactly ALL"
