@@ -1,0 +1,573 @@
+"""The long-running service (shell): the sync loop under systemd.
+
+`runas-agent` with no command (or `runas-agent run`) syncs at once, then every
+`daemon.interval_seconds` plus a per-instance random jitter. It tells systemd the truth:
+
+* READY=1 only once the first sync has finished, or failed and been reported. The unit is ordered
+  before the SSM agent, so on the first boot of an image no Run As session is accepted before the
+  accounts exist.
+* WATCHDOG=1 only from the thread that does the work: while idle between syncs, and during a sync at
+  the points where it proves progress (before each Identity Store request, between backoff naps,
+  after the read, before each account action). A sync stuck anywhere else stops the pings, and
+  systemd kills and restarts the service. No other thread ever pings.
+* STATUS= the last result; RELOADING=1 / READY=1 around SIGHUP; STOPPING=1 on SIGTERM.
+
+A failed directory read (SourceError) changes nothing on the host (sync raises before planning); the
+daemon keeps the accounts as they are and retries with exponential backoff and jitter. SIGTERM during
+a sync abandons it at the next safe point (nothing is half-done between two actions: each file the
+agent writes is replaced atomically, and the ledger recording what may be created was written before
+the first action), then the service exits 0. Every sync is one structured journal record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
+
+from runas_agent import __version__, config
+from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
+from runas_agent.exitcodes import Exit
+
+log = logging.getLogger("runas_agent.daemon")
+
+#: Fixed journal MESSAGE_IDs: `journalctl MESSAGE_ID=...` finds every record of one kind.
+MESSAGE_SYNC = uuid.UUID("0e6032291cf94883be9c2a9b28aa4889")
+MESSAGE_SYNC_FAILED = uuid.UUID("3c5c59abeda54efe88465408b9f48471")
+MESSAGE_RELOAD = uuid.UUID("5a92e7e8eb604a3199c154af424f3c59")
+MESSAGE_LIFECYCLE = uuid.UUID("c3923360f9784e5e880412fd9d9708dc")
+
+#: syslog priorities
+ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+
+
+class Abandon(BaseException):
+    """Raised at a safe point of a sync when the service has been asked to stop. A BaseException, so
+    that no `except Exception` on the way (botocore, the applier) can swallow it."""
+
+
+# --------------------------------------------------------------------------------------------------
+# systemd plumbing
+
+
+def _sd_notify() -> Callable[[str], Any]:
+    try:
+        from systemd import daemon as sd_daemon
+    except ImportError:  # not under systemd, or python3-systemd missing: nothing to tell
+        return lambda state: False
+    return lambda state: sd_daemon.notify(state)
+
+
+class Notifier:
+    """sd_notify(3) through systemd-python. A no-op outside systemd (no NOTIFY_SOCKET)."""
+
+    def __init__(self, send: Callable[[str], Any] | None = None):
+        self._send = send or _sd_notify()
+
+    def __call__(self, *assignments: str) -> None:
+        # One datagram: systemd applies its assignments together (e.g. READY=1 with STATUS=).
+        self._send("\n".join(a.replace("\n", " ") for a in assignments))
+
+
+def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = None) -> float | None:
+    """Seconds of WatchdogSec= when systemd asks this process for keep-alive pings, else None."""
+    environ = os.environ if environ is None else environ
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    owner = environ.get("WATCHDOG_PID")
+    if usec <= 0 or (owner and owner != str(os.getpid() if pid is None else pid)):
+        return None
+    return usec / 1_000_000
+
+
+def _stderr_is_journal() -> bool:
+    """systemd sets JOURNAL_STREAM=dev:ino when stderr goes to the journal (then, not echoing
+    records to stderr avoids every record appearing twice)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return False
+    return stream == f"{st.st_dev}:{st.st_ino}"
+
+
+class Journal:
+    """Structured records: fixed MESSAGE_IDs, UPPER_SNAKE fields. Echoed to stderr unless stderr is
+    the journal already."""
+
+    def __init__(self, send: Callable[..., Any] | None = None, echo: bool | None = None):
+        if send is None:
+            try:
+                from systemd import journal
+
+                send = journal.send
+            except ImportError:
+                send = None
+        self._send = send
+        self._echo = (not _stderr_is_journal()) if echo is None else echo
+
+    def record(self, message_id: uuid.UUID, priority: int, message: str, **fields: Any) -> None:
+        if self._send is not None:
+            clean = {k: v for k, v in fields.items() if v is not None}
+            self._send(message, MESSAGE_ID=message_id.hex, PRIORITY=str(priority), **clean)
+        if self._echo:
+            log.log({ERR: logging.ERROR, WARNING: logging.WARNING}.get(priority, logging.INFO), "%s", message)
+
+
+# --------------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class Report:
+    """What one scheduled sync came to."""
+
+    #: ok | partial | refused | failed | busy
+    result: str
+    seconds: float
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+    refusals: list[str] = field(default_factory=list)
+    #: seconds until the next sync
+    next_in: float = 0.0
+
+    def summary(self) -> str:
+        c = self.counts
+        if self.result in ("ok", "partial"):
+            text = (f"{c.get('created', 0)} created, {c.get('enabled', 0)} re-enabled, {c.get('disabled', 0)} disabled, "
+                    f"{c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed in {self.seconds:.2f}s")
+        elif self.result == "refused":
+            text = "refused, nothing changed: " + "; ".join(self.refusals)
+        else:
+            text = f"{self.result}, nothing changed: {self.error}"
+        return text
+
+
+class Daemon:
+    """The sync loop. Everything that touches the clock, sleeping, systemd, the journal, the source,
+    the lock and the sync itself is injectable, so the loop's decisions are unit-tested."""
+
+    def __init__(
+        self,
+        config_path: str,
+        cfg: SimpleNamespace,
+        *,
+        notify: Callable[..., None] | None = None,
+        journal: Journal | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        wait: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        watchdog: float | None = None,
+        sync_fn: Callable[..., Any] | None = None,
+        source_factory: Callable[..., Any] | None = None,
+        lock_factory: Callable[[str], Any] | None = None,
+        load_config: Callable[[str], SimpleNamespace] = config.load,
+        watcher_factory: Callable[[SimpleNamespace], Any] | None = None,
+    ):
+        self.config_path = config_path
+        self.cfg = cfg
+        self.notify = notify or Notifier()
+        self.journal = journal or Journal()
+        self.clock = clock
+        self.wall = wall
+        #: blocks up to the given seconds; returns early when a signal arrived
+        self.wait = wait
+        # Each instance draws its own jitter: seeded from the OS, never from anything fleet-wide.
+        self.rng = rng or random.Random(os.urandom(16))
+        self.watchdog = watchdog
+        self.sync_fn = sync_fn or _default_sync
+        self.source_factory = source_factory or build_source
+        self.lock_factory = lock_factory or _default_lock
+        self.load_config = load_config
+        self.watcher_factory = watcher_factory or make_session_watcher
+
+        self.stop_requested = False
+        self.reload_requested = False
+        self.ready = False
+        self.failures = 0
+        self.syncs = 0
+        self.last: Report | None = None
+        self.next_sync = 0.0
+        self._source: Any = None
+        self._watcher: Any = None
+        self._last_ping: float | None = None
+        self._status_note = ""
+
+    # -- signals (set from signal handlers; acted on by the loop) -----------------------------------
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+    def request_reload(self) -> None:
+        self.reload_requested = True
+
+    # -- watchdog ---------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """WATCHDOG=1, at most four times per watchdog interval."""
+        if not self.watchdog:
+            return
+        now = self.clock()
+        if self._last_ping is None or now - self._last_ping >= self.watchdog / 4:
+            self.notify("WATCHDOG=1")
+            self._last_ping = now
+
+    def checkpoint(self) -> None:
+        """A safe point of the work: prove progress to the watchdog, or abandon the sync here when
+        the service is stopping."""
+        if self.stop_requested:
+            raise Abandon()
+        self.ping()
+
+    def nap(self, seconds: float) -> None:
+        """Sleep inside the work (a backoff between two requests), pinging, and waking for signals."""
+        deadline = self.clock() + seconds
+        while True:
+            self.checkpoint()
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            self.wait(min(left, self._max_nap()))
+
+    def _max_nap(self) -> float:
+        return self.watchdog / 2 if self.watchdog else 3600.0
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> Exit:
+        self.notify(f"STATUS=first sync in progress (runas-agent {__version__})")
+        self.journal.record(MESSAGE_LIFECYCLE, INFO, f"runas-agent {__version__} starting: config {self.config_path}",
+                            DAEMON_EVENT="start", CONFIG_PATH=self.config_path, AGENT_VERSION=__version__)
+        self._check_watchdog_margin()
+        self.next_sync = self.clock()
+        try:
+            self._start_watcher()
+            while not self.stop_requested:
+                if self.reload_requested:
+                    self._reload()
+                    continue
+                now = self.clock()
+                if now >= self.next_sync:
+                    report = self.sync_once()
+                    if report is None:  # abandoned: we are stopping
+                        break
+                    self._announce(report)
+                    continue
+                self.ping()
+                self.wait(min(self.next_sync - now, self._max_nap()))
+        finally:
+            self.notify("STOPPING=1", "STATUS=stopping")
+            self._stop_watcher()
+            self.journal.record(MESSAGE_LIFECYCLE, INFO, "runas-agent stopped", DAEMON_EVENT="stop",
+                                SYNC_COUNT=str(self.syncs))
+        return Exit.OK
+
+    def _announce(self, report: Report) -> None:
+        status = f"STATUS=last sync: {report.summary()}; next in {report.next_in:.0f}s{self._status_note}"
+        if not self.ready:
+            self.ready = True
+            self.notify("READY=1", status)
+        else:
+            self.notify(status)
+
+    def sync_once(self) -> Report | None:
+        """One scheduled sync, reported. Returns None when it was abandoned because of a stop."""
+        started = self.clock()
+        self.syncs += 1
+        try:
+            if self._source is None:
+                self._source = self.source_factory(self.cfg.source, checkpoint=self.checkpoint, nap=self.nap)
+            with self._locked():
+                result = self.sync_fn(self.cfg, source=self._source, progress=self.checkpoint)
+        except Abandon:
+            self.journal.record(MESSAGE_SYNC_FAILED, NOTICE,
+                                "sync abandoned at a safe point: the service is stopping", SYNC_RESULT="abandoned",
+                                SYNC_SECONDS=f"{self.clock() - started:.3f}")
+            return None
+        except LockBusyError as exc:
+            report = Report("busy", self.clock() - started, error=str(exc))
+        except SourceError as exc:
+            report = Report("failed", self.clock() - started, error=str(exc))
+        except (AgentError, CommandError) as exc:
+            report = Report("failed", self.clock() - started, error=str(exc))
+        except Exception as exc:  # a bug: report it with its traceback and keep the last good state
+            log.exception("sync failed unexpectedly")
+            report = Report("failed", self.clock() - started, error=f"{type(exc).__name__}: {exc}")
+        else:
+            report = self._report(result, self.clock() - started)
+
+        if report.result in ("failed", "busy"):
+            self.failures += 1
+            delay = self.backoff(self.failures)
+        else:
+            self.failures = 0
+            delay = self.interval()
+        self.next_sync = started + delay
+        report.next_in = max(0.0, self.next_sync - self.clock())
+        self.last = report
+        self._journal_sync(report)
+        return report
+
+    def _report(self, result: Any, seconds: float) -> Report:
+        counts = result.counts()
+        if result.plan.refusals:
+            return Report("refused", seconds, counts, refusals=list(result.plan.refusals))
+        kind = "partial" if counts.get("failed") or counts.get("skipped") else "ok"
+        return Report(kind, seconds, counts)
+
+    def _journal_sync(self, report: Report) -> None:
+        c = report.counts
+        fields = dict(
+            SYNC_RESULT=report.result,
+            SYNC_SECONDS=f"{report.seconds:.3f}",
+            SYNC_NEXT_SECONDS=f"{report.next_in:.0f}",
+            SYNC_SOURCE=_describe(self._source, self.cfg.source),
+        )
+        if report.result in ("ok", "partial", "refused"):
+            fields.update(SYNC_CREATED=str(c.get("created", 0)), SYNC_DISABLED=str(c.get("disabled", 0)),
+                          SYNC_ENABLED=str(c.get("enabled", 0)), SYNC_SKIPPED=str(c.get("skipped", 0)),
+                          SYNC_FAILED=str(c.get("failed", 0)), SYNC_ACTIONS=str(c.get("actions", 0)))
+        if report.refusals:
+            fields["SYNC_REFUSALS"] = "; ".join(report.refusals)
+        if report.error:
+            fields.update(SYNC_ERROR=report.error, SYNC_ATTEMPT=str(self.failures))
+        if report.result == "failed":
+            message_id, priority = MESSAGE_SYNC_FAILED, ERR
+            message = (f"sync failed (attempt {self.failures}), accounts left as they are: {report.error}; "
+                       f"retry in {report.next_in:.0f}s")
+        elif report.result == "busy":
+            message_id, priority = MESSAGE_SYNC_FAILED, WARNING
+            message = f"sync postponed: {report.error}; retry in {report.next_in:.0f}s"
+        else:
+            message_id = MESSAGE_SYNC
+            priority = INFO if report.result == "ok" else WARNING
+            message = f"sync {report.summary()}"
+        self.journal.record(message_id, priority, message, **fields)
+
+    # -- timing -----------------------------------------------------------------------------------
+
+    def interval(self) -> float:
+        d = self.cfg.daemon
+        return d.interval_seconds + self.rng.random() * d.jitter_seconds
+
+    def backoff(self, failures: int) -> float:
+        """Exponential, capped, with "equal jitter": between half and all of the step."""
+        d = self.cfg.daemon
+        step = min(d.backoff_max_seconds, d.backoff_initial_seconds * 2 ** min(failures - 1, 30))
+        return step / 2 + self.rng.random() * step / 2
+
+    def _check_watchdog_margin(self) -> None:
+        if not self.watchdog or self.cfg.source.type != "identitystore":
+            return
+        step = self.cfg.source.connect_timeout + self.cfg.source.read_timeout
+        if step >= self.watchdog * 0.75:
+            log.warning("source.connect_timeout + source.read_timeout (%gs) is close to the watchdog interval "
+                        "(%gs): one slow Identity Store response may get the service restarted", step, self.watchdog)
+
+    # -- the lock ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock shared with `--once`; while a manual sync holds it, wait (pinging) up to
+        daemon.lock_wait_seconds."""
+        from runas_agent.host.files import StateDir
+
+        path = StateDir(self.cfg.state_dir).lock_path
+        deadline = self.clock() + self.cfg.daemon.lock_wait_seconds
+        while True:
+            lock = self.lock_factory(path)
+            try:
+                lock.__enter__()
+                break
+            except LockBusyError:
+                if self.clock() >= deadline:
+                    raise LockBusyError(f"another runas-agent sync held {path} for more than "
+                                        f"daemon.lock_wait_seconds ({self.cfg.daemon.lock_wait_seconds:g}s)") from None
+                self.checkpoint()
+                self.wait(min(0.5, max(0.0, deadline - self.clock())))
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+
+    # -- reload -----------------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.reload_requested = False
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}",
+                    "STATUS=reloading the configuration")
+        try:
+            new = self.load_config(self.config_path)
+        except ConfigError as exc:
+            problems = "; ".join(exc.problems)
+            self._status_note = f"; reload refused, previous configuration kept: {problems}"
+            self.journal.record(MESSAGE_RELOAD, ERR,
+                                f"invalid configuration {self.config_path}, keeping the previous one: {problems}",
+                                RELOAD_RESULT="invalid", CONFIG_PATH=self.config_path, CONFIG_PROBLEMS=problems)
+        else:
+            self.cfg = new
+            self._source = None  # rebuilt from the new source section on the next sync
+            self.failures = 0
+            self._status_note = ""
+            self.next_sync = self.clock()  # apply the new configuration now
+            self._restart_watcher()
+            self.journal.record(MESSAGE_RELOAD, INFO, f"configuration {self.config_path} reloaded",
+                                RELOAD_RESULT="ok", CONFIG_PATH=self.config_path)
+        last = f"last sync: {self.last.summary()}" if self.last else "first sync pending"
+        if self.ready:
+            self.notify("READY=1", f"STATUS={last}{self._status_note}")
+        else:  # READY=1 waits for the first sync, reload or not
+            self.notify(f"STATUS={last}{self._status_note}")
+
+    # -- session watcher --------------------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        try:
+            self._watcher = self.watcher_factory(self.cfg)
+            if self._watcher is not None:
+                self._watcher.start()
+        except Exception:  # sessions are a record, not the sync: the sync loop goes on without them
+            log.exception("the session watcher did not start")
+            self._watcher = None
+
+    def _stop_watcher(self) -> None:
+        if self._watcher is not None:
+            try:
+                self._watcher.stop()
+            except Exception:
+                log.exception("the session watcher did not stop cleanly")
+            self._watcher = None
+
+    def _restart_watcher(self) -> None:
+        self._stop_watcher()
+        self._start_watcher()
+
+
+# --------------------------------------------------------------------------------------------------
+# defaults wired to the real host
+
+
+def _default_sync(cfg: SimpleNamespace, *, source: Any, progress: Callable[[], None]) -> Any:
+    from runas_agent.sync import sync
+
+    return sync(cfg, apply=True, source=source, progress=progress)
+
+
+def _default_lock(path: str) -> Any:
+    from runas_agent.host.lock import SyncLock
+
+    return SyncLock(path, wait=0)
+
+
+def _describe(source: Any, source_cfg: SimpleNamespace) -> str:
+    if source is not None:
+        try:
+            return str(source.describe())
+        except Exception:
+            pass
+    return str(source_cfg.type)
+
+
+def build_source(source_cfg: SimpleNamespace, *, checkpoint: Callable[[], None], nap: Callable[[float], None]) -> Any:
+    """The configured source, wired to the loop: an Identity Store read checks in before every HTTP
+    request and sleeps its backoff through `nap`, so the watchdog sees a read that makes progress
+    and never one that is stuck inside a request longer than the watchdog interval."""
+    from runas_agent.sources import make_source
+
+    if source_cfg.type != "identitystore":
+        return make_source(source_cfg)
+    import boto3
+
+    from runas_agent.sources.identitystore import IdentityStoreSource
+
+    session = boto3.session.Session(region_name=source_cfg.region)
+    # Clients copy the session's handlers when they are created.
+    session.events.register("before-send", lambda **kwargs: checkpoint())
+    return IdentityStoreSource.from_config(source_cfg, session=session, sleep=nap)
+
+
+def make_session_watcher(cfg: SimpleNamespace) -> Any:
+    """The session watcher (runas_agent.sessions.SessionWatcher), or None when this build has none.
+    It runs beside the sync loop with start()/stop(); the loop's watchdog pings do not depend on it."""
+    try:
+        from runas_agent import sessions
+    except ModuleNotFoundError as exc:
+        if exc.name in ("runas_agent.sessions",):
+            return None
+        raise
+    watcher_class = getattr(sessions, "SessionWatcher", None)
+    if watcher_class is None:
+        return None
+    factory = getattr(watcher_class, "from_config", None) or watcher_class
+    return factory(cfg)
+
+
+class SignalWaker:
+    """Signals wake the loop: handlers only set flags, and signal.set_wakeup_fd makes the loop's
+    select() return at once, whenever the signal arrives."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous_fd = signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+
+    def wait(self, seconds: float) -> None:
+        if seconds > 0:
+            select.select([self._r], [], [], seconds)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._r, 512):
+                pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous_fd)
+        os.close(self._r)
+        os.close(self._w)
+
+
+# --------------------------------------------------------------------------------------------------
+# command line
+
+
+def main(args: Any) -> Exit:
+    """Run the service until SIGTERM. Exit.CONFIG (78) when the configuration is invalid at start:
+    the unit's RestartPreventExitStatus keeps systemd from restarting into the same error."""
+    # On the watchdog's SIGABRT, the journal gets the Python stack of the step that hung.
+    with contextlib.suppress(ValueError, OSError, AttributeError):  # stderr without a file descriptor
+        faulthandler.enable()
+    notify = Notifier()
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        notify(f"STATUS=invalid configuration {args.config}: {'; '.join(exc.problems)}")
+        raise  # cli prints every problem and exits with Exit.CONFIG
+    waker = SignalWaker()
+    daemon = Daemon(args.config, cfg, notify=notify, wait=waker.wait, watchdog=watchdog_interval())
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop()),
+        signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: daemon.request_stop()),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload()),
+    }
+    try:
+        return daemon.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        waker.close()
+
+
+def register_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run", help="run the service: sync now, then on an interval with jitter, until SIGTERM (the default)")
+    p.set_defaults(func=main, needs_config=False)
