@@ -16,7 +16,7 @@ from runas_agent.core.plan import (NOLOGIN, Action, CreateAccount, DisableAccoun
                                    ForgetAccount, SetGroupMembers, UpdateAccount)
 from runas_agent.errors import CommandError
 from runas_agent.host import subp
-from runas_agent.host.accounts import parse_group
+from runas_agent.host.accounts import parse_group, parse_passwd
 
 #: usermod's exit status when the account has running processes (it then refuses to rename).
 USERMOD_BUSY = 8
@@ -30,6 +30,15 @@ class Outcome:
 
     def failed_accounts(self) -> set[str]:
         return {a.account for a, _ in self.failed}
+
+
+def _links_pam(binary: str) -> bool:
+    """Whether a binary is linked against libpam (its dynamic section names the soname)."""
+    try:
+        with open(binary, "rb") as handle:
+            return b"libpam.so" in handle.read()
+    except OSError:
+        return False
 
 
 def _nologin() -> str:
@@ -72,34 +81,43 @@ class Applier:
     def _create_batch(self, creates: list[CreateAccount], outcome: Outcome) -> list[CreateAccount]:
         """Create many accounts with one `newusers` run: /etc/passwd, shadow, group and gshadow are
         rewritten once for the whole batch instead of twice per account, so a first sync of thousands
-        of identities grows linearly rather than quadratically. newusers commits all or nothing; when
-        it fails, the accounts are created one by one instead, which isolates the bad one.
+        of identities grows linearly rather than quadratically. Accounts the run did not create (it
+        commits all or nothing) are left to the one-by-one path, which isolates a bad one.
 
-        newusers insists on setting a password: each account gets a random one that is never stored or
-        shown, and `chpasswd -e` then replaces every hash with "!" (no password), as useradd leaves it.
-        Returns the actions it completed."""
+        The accounts get no password, as with useradd. A PAM build of newusers (Debian, Ubuntu) writes
+        "!" itself and only afterwards asks PAM to set each password: given an empty one, PAM refuses
+        at once instead of hashing and rewriting /etc/shadow once per account, and newusers exits 1
+        with the accounts already committed. A build without PAM would hash an empty field into an
+        empty password, so it gets a random one that is never stored or shown. Either way `chpasswd -e`
+        then sets every hash to "!", and /etc/passwd is read back to see what was really created.
+        Returns the actions it handled."""
+        pam = _links_pam(shutil.which("newusers") or "/usr/sbin/newusers")
         lines = []
         for a in creates:
-            password = secrets.token_urlsafe(32)
+            password = "" if pam else secrets.token_urlsafe(32)
             lines.append(":".join([a.name, password, str(a.uid), str(a.gid), a.comment, a.home, a.shell]))
         try:
             # -r only stops newusers allocating subordinate UID/GID ranges (useradd: SUB_UID_COUNT=0);
             # the UIDs and GIDs are given explicitly, so the system-account ID ranges play no part.
-            self.run(["newusers", "-r"], input="\n".join(lines) + "\n", timeout=max(600.0, 0.2 * len(creates)))
+            self.run(["newusers", "-r"], input="\n".join(lines) + "\n", ok=(0, 1),
+                     timeout=max(600.0, 0.2 * len(creates)))
         except CommandError:
             return []
-        done = []
-        for a in creates:
+        with open(os.path.join(self.etc, "passwd"), encoding="utf-8", errors="surrogateescape") as handle:
+            present = {u.name: u for u in parse_passwd(handle.read())}
+        created = [a for a in creates if (u := present.get(a.name)) is not None
+                   and (u.uid, u.gid, u.home, u.shell) == (a.uid, a.gid, a.home, a.shell)]
+        if not created:
+            return []
+        self.run(["chpasswd", "-e"], input="".join(f"{a.name}:!\n" for a in created))
+        for a in created:
             try:
                 self._copy_skel(a)
             except OSError as exc:
                 outcome.failed.append((a, f"home {a.home}: copying {self.skel} failed: {exc.strerror}"))
             else:
-                done.append(a)
-        # Even when skel copying failed the account exists: it must not keep a password.
-        self.run(["chpasswd", "-e"], input="".join(f"{a.name}:!\n" for a in creates))
-        outcome.done.extend(done)
-        return creates
+                outcome.done.append(a)
+        return created
 
     def _copy_skel(self, a: CreateAccount) -> None:
         """Copy the skeleton into a home newusers just made. Never overwrites: an existing file wins."""

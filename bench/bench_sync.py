@@ -1,0 +1,120 @@
+"""Benchmark of the sync core: first sync, no-op resync and bytes written to /etc, at 1,000 and
+10,000 identities from a generated directory, in an isolated host (a mount namespace over a copy of
+/etc; this machine's accounts are never touched). Also times a plain `useradd` loop for comparison.
+
+    python bench/bench_sync.py [--sizes 1000 10000] [--baseline 1000]
+
+Run as root on Debian 12. Prints a table; --json for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.hosts.namespace import IsolatedHost  # noqa: E402
+
+
+def directory(n: int) -> dict:
+    users = []
+    for i in range(n):
+        users.append({"IdentityStoreId": "d-1234567890", "UserId": f"9067{i:06d}-bench-4000-8000-{i:012d}",
+                      "UserName": f"user{i:05d}@example.com", "DisplayName": f"User {i}", "UserStatus": "ENABLED",
+                      "Extensions": {"aws:identitystore:enterprise": {"organization": f"org{i % 50}"}}})
+    return {"IdentityStoreId": "d-1234567890", "Users": users, "Groups": [], "GroupMemberships": []}
+
+
+def etc_files(host: IsolatedHost) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for root, _, files in os.walk(host.etc):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            out[path] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return out
+
+
+def timed_sync(host: IsolatedHost, cfg: Path) -> tuple[float, dict]:
+    started = time.perf_counter()
+    proc = host.agent("--config", str(cfg), "--once", "--json", timeout=7200)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"sync failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed, json.loads(proc.stdout)
+
+
+def bench_size(n: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
+        host = IsolatedHost(Path(tmp) / "host")
+        path = host.write_directory(directory(n))
+        cfg = host.write_config({"source": {"type": "file", "path": str(path)},
+                                 "run_as": {"expression": "${path:userName}"}})
+        first, data = timed_sync(host, cfg)
+        created = data["counts"]["created"]
+        assert created == n, data["counts"]
+        assert host.id(f"user{n - 1:05d}@example.com").returncode == 0
+        before = etc_files(host)
+        noop, data2 = timed_sync(host, cfg)
+        after = etc_files(host)
+        changed = [p for p in set(before) | set(after) if before.get(p) != after.get(p)]
+        written = sum(after[p][1] for p in changed if p in after)
+        assert data2["counts"]["actions"] == 0
+        return {"identities": n, "first_sync_s": round(first, 2), "per_account_ms": round(1000 * first / n, 2),
+                "in_agent_s": data["seconds"], "noop_resync_s": round(noop, 2), "noop_in_agent_s": data2["seconds"],
+                "etc_files_changed_on_noop": len(changed), "etc_bytes_written_on_noop": written}
+
+
+def bench_useradd_loop(n: int) -> dict:
+    """The naive way: one useradd per account. Each call rewrites passwd/shadow/group/gshadow whole."""
+    with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
+        host = IsolatedHost(Path(tmp) / "host")
+        script = ("i=0; while [ $i -lt $1 ]; do useradd --no-log-init -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 "
+                  "-u $((1500000000 + i)) -m \"loop$i\" 2>/dev/null || exit 1; i=$((i + 1)); done")
+        started = time.perf_counter()
+        host.run(["sh", "-c", script, "sh", str(n)], timeout=7200)
+        total = time.perf_counter() - started
+        # The marginal cost at this size: ten more accounts on top.
+        started = time.perf_counter()
+        host.run(["sh", "-c", script.replace("loop$i", "more$i").replace("1500000000", "1600000000"), "sh", "10"])
+        marginal = (time.perf_counter() - started) / 10
+        return {"identities": n, "useradd_loop_s": round(total, 2), "per_account_ms": round(1000 * total / n, 2),
+                "marginal_ms_at_size": round(1000 * marginal, 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--baseline", type=int, nargs="*", default=[1000])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the isolated host needs a mount namespace")
+    rows = [bench_size(n) for n in args.sizes]
+    base = [bench_useradd_loop(n) for n in args.baseline]
+    if args.json:
+        print(json.dumps({"sync": rows, "useradd_loop": base}, indent=2))
+        return 0
+    print(f"{'identities':>10} {'first sync':>11} {'per account':>12} {'no-op resync':>13} {'/etc files/bytes written on no-op':>34}")
+    for r in rows:
+        print(f"{r['identities']:>10} {r['first_sync_s']:>10.2f}s {r['per_account_ms']:>10.2f}ms {r['noop_resync_s']:>12.2f}s "
+              f"{r['etc_files_changed_on_noop']:>25} / {r['etc_bytes_written_on_noop']}")
+    for b in base:
+        print(f"plain useradd loop, {b['identities']} accounts: {b['useradd_loop_s']:.2f}s "
+              f"({b['per_account_ms']:.2f} ms/account on average, {b['marginal_ms_at_size']:.2f} ms for the next one)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
