@@ -7,7 +7,7 @@ from runas_agent.core.ledger import Ledger, Owned
 from runas_agent.core.plan import (CreateAccount, DisableAccount, EnableAccount, ForgetAccount, PlanSettings,
                                    SetGroupMembers, UpdateAccount, plan)
 from runas_agent.directory import make_document, parse_document
-from runas_agent.host.accounts import HostGroup, HostState, HostUser
+from runas_agent.core.observed import HostGroup, HostState, HostUser
 
 BASE_USERS = [HostUser("root", 0, 0, "root", "/root", "/bin/bash"), HostUser("ops", 1000, 1000, "", "/home/ops", "/bin/bash")]
 BASE_GROUPS = [HostGroup("root", 0, ()), HostGroup("ops", 1000, ()), HostGroup("adm", 4, ()), HostGroup("docker", 999, ("admin",))]

@@ -15,7 +15,7 @@ from typing import Any
 from runas_agent.core import naming, uids
 from runas_agent.core.desired import MARKER, Desired, DesiredAccount, Skip
 from runas_agent.core.ledger import Ledger, Owned
-from runas_agent.host.accounts import HostState, HostUser
+from runas_agent.core.observed import HostState, HostUser
 
 NOLOGIN = "/usr/sbin/nologin"
 

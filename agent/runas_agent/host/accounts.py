@@ -6,47 +6,9 @@ where per-name NSS lookups would be quadratic on large directories.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from runas_agent.core.observed import HostGroup, HostState, HostUser
 
-
-@dataclass(frozen=True)
-class HostUser:
-    name: str
-    uid: int
-    gid: int
-    comment: str
-    home: str
-    shell: str
-
-
-@dataclass(frozen=True)
-class HostGroup:
-    name: str
-    gid: int
-    members: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class HostState:
-    users: dict[str, HostUser]
-    groups: dict[str, HostGroup]
-    uid_min: int = 1000
-    uids: dict[int, str] = field(default_factory=dict)
-    gids: dict[int, str] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, users: list[HostUser], groups: list[HostGroup], uid_min: int = 1000) -> "HostState":
-        return cls(
-            users={u.name: u for u in users},
-            groups={g.name: g for g in groups},
-            uid_min=uid_min,
-            uids={u.uid: u.name for u in users},
-            gids={g.gid: g.name for g in groups},
-        )
-
-    def user_by_uid(self, uid: int) -> HostUser | None:
-        name = self.uids.get(uid)
-        return self.users.get(name) if name is not None else None
+__all__ = ["HostGroup", "HostState", "HostUser", "parse_group", "parse_passwd", "read_host", "read_os_release"]
 
 
 def _fields(line: str, count: int) -> list[str] | None:
