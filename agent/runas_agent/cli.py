@@ -74,6 +74,23 @@ def cmd_once(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
     return result.exit
 
 
+def cmd_export(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
+    """Write the configured source's directory as a directory document: the file source's format,
+    and the snapshot a fleet publisher puts where instances read it."""
+    from runas_agent.host.files import write_atomic
+    from runas_agent.sources import make_source
+
+    fetched = make_source(cfg.source).fetch()
+    data = fetched.directory.canonical_bytes()
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    else:
+        write_atomic(args.output, data, mode=0o640)
+        print(f"{args.output}: {len(fetched.directory.users)} users, {len(fetched.directory.groups)} groups, "
+              f"sha256 {fetched.directory.digest()}", file=sys.stderr)
+    return Exit.OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> Exit:
     path = args.path or args.config
     try:
@@ -107,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="plan as if --force were given")
     p.set_defaults(func=cmd_plan, needs_config=True)
+
+    p = sub.add_parser("export", help="write the directory from the configured source as a directory document")
+    p.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
+    p.set_defaults(func=cmd_export, needs_config=True)
 
     p = sub.add_parser("check-config", help="validate a configuration file, listing every problem")
     p.add_argument("path", nargs="?", help="file to check (default: --config)")

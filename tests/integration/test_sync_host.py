@@ -279,3 +279,17 @@ def test_large_first_sync_is_batched_and_equivalent(isolated_host):
             assert st.st_uid == uid and st.st_gid == uid
     assert ((isolated_host.etc / "subuid").read_bytes() if (isolated_host.etc / "subuid").exists() else b"") == subuid
     assert isolated_host.agent("--config", str(cfg), "plan").returncode == Exit.OK
+
+
+def test_export_writes_a_document_the_file_source_reads_back(isolated_host):
+    cfg = setup(isolated_host, IRET)
+    out = isolated_host.root / "snapshot.json"
+    result = isolated_host.agent("--config", str(cfg), "export", "--output", str(out))
+    assert result.returncode == Exit.OK and "4 users" in result.stderr
+    exported = json.loads(out.read_text())
+    assert [x["UserName"] for x in exported["Users"]] == [x["UserName"] for x in IRET]
+    assert exported["Users"][0]["Extensions"]["aws:identitystore:enterprise"]["organization"] == "iret"
+    cfg2 = isolated_host.write_config({"source": {"type": "file", "path": str(out)},
+                                       "run_as": {"expression": "${path:enterprise.organization}"}}, "c2.yaml")
+    plan = isolated_host.agent("--config", str(cfg2), "plan")
+    assert plan.returncode == Exit.CHANGES and "+ create iret" in plan.stdout
