@@ -17,9 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on stdout)")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--seed", metavar="FILE", help="a directory document (JSON) to load")
+    parser.add_argument("--no-check", action="store_true", help="do not check responses against botocore's model (benchmarks)")
     args = parser.parse_args(argv)
 
-    endpoint = Endpoint(region=args.region, host=args.host, port=args.port)
+    endpoint = Endpoint(region=args.region, host=args.host, port=args.port, strict=not args.no_check)
     endpoint.start()
     if args.seed:
         with open(args.seed, encoding="utf-8") as handle:

@@ -88,6 +88,8 @@ class _Read:
     deadline: float
     calls: dict[str, int] = field(default_factory=dict)
     pages: dict[str, int] = field(default_factory=dict)
+    #: seconds spent in the calls of each operation, retries and their waits included
+    seconds: dict[str, float] = field(default_factory=dict)
     retries: int = 0
     slept: float = 0.0
 
@@ -203,6 +205,7 @@ class IdentityStoreSource(Source):
         self.last_stats = {
             "calls": dict(read.calls),
             "pages": dict(read.pages),
+            "seconds_by_call": {op: round(t, 3) for op, t in read.seconds.items()},
             "retries": read.retries,
             "slept": round(read.slept, 3),
             "seconds": round(self._clock() - read.started, 3),
@@ -265,6 +268,13 @@ class IdentityStoreSource(Source):
         counter = operation if client is self._client else f"sso-admin:{operation}"
 
         def call(**kwargs: Any) -> dict:
+            started = self._clock()
+            try:
+                return attempts(**kwargs)
+            finally:
+                read.seconds[counter] = read.seconds.get(counter, 0.0) + self._clock() - started
+
+        def attempts(**kwargs: Any) -> dict:
             where = self._where(operation, state["page"], detail)
             attempt = 0
             while True:
