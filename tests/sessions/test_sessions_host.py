@@ -1,0 +1,254 @@
+"""Session attribution on a staged SSM agent footprint, with records read back from a real journald
+(see tests/hosts/ssm_stage.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from runas_agent.sessions.model import MESSAGE_ID_END, MESSAGE_ID_START
+from tests.hosts.ssm import SsmStage, owner_arn, session_id
+
+pytestmark = pytest.mark.host
+
+ACME_UID = 1_500_000_001
+CAROL_UID = 1_500_000_002
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CAROL = "carol@example.com"
+
+
+def user(name, user_id, display, org=None, status="ENABLED"):
+    record = {"UserId": user_id, "UserName": name, "DisplayName": display, "UserStatus": status,
+              "Emails": [{"Value": name, "Type": "work", "Primary": True}]}
+    if org:
+        record["Extensions"] = {"aws:identitystore:enterprise": {"organization": org}}
+    return record
+
+
+def directory(disabled=()):
+    users = [
+        user(ALICE, "9067a1b2c3-aaaaaaaa-1111-2222-3333-444444444444", "Alice Example", "acme"),
+        user(BOB, "9067a1b2c3-bbbbbbbb-1111-2222-3333-444444444444", "Bob Builder", "acme"),
+        user(CAROL, "9067a1b2c3-cccccccc-1111-2222-3333-444444444444", "Carol Own", None),
+    ]
+    for u in users:
+        if u["UserName"] in disabled:
+            u["UserStatus"] = "DISABLED"
+    return {"IdentityStoreId": "d-1234567890", "Users": users,
+            "Groups": [{"GroupId": "g-ops", "DisplayName": "acme-ops"}],
+            "GroupMemberships": [{"GroupId": "g-ops", "MemberId": {"UserId": users[0]["UserId"]}}]}
+
+
+@pytest.fixture
+def stage(isolated_host):
+    s = SsmStage(isolated_host)
+    try:
+        s.call("journald")
+        s.call("install", state_root=str(s.deb_root))
+        s.call("install", state_root=str(s.snap_root), instance="mi-0123456789abcdef0")
+        s.call("useradd", name="acme", uid=ACME_UID)
+        s.call("useradd", name=CAROL, uid=CAROL_UID)
+        s.write_snapshot(directory())
+        s.config = s.write_config()
+        yield s
+    finally:
+        s.close()
+
+
+def one(records, **expect):
+    assert len(records) == 1, f"expected one record, got {len(records)}: {records}"
+    rec = records[0]
+    for key, value in expect.items():
+        assert rec.get(key) == str(value), f"{key}: {rec.get(key)!r} != {value!r}"
+    return rec
+
+
+def test_per_person_and_shared_accounts(stage):
+    stage.call("watcher", config=str(stage.config))
+    stage.call("poll")
+    carol_sid, alice_sid = session_id(CAROL, 1), session_id(ALICE, 2)
+    carol = stage.call("start", sid=carol_sid, owner=owner_arn(CAROL), run_as=CAROL, state_root=str(stage.deb_root))
+    alice = stage.call("start", sid=alice_sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.snap_root))
+    stage.call("poll")
+
+    rec = one(stage.wait_journal(1, RUNAS_SESSION_ID=carol_sid, MESSAGE_ID=MESSAGE_ID_START),
+              RUNAS_IDENTITY_USER=CAROL, RUNAS_IDENTITY_ID="9067a1b2c3-cccccccc-1111-2222-3333-444444444444",
+              RUNAS_DISPLAY_NAME="Carol Own", RUNAS_ACCOUNT=CAROL, RUNAS_ACCOUNT_UID=CAROL_UID,
+              RUNAS_WORKER_PID=carol["worker_pid"], RUNAS_SHELL_PID=carol["shell_pid"],
+              RUNAS_OWNER_ARN=owner_arn(CAROL), RUNAS_PERMISSION_SET="VendorAccess", RUNAS_EVENT="start")
+    assert "RUNAS_UNRESOLVED_REASON" not in rec and "RUNAS_ORGANIZATION" not in rec
+    one(stage.wait_journal(1, RUNAS_SESSION_ID=alice_sid, MESSAGE_ID=MESSAGE_ID_START),
+        RUNAS_IDENTITY_USER=ALICE, RUNAS_ORGANIZATION="acme", RUNAS_DISPLAY_NAME="Alice Example",
+        RUNAS_ACCOUNT="acme", RUNAS_ACCOUNT_UID=ACME_UID, RUNAS_GROUP="acme-ops",
+        RUNAS_WORKER_PID=alice["worker_pid"], RUNAS_SHELL_PID=alice["shell_pid"])
+
+    # `runas-agent sessions` shows both, with the person behind each.
+    out = stage.call("agent", args=["-c", str(stage.config), "sessions", "--json"])
+    assert out["rc"] == 0, out["stderr"]
+    rows = {r["session_id"]: r for r in json.loads(out["stdout"])["sessions"]}
+    assert set(rows) == {carol_sid, alice_sid}
+    assert rows[alice_sid]["identity_user"] == ALICE and rows[alice_sid]["account"] == "acme"
+    assert rows[alice_sid]["account_uid"] == ACME_UID and rows[alice_sid]["organization"] == "acme"
+    assert rows[carol_sid]["shell_pid"] == carol["shell_pid"]
+    table = stage.call("agent", args=["-c", str(stage.config), "sessions"])["stdout"]
+    assert "Alice Example <alice@example.com>" in table and f"acme({ACME_UID})" in table
+
+    # The agent moves the state file out of current/ at session end; the end record follows.
+    stage.call("end", sid=carol_sid, how="move")
+    stage.call("poll")
+    end = one(stage.wait_journal(1, RUNAS_SESSION_ID=carol_sid, MESSAGE_ID=MESSAGE_ID_END),
+              RUNAS_IDENTITY_USER=CAROL, RUNAS_ACCOUNT=CAROL, RUNAS_EVENT="end")
+    assert int(end["RUNAS_DURATION_SEC"]) >= 0
+    # Alice's session goes on: no end record for it.
+    assert stage.journal(RUNAS_SESSION_ID=alice_sid, MESSAGE_ID=MESSAGE_ID_END) == []
+    # Every session a person ran, whichever account, is one journalctl query away.
+    assert len(stage.journal(RUNAS_IDENTITY_USER=ALICE)) == 1
+
+
+def test_two_people_on_one_shared_account(stage):
+    stage.call("watcher", config=str(stage.config))
+    a, b = session_id(ALICE, 10), session_id(BOB, 11)
+    pa = stage.call("start", sid=a, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root))
+    pb = stage.call("start", sid=b, owner=owner_arn(BOB), run_as="acme", state_root=str(stage.deb_root))
+    stage.call("poll")
+    starts = stage.wait_journal(2, RUNAS_ACCOUNT="acme", MESSAGE_ID=MESSAGE_ID_START)
+    by_sid = {r["RUNAS_SESSION_ID"]: r for r in starts}
+    assert len(starts) == 2 and set(by_sid) == {a, b}
+    assert by_sid[a]["RUNAS_IDENTITY_USER"] == ALICE and by_sid[a]["RUNAS_SHELL_PID"] == str(pa["shell_pid"])
+    assert by_sid[b]["RUNAS_IDENTITY_USER"] == BOB and by_sid[b]["RUNAS_SHELL_PID"] == str(pb["shell_pid"])
+    assert by_sid[a]["RUNAS_ACCOUNT_UID"] == by_sid[b]["RUNAS_ACCOUNT_UID"] == str(ACME_UID)
+    stage.call("end", sid=b)
+    stage.call("poll")
+    one(stage.wait_journal(1, MESSAGE_ID=MESSAGE_ID_END), RUNAS_SESSION_ID=b, RUNAS_IDENTITY_USER=BOB)
+    live = {s["session_id"]: s for s in stage.call("sessions")["sessions"]}
+    assert set(live) == {a} and live[a]["identity"]["user_name"] == ALICE
+
+
+def test_unknown_and_hostile_owners_are_recorded_with_the_reason(stage):
+    stage.call("watcher", config=str(stage.config), shell_grace=0.5)
+    unknown, iam, garbage = session_id("mallory", 20), session_id("iamuser", 21), session_id("x", 22)
+    stage.call("start", sid=unknown, owner=owner_arn("mallory@example.com"), run_as="acme",
+               state_root=str(stage.deb_root))
+    stage.call("start", sid=iam, owner=f"arn:aws:iam::123456789012:user/deploy", run_as="acme",
+               state_root=str(stage.deb_root))
+    stage.call("start", sid=garbage, owner="", run_as="acme", state_root=str(stage.deb_root),
+               document={"DocumentInformation": {"SessionOwner": 12, "RunAsUser": "acme\x1b[2J" + "A" * 5000}})
+    stage.call("poll")
+    rec = one(stage.wait_journal(1, RUNAS_SESSION_ID=unknown), RUNAS_IDENTITY_USER="mallory@example.com",
+              RUNAS_ACCOUNT="acme", RUNAS_ACCOUNT_UID=ACME_UID, MESSAGE_ID=MESSAGE_ID_START)
+    assert "not in the directory snapshot" in rec["RUNAS_UNRESOLVED_REASON"] and "RUNAS_IDENTITY_ID" not in rec
+    rec = one(stage.wait_journal(1, RUNAS_SESSION_ID=iam), RUNAS_ACCOUNT="acme")
+    assert "IAM user" in rec["RUNAS_UNRESOLVED_REASON"]
+    rec = one(stage.wait_journal(1, RUNAS_SESSION_ID=garbage), RUNAS_ACCOUNT="acme", RUNAS_ACCOUNT_UID=ACME_UID)
+    assert "no session owner" in rec["RUNAS_UNRESOLVED_REASON"]
+    assert "\x1b" not in rec["RUNAS_REQUESTED_ACCOUNT"] and len(rec["RUNAS_REQUESTED_ACCOUNT"]) <= 256
+
+    # A state file that never becomes valid JSON is still recorded, after the grace period.
+    broken = session_id("broken", 23)
+    stage.call("start", sid=broken, owner="", run_as="acme", state_root=str(stage.deb_root), document=[1, 2])
+    stage.call("poll")
+    time.sleep(0.6)
+    stage.call("poll")
+    rec = one(stage.wait_journal(1, RUNAS_SESSION_ID=broken), RUNAS_ACCOUNT="acme")
+    assert "not a session state document" in rec["RUNAS_UNRESOLVED_REASON"]
+
+
+def test_a_session_that_starts_and_ends_between_two_scans(stage):
+    stage.call("watcher", config=str(stage.config))
+    stage.call("poll")
+    sid = session_id(ALICE, 30)
+    stage.call("start", sid=sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root))
+    stage.call("end", sid=sid)
+    stage.call("poll", times=3)
+    starts = stage.wait_journal(1, RUNAS_SESSION_ID=sid, MESSAGE_ID=MESSAGE_ID_START)
+    ends = stage.wait_journal(1, RUNAS_SESSION_ID=sid, MESSAGE_ID=MESSAGE_ID_END)
+    assert len(starts) == 1 and len(ends) == 1
+    assert "ended before its state file could be read" in starts[0]["RUNAS_UNRESOLVED_REASON"]
+
+
+def test_200_concurrent_sessions(stage):
+    stage.call("watcher", config=str(stage.config))
+    stage.call("watcher_start")
+    people = [ALICE, BOB]
+    sids = [session_id(people[i % 2], 1000 + i) for i in range(200)]
+    started = time.monotonic()
+    for i, sid in enumerate(sids):
+        stage.call("start", sid=sid, owner=owner_arn(people[i % 2]), run_as="acme",
+                   state_root=str(stage.deb_root if i % 3 else stage.snap_root))
+    starts = stage.wait_journal(200, timeout=60, MESSAGE_ID=MESSAGE_ID_START)
+    assert sorted(r["RUNAS_SESSION_ID"] for r in starts) == sorted(sids)
+    assert all(r["RUNAS_IDENTITY_USER"] == people[int(r["RUNAS_SESSION_ID"][-17:], 16) % 2] for r in starts)
+    assert all(r.get("RUNAS_SHELL_PID") for r in starts)
+    for sid in sids:
+        stage.call("end", sid=sid)
+    ends = stage.wait_journal(200, timeout=60, MESSAGE_ID=MESSAGE_ID_END)
+    assert sorted(r["RUNAS_SESSION_ID"] for r in ends) == sorted(sids)
+    assert len(stage.journal(MESSAGE_ID=MESSAGE_ID_START)) == 200
+    print(f"200 sessions started and ended, all recorded, in {time.monotonic() - started:.1f}s")
+
+
+def test_agent_restart_mid_session_neither_repeats_nor_loses_records(stage):
+    agent = ["-c", str(stage.config), "sessions", "watch"]
+    first = stage.call("spawn_agent", args=agent)["pid"]
+    spans, ends_while_down = session_id(ALICE, 40), session_id(BOB, 41)
+    stage.call("start", sid=spans, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root))
+    stage.call("start", sid=ends_while_down, owner=owner_arn(BOB), run_as="acme", state_root=str(stage.deb_root))
+    assert len(stage.wait_journal(2, MESSAGE_ID=MESSAGE_ID_START)) == 2
+    store = json.loads((stage.host.state_dir / "sessions.json").read_text())
+    assert {s["session_id"] for s in store["sessions"]} == {spans, ends_while_down}
+
+    stage.call("signal", pid=first, sig=int(signal.SIGKILL))     # the agent dies mid-session
+    stage.call("end", sid=ends_while_down)                       # a session ends while it is down
+    second = stage.call("spawn_agent", args=agent)["pid"]
+    one(stage.wait_journal(1, RUNAS_SESSION_ID=ends_while_down, MESSAGE_ID=MESSAGE_ID_END),
+        RUNAS_IDENTITY_USER=BOB)
+    stage.call("end", sid=spans)                                 # the other ends after the restart
+    one(stage.wait_journal(1, RUNAS_SESSION_ID=spans, MESSAGE_ID=MESSAGE_ID_END), RUNAS_IDENTITY_USER=ALICE)
+    assert stage.call("signal", pid=second, sig=int(signal.SIGTERM))["rc"] == 0
+    for sid in (spans, ends_while_down):
+        assert len(stage.journal(RUNAS_SESSION_ID=sid, MESSAGE_ID=MESSAGE_ID_START)) == 1
+        assert len(stage.journal(RUNAS_SESSION_ID=sid, MESSAGE_ID=MESSAGE_ID_END)) == 1
+
+
+def test_ending_one_persons_sessions_leaves_a_colleagues_running(stage):
+    stage.config = stage.write_config({"end_sessions_of_disabled_people": True})
+    stage.call("watcher", config=str(stage.config))
+    a1, a2, b = session_id(ALICE, 50), session_id(ALICE, 51), session_id(BOB, 52)
+    for sid, who in ((a1, ALICE), (a2, ALICE), (b, BOB)):
+        stage.call("start", sid=sid, owner=owner_arn(who), run_as="acme", state_root=str(stage.deb_root))
+    stage.call("poll")
+    assert len(stage.wait_journal(3, MESSAGE_ID=MESSAGE_ID_START)) == 3
+
+    disabled = stage.root / "disabled.json"
+    disabled.write_text(json.dumps(directory(disabled=(ALICE,))))
+    ended = stage.call("after_sync", directory=str(disabled))["ended"]
+    assert sorted(ended) == sorted([a1, a2])
+    time.sleep(0.3)
+    alive = stage.call("alive", sids=[a1, a2, b])["alive"]
+    assert alive == {a1: False, a2: False, b: True}
+    for sid in (a1, a2):
+        rec = one(stage.wait_journal(1, RUNAS_SESSION_ID=sid, MESSAGE_ID=MESSAGE_ID_END), RUNAS_IDENTITY_USER=ALICE)
+        assert rec["RUNAS_END_REASON"] == "ended by runas-agent: the person is disabled"
+    stage.call("poll", times=2)
+    assert stage.journal(RUNAS_SESSION_ID=b, MESSAGE_ID=MESSAGE_ID_END) == []
+    assert len(stage.journal(MESSAGE_ID=MESSAGE_ID_END)) == 2
+    assert [s["session_id"] for s in stage.call("sessions")["sessions"]] == [b]
+
+
+def test_without_journald_records_go_to_the_audit_file(stage):
+    stage.call("journald_stop")
+    stage.call("watcher", config=str(stage.config))
+    sid = session_id(ALICE, 60)
+    stage.call("start", sid=sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root))
+    stage.call("poll")
+    stage.call("end", sid=sid)
+    stage.call("poll")
+    lines = [json.loads(l) for l in stage.audit.read_text().splitlines()]
+    assert [(l["MESSAGE_ID"], l["RUNAS_SESSION_ID"], l["RUNAS_IDENTITY_USER"]) for l in lines] == [
+        (MESSAGE_ID_START, sid, ALICE), (MESSAGE_ID_END, sid, ALICE)]
+    assert lines[0]["RUNAS_ACCOUNT_UID"] == str(ACME_UID) and lines[0]["RUNAS_GROUP"] == "acme-ops"
