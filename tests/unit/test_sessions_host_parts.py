@@ -1,0 +1,105 @@
+"""Session attribution, host-side parts that need no process: inotify, the audit file, the store,
+the S3 tagger's retry decisions."""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+from botocore.exceptions import ClientError
+
+from runas_agent.sessions.inotify import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, Inotify
+from runas_agent.sessions.model import Identity, Session
+from runas_agent.sessions.records import OpenSessions, RecordSink
+from runas_agent.sessions.s3tags import S3Tagger, _Job
+
+
+def test_inotify_reports_names_created_moved_and_deleted(tmp_path):
+    watch = Inotify()
+    try:
+        watch.add(str(tmp_path), IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM)
+        (tmp_path / "a").write_text("x")
+        os.rename(tmp_path / "a", tmp_path / "b")
+        (tmp_path / "b").unlink()
+        assert watch.wait(1.0)
+        events = [(e.name, e.mask & (IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM)) for e in watch.read()]
+        assert events == [("a", IN_CREATE), ("a", IN_MOVED_FROM), ("b", IN_MOVED_TO), ("b", IN_DELETE)]
+        assert watch.read() == [] and not watch.wait(0.01)
+    finally:
+        watch.close()
+
+
+def test_without_journald_records_are_appended_to_the_audit_file(tmp_path):
+    sink = RecordSink(str(tmp_path / "log" / "sessions.jsonl"), journal_socket=str(tmp_path / "no-socket"))
+    assert sink.emit("m1", "id1", [("RUNAS_SESSION_ID", "s1"), ("RUNAS_GROUP", "a"), ("RUNAS_GROUP", "b")]) == "file"
+    assert sink.emit("m2", "id2", [("RUNAS_SESSION_ID", "s2")]) == "file"
+    lines = [json.loads(l) for l in (tmp_path / "log" / "sessions.jsonl").read_text().splitlines()]
+    assert [(l["MESSAGE"], l["MESSAGE_ID"], l["RUNAS_SESSION_ID"]) for l in lines] == [("m1", "id1", "s1"), ("m2", "id2", "s2")]
+    assert lines[0]["RUNAS_GROUP"] == ["a", "b"]
+
+
+def test_a_record_that_cannot_be_written_anywhere_is_reported(tmp_path, caplog):
+    (tmp_path / "file").write_text("")
+    sink = RecordSink(str(tmp_path / "file" / "sessions.jsonl"), journal_socket=str(tmp_path / "no-socket"))
+    assert sink.emit("lost one", "id", [("RUNAS_SESSION_ID", "s9")]) == "lost"
+    assert "s9" in caplog.text and "session record lost" in caplog.text
+
+
+def test_open_session_store_round_trip_and_damage(tmp_path):
+    store = OpenSessions(str(tmp_path / "sessions.json"))
+    assert store.load() == {}
+    sessions = {"s1": Session("s1", identity=Identity("alice", "u1", groups=("g",)), worker_pid=5)}
+    store.save(sessions)
+    assert store.load() == sessions
+    assert oct(os.stat(tmp_path / "sessions.json").st_mode & 0o777) == "0o600"
+    (tmp_path / "sessions.json").write_text("{broken")
+    assert store.load() == {}
+
+
+class FakeS3:
+    def __init__(self, errors):
+        self.errors = list(errors)
+        self.put = []
+
+    def get_object_tagging(self, Bucket, Key):
+        if self.errors:
+            code = self.errors.pop(0)
+            raise ClientError({"Error": {"Code": code, "Message": code}}, "GetObjectTagging")
+        return {"TagSet": []}
+
+    def put_object_tagging(self, Bucket, Key, Tagging):
+        self.put.append((Bucket, Key, Tagging["TagSet"]))
+
+
+def tagger(client, now):
+    settings = SimpleNamespace(bucket="b", prefix="/logs/", max_wait_seconds=10, region=None, endpoint_url=None)
+    return S3Tagger(settings, client_factory=lambda: client, clock=lambda: now[0])
+
+
+def test_tagger_waits_with_growing_pauses_then_tags():
+    now, client = [0.0], FakeS3(["NoSuchKey", "NoSuchKey", "SlowDown"])
+    t = tagger(client, now)
+    job = _Job(0.0, "s1", "logs/s1.log", [{"Key": "runas:identity-user", "Value": "alice"}], deadline=10.0)
+    dues = []
+    while job is not None:
+        job = t.try_once(job)
+        if job:
+            dues.append(job.due)
+            now[0] = job.due
+    assert dues == [2.0, 6.0, 10.0]
+    assert t.results["s1"] == "tagged" and client.put == [("b", "logs/s1.log", [{"Key": "runas:identity-user", "Value": "alice"}])]
+
+
+def test_tagger_gives_up_at_the_deadline_or_on_access_denied():
+    now = [0.0]
+    t = tagger(FakeS3(["NoSuchKey"] * 10), now)
+    job = _Job(0.0, "s1", "k", [{"Key": "a", "Value": "b"}], deadline=3.0)
+    while job is not None:
+        job = t.try_once(job)
+        if job:
+            now[0] = job.due
+    assert t.results["s1"].startswith("gave up: the object is not there yet") and now[0] == 3.0
+    t = tagger(FakeS3(["AccessDenied"]), now)
+    assert t.try_once(_Job(0.0, "s2", "k", [{"Key": "a", "Value": "b"}], deadline=99.0)) is None
+    assert t.results["s2"].startswith("gave up: AccessDenied")
