@@ -23,8 +23,10 @@ from runas_agent.errors import AgentError, CommandError
 from runas_agent.host import subp
 from runas_agent.host.files import dump_json, read_bytes, write_atomic
 
-#: visudo reports problems as `<file>:<line>:<column>: <message>`.
-_VISUDO_PROBLEM = re.compile(r"^(?P<file>/[^:\n]*):(?P<line>\d+):(?:\d+:)?\s*(?P<msg>.*)$", re.M)
+#: visudo reports problems as `<file>:<line>:<column>: <message>` or `<file>: <message>` (permissions).
+_VISUDO_PROBLEM = re.compile(r"^(?P<file>/[^:\n]*):(?:(?P<line>\d+):(?:\d+:)?)?\s*(?P<msg>.*)$", re.M)
+#: Key of a visudo failure that names no file: nothing can be attributed, so nothing is written.
+UNATTRIBUTED = ""
 
 
 class SudoersError(AgentError):
@@ -98,18 +100,27 @@ class SudoersHost:
 
     # --- checking --------------------------------------------------------------------------------
 
-    def _visudo(self, *args: str) -> str | None:
-        """Run visudo in check mode; the problem it reports, or None when it accepts."""
+    def _check(self, *args: str) -> dict[str, str]:
+        """Run visudo in check mode: file -> the first problem it reports there (UNATTRIBUTED for a
+        failure naming no file). Empty when visudo accepts, warnings included."""
         try:
             result = self.run([self.visudo, "-c", *args])
+            ok, text = True, result.stderr
         except CommandError as exc:
             if exc.returncode is None:
-                return str(exc)
-            output = (exc.stderr or "").strip()
-            return output or f"{self.visudo} exited {exc.returncode}"
-        output = (result.stdout + result.stderr)
-        problems = [m.group(0) for m in _VISUDO_PROBLEM.finditer(output)]
-        return "\n".join(problems) if problems and args else None
+                return {UNATTRIBUTED: str(exc)}
+            ok, text = False, exc.stderr or ""
+        problems: dict[str, str] = {}
+        for match in _VISUDO_PROBLEM.finditer(text):
+            if not match.group(0).endswith("parsed OK"):
+                problems.setdefault(match.group("file"), match.group(0))
+        if not ok and not problems:
+            problems[UNATTRIBUTED] = text.strip() or f"{self.visudo} -c failed"
+        return problems
+
+    def _visudo(self, *args: str) -> str | None:
+        problems = self._check(*args)
+        return "\n".join(problems.values()) if problems else None
 
     def _explain(self, action: WriteSudoers, problem: str, path: str) -> str:
         """Name the rule of the policy at the line visudo complains about."""
@@ -120,8 +131,18 @@ class SudoersHost:
                     return f"{key}: {match.group('msg')}"
         return problem.strip().splitlines()[-1] if problem.strip() else problem
 
-    def tree_problem(self) -> str | None:
-        return self._visudo()
+    def tree_problems(self) -> dict[str, str]:
+        return self._check()
+
+    def _worse(self, baseline: dict[str, str] | None, path: str | None = None) -> str | None:
+        """The whole tree's problems that a change to `path` caused: any problem in `path` itself, or
+        in a file that had none before. Problems that were there already (someone else's broken file)
+        are not this change's doing and do not block it."""
+        after = self._check()
+        if baseline is None:
+            baseline = {}
+        new = {f: m for f, m in after.items() if f == path or f == UNATTRIBUTED or f not in baseline}
+        return "\n".join(new.values()) if new else None
 
     # --- changing --------------------------------------------------------------------------------
 
@@ -149,7 +170,7 @@ class SudoersHost:
             os.replace(tmp, path)
         _fsync_dir(self.dir)
 
-    def install(self, action: WriteSudoers, check_tree: bool = True) -> None:
+    def install(self, action: WriteSudoers, baseline: dict[str, str] | None = None) -> None:
         path = os.path.join(self.dir, action.file)
         previous = self.observe_one(action.file)
         if previous is not None and not previous.marked:
@@ -165,33 +186,32 @@ class SudoersHost:
             _unlink(tmp)
             raise
         _fsync_dir(self.dir)
-        if check_tree:
-            problem = self._visudo()
-            if problem:
-                self._put(action.file, previous)
-                raise SudoersError(f"sudo rights of {action.name}: the sudoers tree failed visudo -c with the new "
-                                   f"drop-in ({self._explain(action, problem, path)}); previous state restored")
+        problem = self._worse(baseline, path)
+        if problem:
+            self._put(action.file, previous)
+            raise SudoersError(f"sudo rights of {action.name}: the sudoers tree failed visudo -c with the new "
+                               f"drop-in ({self._explain(action, problem, path)}); previous state restored")
 
-    def remove(self, action: RemoveSudoers, check_tree: bool = True) -> None:
+    def remove(self, action: RemoveSudoers, baseline: dict[str, str] | None = None) -> None:
         previous = self.observe_one(action.file)
         if previous is None:
             return
         if not previous.marked:
             raise SudoersError(f"sudo rights of {action.name}: {os.path.join(self.dir, action.file)} is no longer a "
                                "runas-agent drop-in; left alone")
-        self._remove_file(action.name, action.file, previous, check_tree)
+        self._remove_file(action.name, action.file, previous, baseline)
 
-    def _remove_file(self, account: str, name: str, previous: Observed, check_tree: bool) -> None:
+    def _remove_file(self, account: str, name: str, previous: Observed, baseline: dict[str, str] | None) -> None:
         _unlink(os.path.join(self.dir, name))
         _fsync_dir(self.dir)
-        if check_tree:
-            problem = self._visudo()
+        if baseline is not None and UNATTRIBUTED not in baseline:
+            problem = self._worse(baseline)
             if problem:
                 self._put(name, previous)
                 raise SudoersError(f"sudo rights of {account}: the sudoers tree failed visudo -c without "
                                    f"{name} ({problem.strip().splitlines()[-1]}); previous state restored")
 
-    def remove_ssm_blanket(self, action: RemoveSsmUserBlanket, check_tree: bool = True) -> None:
+    def remove_ssm_blanket(self, action: RemoveSsmUserBlanket, baseline: dict[str, str] | None = None) -> None:
         previous = self.observe_one(action.file)
         if previous is None:
             return
@@ -204,7 +224,7 @@ class SudoersHost:
             write_atomic(backup, data, mode=0o600)
         if read_bytes(backup) != data:
             raise SudoersError(f"{action.file}: backup {backup} could not be verified; not removing it")
-        self._remove_file(core.SSM_USER, action.file, previous, check_tree)
+        self._remove_file(core.SSM_USER, action.file, previous, baseline)
 
     def clean_temps(self) -> list[str]:
         """Remove temp files a crashed install left behind (sudo never read them)."""
@@ -237,25 +257,26 @@ class SudoersHost:
         intent.update({a.name: a.file for a in writes})
         self.save_ledger(SudoLedger(intent))
         self.clean_temps()
-        broken = self.tree_problem()
+        baseline = self.tree_problems()
         for action in actions:
             try:
                 if isinstance(action, WriteSudoers):
                     if action.name in blocked_accounts:
                         raise SudoersError(f"sudo rights of {action.name}: not written, the account itself failed")
-                    if broken:
-                        raise SudoersError(f"sudo rights of {action.name}: not written, the sudoers tree already "
-                                           f"fails visudo -c: {broken.strip().splitlines()[-1]}")
-                    self.install(action)
+                    if UNATTRIBUTED in baseline:
+                        raise SudoersError(f"sudo rights of {action.name}: not written, visudo -c fails and names no "
+                                           f"file, so the new drop-in cannot be checked: {baseline[UNATTRIBUTED].splitlines()[-1]}")
+                    self.install(action, baseline)
                 elif isinstance(action, RemoveSudoers):
                     # Taking rights away never waits for someone else's broken file.
-                    self.remove(action, check_tree=not broken)
+                    self.remove(action, baseline)
                 elif isinstance(action, RemoveSsmUserBlanket):
-                    self.remove_ssm_blanket(action, check_tree=not broken)
+                    self.remove_ssm_blanket(action, baseline)
             except (SudoersError, CommandError, OSError) as exc:
                 outcome.failed.append((action, str(exc)))
                 continue
             outcome.done.append(action)
+            baseline = self.tree_problems()
         # What the agent owns afterwards is what is on disk: failed writes were put back, failed
         # removals are still there, files removed by hand are forgotten.
         self.save_ledger(SudoLedger({a: f for a, f in intent.items() if self.observe_one(f) is not None}))
