@@ -1,0 +1,372 @@
+"""The daemon as a real systemd service, in a booted Debian container (systemd 252 as PID 1).
+
+Each test boots its own container, installs the project the way a package would (a venv over the
+distro's python3-systemd, wheels only, no network), installs systemd/runas-agent.service unchanged
+(test-only settings go in a drop-in), and serves the Identity Store from a local endpoint whose
+speed the test controls (tests/hosts/slow_identitystore.py).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+_REPO = Path(__file__).resolve().parents[2]
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from tests.hosts.container import BootedContainer  # noqa: E402
+from tests.hosts.fixtures import container_factory, container_rootfs  # noqa: E402,F401
+from tests.hosts.wheels import agent_wheelhouse  # noqa: E402
+
+pytestmark = pytest.mark.container
+
+UNIT = "runas-agent.service"
+PORT = 8400
+STORE_ID = "d-1234567890"
+CONTROL = "/run/test-ids/control.json"
+DIRECTORY = "/run/test-ids/directory.json"
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
+MESSAGE_SYNC = "0e6032291cf94883be9c2a9b28aa4889"
+MESSAGE_SYNC_FAILED = "3c5c59abeda54efe88465408b9f48471"
+MESSAGE_RELOAD = "5a92e7e8eb604a3199c154af424f3c59"
+
+
+# -- fixtures and helpers ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    return agent_wheelhouse(tmp_path_factory.mktemp("wheels"))
+
+
+def directory(names: list[str], disabled: tuple[str, ...] = ()) -> dict:
+    users = [{"UserId": str(uuid.uuid5(uuid.NAMESPACE_DNS, n)), "UserName": n, "IdentityStoreId": STORE_ID,
+              "UserStatus": "DISABLED" if n in disabled else "ENABLED", "DisplayName": n.title()} for n in names]
+    return {"Users": users, "Groups": [], "GroupMemberships": []}
+
+
+def config(**overrides) -> dict:
+    source = {"type": "identitystore", "region": "eu-west-1", "identity_store_id": STORE_ID,
+              "endpoint_url": f"http://127.0.0.1:{PORT}", "max_attempts": 2, "read_timeout": 10, "read_deadline": 60}
+    source.update(overrides.pop("source", {}))
+    data = {"source": source, "run_as": {"expression": "${path:userName}"},
+            "daemon": {"interval_seconds": 3600, "jitter_seconds": 0, "backoff_initial_seconds": 1,
+                       "backoff_max_seconds": 2}}
+    data.update(overrides)
+    return data
+
+
+class Host:
+    """The container with runas-agent installed."""
+
+    def __init__(self, ct: BootedContainer):
+        self.ct = ct
+
+    def sh(self, *argv: str, check: bool = True, timeout: float = 60, env: dict | None = None):
+        return self.ct.exec(list(argv), check=check, timeout=timeout, env=env)
+
+    def write_config(self, data: dict, path: str = "/etc/runas-agent/config.yaml") -> None:
+        self.ct.write_file(path, yaml.safe_dump(data), mode=0o600)
+
+    def set_directory(self, doc: dict) -> None:
+        self.ct.write_file(DIRECTORY, json.dumps(doc))
+
+    def control(self, **settings) -> None:
+        self.ct.write_file(CONTROL, json.dumps(settings))
+
+    def drop_in(self, text: str) -> None:
+        self.ct.write_file(f"/etc/systemd/system/{UNIT}.d/50-test.conf", text)
+        self.sh("systemctl", "daemon-reload")
+
+    def show(self, *props: str) -> dict[str, str]:
+        out = self.sh("systemctl", "show", UNIT, *[f"--property={p}" for p in props]).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def state(self) -> str:
+        return self.show("ActiveState")["ActiveState"]
+
+    def records(self, *matches: str) -> list[dict]:
+        out = self.sh("journalctl", "--no-pager", "-o", "json", f"_SYSTEMD_UNIT={UNIT}", *matches).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def wait_for(self, predicate, timeout: float = 30, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                log = self.sh("journalctl", "--no-pager", "-u", UNIT, "-n", "60", check=False).stdout
+                raise AssertionError(f"timed out waiting for {what}; journal:\n{log}")
+            time.sleep(0.1)
+
+    def accounts(self, prefix: str = "user") -> dict[str, list[str]]:
+        out = self.sh("getent", "passwd").stdout
+        rows = [line.split(":") for line in out.splitlines()]
+        return {r[0]: r for r in rows if r[0].startswith(prefix)}
+
+
+@pytest.fixture
+def host(container_factory, wheelhouse) -> Host:  # noqa: F811
+    ct = container_factory(bind_ro=[(str(wheelhouse), "/opt/wheels"),
+                                    (str(_REPO / "tests/hosts/slow_identitystore.py"), "/opt/test/slow_identitystore.py")])
+    ct.wait_for_system_running()
+    wheels = sorted(ct.exec(["ls", "/opt/wheels"]).stdout.split())
+    ct.exec(["python3", "-m", "venv", "--without-pip", "--system-site-packages", "/opt/runas-agent/venv"])
+    ct.exec(["python3", "-m", "pip", "--python", "/opt/runas-agent/venv/bin/python", "install", "--quiet",
+             "--no-index", "--no-deps", *[f"/opt/wheels/{w}" for w in wheels]], timeout=300)
+    ct.exec(["ln", "-sf", "/opt/runas-agent/venv/bin/runas-agent", "/usr/bin/runas-agent"])
+    ct.copy_in(_REPO / "systemd" / UNIT, f"/etc/systemd/system/{UNIT}")
+    h = Host(ct)
+    env = "\n".join(f"Environment={k}={v}" for k, v in AWS_ENV.items())
+    h.drop_in(f"[Service]\n{env}\nRestartSec=1s\n")
+    h.control()
+    h.set_directory(directory(["user001", "user002", "user003"]))
+    h.sh("systemd-run", "--unit=test-ids", "--property=Type=exec", "/usr/bin/python3",
+         "/opt/test/slow_identitystore.py", str(PORT), DIRECTORY, CONTROL, "5")
+    h.wait_for(lambda: h.sh("python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {PORT}), 1)",
+                            check=False).returncode == 0, what="the test endpoint")
+    return h
+
+
+# -- the unit ----------------------------------------------------------------------------------------
+
+
+def test_unit_passes_systemd_analyze_verify(host):
+    proc = host.sh("systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "runas-agent" not in proc.stderr, proc.stderr
+    before = host.show("Before")["Before"].split()
+    assert {"amazon-ssm-agent.service", "snap.amazon-ssm-agent.amazon-ssm-agent.service"} <= set(before)
+
+
+def test_security_exposure(host):
+    host.write_config(config())
+    host.sh("systemctl", "start", UNIT, timeout=90)
+    out = host.sh("systemd-analyze", "security", "--no-pager", UNIT, check=False).stdout
+    score = float(out.strip().splitlines()[-1].split("exposure level for")[1].split(":")[1].split()[0])
+    print(f"\nsystemd-analyze security {UNIT}: {out.strip().splitlines()[-1]}")
+    assert score <= 4.0, out
+
+
+# -- start: READY only after the first sync, before the SSM agent ------------------------------------
+
+
+def test_active_only_after_the_first_sync_and_before_the_ssm_agent(host):
+    names = [f"user{i:03d}" for i in range(1, 21)]
+    host.set_directory(directory(names))
+    host.write_config(config())
+    host.control(delay=0.6)  # 4 pages of users + 1 of groups: about 3 s
+    # A stand-in for the SSM agent, enabled like the real one: started in the same transaction.
+    # Both are pulled in by one target, as multi-user.target does at boot.
+    host.ct.write_file("/etc/systemd/system/amazon-ssm-agent.service",
+                       "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/sleep infinity\n")
+    host.ct.write_file("/etc/systemd/system/test-boot.target",
+                       f"[Unit]\nDescription=first boot\nWants=amazon-ssm-agent.service {UNIT}\n")
+    host.sh("systemctl", "daemon-reload")
+    host.sh("systemctl", "start", "--no-block", "test-boot.target")
+
+    seen = []
+    while True:
+        # the SSM agent's state first: if it is up, runas-agent (read after it) must be up too
+        ssm = host.sh("systemctl", "is-active", "amazon-ssm-agent.service", check=False).stdout.strip()
+        state = host.state()
+        seen.append((state, ssm, len(host.accounts())))
+        assert not (ssm == "active" and state != "active"), seen
+        if state in ("active", "failed"):
+            break
+        time.sleep(0.1)
+    assert state == "active"
+    assert any(s == "activating" and n < len(names) for s, _, n in seen), seen
+    # every account existed the moment the unit became active
+    assert sorted(host.accounts()) == names
+    props = host.show("ActiveEnterTimestampMonotonic", "StatusText")
+    assert "20 created" in props["StatusText"]
+    (record,) = host.records(f"MESSAGE_ID={MESSAGE_SYNC}")
+    assert record["SYNC_CREATED"] == "20" and record["SYNC_RESULT"] == "ok"
+    assert int(record["__MONOTONIC_TIMESTAMP"]) <= int(props["ActiveEnterTimestampMonotonic"])
+    host.wait_for(lambda: host.sh("systemctl", "is-active", "amazon-ssm-agent.service", check=False).stdout.strip() == "active",
+                  what="the SSM agent stand-in")
+    ssm = host.sh("systemctl", "show", "amazon-ssm-agent.service", "--property=ExecMainStartTimestampMonotonic").stdout
+    assert int(ssm.strip().split("=")[1]) >= int(props["ActiveEnterTimestampMonotonic"])
+
+
+def test_failed_first_sync_is_reported_then_ready_and_nothing_changes(host):
+    host.write_config(config())
+    host.sh("systemctl", "start", UNIT, timeout=90)
+    assert sorted(host.accounts()) == ["user001", "user002", "user003"]
+    passwd = host.ct.read_file("/etc/passwd")
+    host.control(status=500)
+    host.sh("systemctl", "restart", UNIT, timeout=90)  # the first sync of this run fails
+    assert host.state() == "active"
+    status = host.show("StatusText")["StatusText"]
+    assert "failed, nothing changed" in status and "InternalServerException" in status
+    assert host.ct.read_file("/etc/passwd") == passwd
+    failed = host.records(f"MESSAGE_ID={MESSAGE_SYNC_FAILED}")
+    assert failed and failed[-1]["SYNC_RESULT"] == "failed" and failed[-1]["PRIORITY"] == "3"
+    # retried with backoff while failing; recovers on its own
+    host.control()
+    host.wait_for(lambda: len(host.records(f"MESSAGE_ID={MESSAGE_SYNC}")) >= 2, what="a sync after the outage")
+
+
+# -- account actions work inside the sandbox ---------------------------------------------------------
+
+
+def test_sandbox_allows_create_disable_and_reenable(host):
+    host.write_config(config())
+    host.sh("systemctl", "start", UNIT, timeout=90)
+    accounts = host.accounts()
+    assert sorted(accounts) == ["user001", "user002", "user003"]
+    home = host.sh("stat", "-c", "%U %a", "/home/user001").stdout.split()
+    assert home[0] == "user001"
+
+    host.set_directory(directory(["user001", "user002", "user003"], disabled=("user002",)))
+    host.sh("systemctl", "reload", UNIT)  # a reload syncs at once
+    host.wait_for(lambda: "user002" not in host.accounts(), what="user002 disabled")
+    assert host.sh("id", "user002", check=False).returncode != 0
+
+    host.set_directory(directory(["user001", "user002", "user003"]))
+    host.sh("systemctl", "reload", UNIT)
+    host.wait_for(lambda: "user002" in host.accounts(), what="user002 re-enabled")
+    assert host.accounts()["user002"][2] == accounts["user002"][2]  # same UID
+    results = [r["SYNC_RESULT"] for r in host.records(f"MESSAGE_ID={MESSAGE_SYNC}")]
+    assert results == ["ok", "ok", "ok"], results
+    counts = [(r["SYNC_CREATED"], r["SYNC_DISABLED"], r["SYNC_ENABLED"]) for r in host.records(f"MESSAGE_ID={MESSAGE_SYNC}")]
+    assert counts == [("3", "0", "0"), ("0", "1", "0"), ("0", "0", "1")]
+    assert not [r for r in host.records("PRIORITY=3")], "errors in the journal"
+
+
+# -- reload ------------------------------------------------------------------------------------------
+
+
+def test_reload_with_a_good_and_a_bad_config(host):
+    host.write_config(config())
+    host.sh("systemctl", "start", UNIT, timeout=90)
+    pid = host.show("MainPID")["MainPID"]
+    assert host.accounts()["user001"][6] == "/bin/bash"
+
+    host.write_config(config(accounts={"shell": "/bin/sh"}))
+    host.sh("systemctl", "reload", UNIT)
+    host.wait_for(lambda: host.accounts()["user001"][6] == "/bin/sh", what="the new shell")
+    assert host.show("MainPID")["MainPID"] == pid
+    assert [r["RELOAD_RESULT"] for r in host.records(f"MESSAGE_ID={MESSAGE_RELOAD}")] == ["ok"]
+
+    # a bad config: `systemctl reload` fails and the daemon is not even signalled
+    host.write_config(config(daemon={"interval_seconds": 1}))
+    proc = host.sh("systemctl", "reload", UNIT, check=False)
+    assert proc.returncode != 0
+    assert host.state() == "active" and host.show("MainPID")["MainPID"] == pid
+    # a SIGHUP sent another way: the daemon refuses the file and keeps the previous configuration
+    host.sh("kill", "-HUP", pid)
+    host.wait_for(lambda: [r for r in host.records(f"MESSAGE_ID={MESSAGE_RELOAD}") if r["RELOAD_RESULT"] == "invalid"],
+                  what="the refused reload")
+    (bad,) = [r for r in host.records(f"MESSAGE_ID={MESSAGE_RELOAD}") if r["RELOAD_RESULT"] == "invalid"]
+    assert "daemon.interval_seconds: must be at least 10" in bad["CONFIG_PROBLEMS"]
+    host.wait_for(lambda: "reload refused" in host.show("StatusText")["StatusText"], what="STATUS after the refusal")
+    assert host.state() == "active" and host.show("MainPID")["MainPID"] == pid
+    assert host.accounts()["user001"][6] == "/bin/sh"  # still the last good configuration
+
+
+# -- watchdog ----------------------------------------------------------------------------------------
+
+
+def test_a_hung_sync_is_killed_by_the_watchdog_and_restarted(host):
+    # read_timeout far beyond WatchdogSec: a request that never answers blocks the working thread
+    host.write_config(config(source={"read_timeout": 300, "read_deadline": 600}))
+    env = "\n".join(f"Environment={k}={v}" for k, v in AWS_ENV.items())
+    host.drop_in(f"[Service]\n{env}\nRestartSec=1s\nWatchdogSec=3s\n")
+    host.sh("systemctl", "start", UNIT, timeout=90)
+    first_pid = host.show("MainPID")["MainPID"]
+    host.control(hang=True)
+    host.sh("systemctl", "reload", UNIT)  # sync now: its first request never gets an answer
+    host.wait_for(lambda: int(host.show("NRestarts")["NRestarts"]) >= 1, timeout=30, what="a watchdog restart")
+    log = host.sh("journalctl", "--no-pager", "-u", UNIT).stdout
+    assert "Watchdog timeout" in log, log
+    # faulthandler put the stuck Python stack in the journal
+    assert "in fetch" in log or "in _send" in log or "recv_into" in log, log
+    host.control()  # the endpoint answers again
+    host.wait_for(lambda: host.state() == "active" and host.show("MainPID")["MainPID"] not in ("0", first_pid),
+                  timeout=60, what="the restarted service")
+    assert sorted(host.accounts()) == ["user001", "user002", "user003"]
+
+
+# -- stop --------------------------------------------------------------------------------------------
+
+
+def _consistent(host: Host) -> None:
+    """passwd/shadow/group/gshadow agree, no shadow-utils lock or temporary files are left, and
+    the agent's state files parse."""
+    files = {name: host.ct.read_file(f"/etc/{name}").decode() for name in ("passwd", "shadow", "group", "gshadow")}
+    users = [line.split(":") for line in files["passwd"].splitlines()]
+    assert all(len(u) == 7 for u in users)
+    assert {u[0] for u in users} == {line.split(":")[0] for line in files["shadow"].splitlines()}
+    groups = [line.split(":") for line in files["group"].splitlines()]
+    assert all(len(g) == 4 for g in groups)
+    assert {g[0] for g in groups} == {line.split(":")[0] for line in files["gshadow"].splitlines()}
+    gids = {g[2] for g in groups}
+    assert all(u[3] in gids for u in users), "an account whose primary group is missing"
+    # /etc/.pwd.lock is lckpwdf(3)'s permanent lock file; passwd.lock & co. are per-run locks.
+    leftovers = host.sh("find", "/etc", "-maxdepth", "1", "(", "-name", "*.lock", "-o", "-name", "*+", "-o",
+                        "-name", "*.tmp", ")", "!", "-name", ".pwd.lock").stdout.split()
+    assert leftovers == []
+    state = host.sh("find", "/var/lib/runas-agent", "-name", ".*.tmp").stdout.split()
+    assert state == []
+    ledger = json.loads(host.ct.read_file("/var/lib/runas-agent/ledger.json"))
+    assert isinstance(ledger, dict)
+    assert host.sh("pwck", "-r", "-q", check=False).returncode in (0, 2)  # 2: warnings about system accounts' homes
+    assert host.sh("grpck", "-r", check=False).returncode == 0
+
+
+def test_sigterm_mid_sync_leaves_a_valid_host_and_exits_zero(host):
+    names = [f"user{i:03d}" for i in range(1, 301)]
+    host.set_directory(directory(names))
+    host.write_config(config())
+    host.sh("systemctl", "start", UNIT, timeout=120)
+    assert sorted(host.accounts()) == names
+    host.sh("systemctl", "stop", UNIT, timeout=120)
+    # A new shell for every account: 300 separate actions (one usermod each).
+    host.write_config(config(accounts={"shell": "/bin/sh"}))
+    host.sh("systemctl", "start", "--no-block", UNIT)
+    host.wait_for(lambda: sum(a[6] == "/bin/sh" for a in host.accounts().values()) >= 5, timeout=60,
+                  what="the sync to be applying")
+    host.sh("systemctl", "stop", UNIT, timeout=120)
+    changed = sum(a[6] == "/bin/sh" for a in host.accounts().values())
+    assert 5 <= changed < len(names), f"{changed} accounts changed: the stop did not land mid-sync"
+    props = host.show("ActiveState", "Result", "ExecMainStatus")
+    assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, props
+    assert host.records("SYNC_RESULT=abandoned")
+    _consistent(host)
+    # the next start completes the work
+    host.sh("systemctl", "start", UNIT, timeout=120)
+    assert {a[6] for a in host.accounts().values()} == {"/bin/sh"}
+    _consistent(host)
+
+
+# -- the shared lock ---------------------------------------------------------------------------------
+
+
+def test_once_during_the_daemons_sync_refuses_or_waits(host):
+    host.write_config(config())
+    host.control(delay=1.0)  # 1 page of users + 1 of groups: about 2 s
+    host.sh("systemctl", "start", "--no-block", UNIT)
+    host.wait_for(lambda: host.sh("test", "-e", "/var/lib/runas-agent/sync.lock", check=False).returncode == 0,
+                  what="the daemon's first sync")
+    time.sleep(0.3)
+    refused = host.sh("runas-agent", "--once", "--wait", "0", check=False, env=AWS_ENV)
+    assert refused.returncode == 75, (refused.stdout, refused.stderr)
+    assert "another runas-agent sync holds" in refused.stderr
+    started = time.monotonic()
+    waited = host.sh("runas-agent", "--once", "--wait", "30", check=False, env=AWS_ENV, timeout=60)
+    assert waited.returncode == 0, (waited.stdout, waited.stderr)
+    assert time.monotonic() - started >= 0.5  # it waited for the daemon, then ran its own sync
+    assert "0 created" in waited.stdout  # the daemon had already created the accounts
+    assert host.state() == "active"
+    assert sorted(host.accounts()) == ["user001", "user002", "user003"]
