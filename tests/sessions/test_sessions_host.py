@@ -252,3 +252,30 @@ def test_without_journald_records_go_to_the_audit_file(stage):
     assert [(l["MESSAGE_ID"], l["RUNAS_SESSION_ID"], l["RUNAS_IDENTITY_USER"]) for l in lines] == [
         (MESSAGE_ID_START, sid, ALICE), (MESSAGE_ID_END, sid, ALICE)]
     assert lines[0]["RUNAS_ACCOUNT_UID"] == str(ACME_UID) and lines[0]["RUNAS_GROUP"] == "acme-ops"
+
+
+def write_snapshot_atomically(stage, document):
+    """As sync.py does: a temporary file renamed over the snapshot."""
+    tmp = stage.host.state_dir / ".directory.json.tmp"
+    tmp.write_text(json.dumps(document))
+    tmp.rename(stage.host.state_dir / "directory.json")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_new_snapshot_disabling_a_person_ends_only_their_sessions_when_asked(stage, enabled):
+    stage.config = stage.write_config({"end_sessions_of_disabled_people": enabled})
+    stage.call("watcher", config=str(stage.config))
+    stage.call("watcher_start")
+    a, b = session_id(ALICE, 80), session_id(BOB, 81)
+    for sid, who in ((a, ALICE), (b, BOB)):
+        stage.call("start", sid=sid, owner=owner_arn(who), run_as="acme", state_root=str(stage.deb_root))
+    assert len(stage.wait_journal(2, MESSAGE_ID=MESSAGE_ID_START)) == 2
+    write_snapshot_atomically(stage, directory(disabled=(BOB,)))
+    ends = stage.wait_journal(1, timeout=8 if enabled else 3, MESSAGE_ID=MESSAGE_ID_END)
+    if enabled:
+        one(ends, RUNAS_SESSION_ID=b, RUNAS_IDENTITY_USER=BOB,
+            RUNAS_END_REASON="ended by runas-agent: the person is disabled")
+        assert stage.call("alive", sids=[a, b])["alive"] == {a: True, b: False}
+    else:
+        assert ends == []
+        assert stage.call("alive", sids=[a, b])["alive"] == {a: True, b: True}

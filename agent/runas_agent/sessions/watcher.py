@@ -120,15 +120,13 @@ class SessionWatcher:
         self._mtimes: dict[str, int] = {}
         self._next_reconcile = 0.0
         self._discover_until = 0.0
+        self.state_dir = cfg.state_dir
         self._snapshot = SnapshotCache(StateDir(cfg.state_dir).snapshot_path)
+        self._disabled_checked: tuple | None = None
+        self._use_inotify = use_inotify
         self._notify: Inotify | None = None
-        if use_inotify:
-            try:
-                self._notify = Inotify()
-            except (OSError, AttributeError) as exc:
-                log.warning("inotify unavailable (%s); polling the state directories every %.0fs", exc, MTIME_INTERVAL)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._wake_r = self._wake_w = -1
+        self._open()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: counters for status and benchmarks
@@ -136,10 +134,27 @@ class SessionWatcher:
 
     # --- driving ------------------------------------------------------------------------------
 
+    @classmethod
+    def from_config(cls, cfg: SimpleNamespace) -> "SessionWatcher":
+        return cls(cfg)
+
+    def _open(self) -> None:
+        """Open inotify and the wake-up pipe (again, after `stop`)."""
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._use_inotify and self._notify is None:
+            try:
+                self._notify = Inotify()
+                self._next_reconcile = 0.0  # watch every directory again
+            except (OSError, AttributeError) as exc:
+                self._use_inotify = False
+                log.warning("inotify unavailable (%s); polling the state directories every %.0fs", exc, MTIME_INTERVAL)
+
     def start(self) -> None:
         """Watch in a background thread until `stop`."""
         if self._thread and self._thread.is_alive():
             return
+        self._open()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="runas-sessions", daemon=True)
         self._thread.start()
@@ -154,18 +169,20 @@ class SessionWatcher:
             self._thread.join(timeout)
             self._thread = None
         if self.tagger:
+            if self.tagger.pending():
+                log.warning("stopping with %d session log(s) not yet tagged in S3", self.tagger.pending())
             self.tagger.stop()
+        with self._lock:
+            if self._notify:
+                self._notify.close()
+                self._notify = None
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
 
     def close(self) -> None:
         self.stop()
-        if self._notify:
-            self._notify.close()
-            self._notify = None
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -191,6 +208,7 @@ class SessionWatcher:
 
     def poll_once(self, wait: float = 0.0) -> None:
         """Wait up to `wait` seconds for state directory events, then bring records up to date."""
+        self._open()
         changed = self._wait(wait)
         with self._lock:
             self.stats["polls"] += 1
@@ -206,6 +224,21 @@ class SessionWatcher:
             self._scan(full)
             if full:
                 self._next_reconcile = time.monotonic() + self.reconcile_interval
+        if self.end_disabled_people:
+            self._end_disabled()
+
+    def _end_disabled(self) -> None:
+        """When the directory snapshot has changed: end the sessions of people it marks DISABLED."""
+        directory, _ = self._snapshot.get()
+        key = self._snapshot._key
+        if directory is None or key == self._disabled_checked:
+            return
+        self._disabled_checked = key
+        disabled = {u.user_name for u in directory.users if not u.enabled}
+        with self._lock:
+            targets = {s.identity.user_name for s in self.live.values() if s.identity} & disabled
+        if targets:
+            self.end_sessions_of(targets, poll=False)
 
     def sessions(self) -> list[Session]:
         """The live sessions whose start has been recorded."""
@@ -236,6 +269,8 @@ class SessionWatcher:
                 self._next_reconcile = 0.0
             if event.mask & (IN_DELETE_SELF | IN_MOVE_SELF):
                 self._next_reconcile = 0.0
+            if event.path == self.state_dir:
+                continue  # the directory snapshot: looked at after every poll
             if event.path in self.roots:
                 # A new instance id: its state directories are made one after another; look for a while.
                 self._discover_until = time.monotonic() + DISCOVER_WINDOW
@@ -250,6 +285,8 @@ class SessionWatcher:
             roots = [r for r in self.roots if os.path.isdir(r)]
             wanted = {d: _DIR_EVENTS for d in dirs}
             wanted.update({r: _ROOT_EVENTS for r in roots})
+            if self.end_disabled_people and os.path.isdir(self.state_dir):
+                wanted[self.state_dir] = _ROOT_EVENTS | IN_CLOSE_WRITE
             for gone in self._notify.watched() - set(wanted):
                 self._notify.remove(gone)
             for directory, mask in wanted.items():
@@ -416,14 +453,15 @@ class SessionWatcher:
     # --- ending one person's sessions -----------------------------------------------------------
 
     def end_sessions_of(self, user_names: Iterable[str], reason: str = "the person is disabled",
-                        grace: float = 5.0) -> list[str]:
+                        grace: float = 5.0, poll: bool = True) -> list[str]:
         """End the live sessions of these Identity Center users, session by session (their workers and
         the processes beneath), leaving every other session on the same accounts running. Returns the
         session ids ended."""
         names = {n for n in user_names if n}
         if not names:
             return []
-        self.poll_once()
+        if poll:
+            self.poll_once()
         with self._lock:
             targets = [replace(s) for s in self.live.values()
                        if (s.identity.user_name if s.identity else s.identity_user) in names]
@@ -452,8 +490,9 @@ class SessionWatcher:
         return ended
 
     def after_sync(self, directory: Directory) -> list[str]:
-        """For the daemon, after each sync: when sessions.end_sessions_of_disabled_people is set, end
-        the sessions of people the directory now marks DISABLED."""
+        """When sessions.end_sessions_of_disabled_people is set, end the sessions of people
+        `directory` marks DISABLED. (The watcher does this by itself whenever the directory snapshot
+        changes; this is for a caller that holds a directory the snapshot does not show yet.)"""
         if not self.end_disabled_people:
             return []
         disabled = {u.user_name for u in directory.users if not u.enabled}
