@@ -48,6 +48,7 @@ def _uid(value: Any) -> str | None:
 
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_INSTANCE_ARN = re.compile(r"^arn:aws[a-z-]*:sso:::instance/(sso)?ins-[a-zA-Z0-9-.]{16}$")
 _STORE_ID = re.compile(r"^d-[0-9a-f]{10}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 STR = (str,)
@@ -80,6 +81,7 @@ SCHEMA: dict[str, Any] = {
         "type": Key(STR, "identitystore", "Where the directory comes from.", choices=("identitystore", "file")),
         "region": Key(OPT_STR, None, "The Identity Center home region (may differ from the instance's region)."),
         "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890."),
+        "instance_arn": Key(OPT_STR, None, "The IAM Identity Center instance ARN (arn:aws:sso:::instance/ssoins-...), for reading its attributes for access control; when unset, sso-admin ListInstances finds it."),
         "endpoint_url": Key(OPT_STR, None, "Identity Store endpoint override; AWS_ENDPOINT_URL is honoured too."),
         "path": Key(OPT_STR, None, "type: file: the directory document (JSON or YAML)."),
         "max_attempts": Key(INT, 8, "Attempts per Identity Store call before the read fails (throttling, 5xx, timeouts).", check=_positive),
@@ -88,7 +90,7 @@ SCHEMA: dict[str, Any] = {
         "read_deadline": Key(NUM, 600, "Seconds a whole directory read may take, retries included.", check=_positive),
     },
     "run_as": {
-        "expression": Key(STR, _ABSENT, "Exactly the SSMSessionRunAs value configured in Identity Center, e.g. ${path:userName}.", required=True),
+        "expression": Key(STR, _ABSENT, "Exactly the SSMSessionRunAs value configured in Identity Center, e.g. ${path:userName}; or from-identity-center to read it live at every sync (needs sso:DescribeInstanceAccessControlAttributeConfiguration).", required=True),
         "account_kind": Key(STR, "auto", "person: one account per identity (UID from the UserId); shared: several people may share one account (UID from the name); auto: person for ${path:userName}, shared otherwise.", choices=("auto", "person", "shared")),
     },
     "scope": {
@@ -214,7 +216,12 @@ def _cross_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
             problems.append("source.path: must be an absolute path")
     if cfg.accounts.uid_min >= cfg.accounts.uid_max:
         problems.append("accounts.uid_min: must be lower than accounts.uid_max")
-    if cfg.run_as.expression is not None:
+    if source.instance_arn is not None and not _INSTANCE_ARN.match(source.instance_arn):
+        problems.append(f"source.instance_arn: {source.instance_arn!r} is not an IAM Identity Center instance ARN")
+    if cfg.run_as.expression == "from-identity-center":
+        if not source.region and source.type != "identitystore":
+            problems.append("source.region: required with run_as.expression: from-identity-center (the Identity Center home region)")
+    elif cfg.run_as.expression is not None:
         from runas_agent.core.expression import ExpressionError, parse
 
         try:

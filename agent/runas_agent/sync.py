@@ -20,6 +20,7 @@ from runas_agent.host.accounts import read_host, read_os_release
 from runas_agent.host.apply import Applier, Outcome
 from runas_agent.host.sudoers import apply_sudo, plan_sudo
 from runas_agent.host.files import StateDir
+from runas_agent.identitycenter import resolve_run_as
 from runas_agent.sources import Source, make_source
 
 
@@ -126,6 +127,7 @@ def sync(cfg: SimpleNamespace, *, apply: bool = True, force: bool = False, sourc
     `progress`, when given, is called from this thread at points where nothing is half-written (after
     the read, before each action); it may raise to abandon the sync there."""
     started = time.monotonic()
+    cfg = resolve_run_as(cfg)  # run_as.expression: from-identity-center -> the live expression
     source = source or make_source(cfg.source)
     fetched = source.fetch()
     assert fetched is not None  # no known version was given

@@ -1,0 +1,186 @@
+"""IAM Identity Center's attributes for access control (shell: talks to sso-admin): the live
+SSMSessionRunAs expression, for `run_as.expression: from-identity-center` and for `doctor`.
+
+Identity Center turns each configured attribute into an STS session tag; Session Manager reads the
+one keyed SSMSessionRunAs as the Run As user. `DescribeInstanceAccessControlAttributeConfiguration`
+returns them as {"Key": "SSMSessionRunAs", "Value": {"Source": ["${path:userName}"]}}. A host allowed
+to call it can follow the live expression instead of repeating it in its config.
+
+Both the sync (`resolve_run_as`) and the doctor read it through `fetch_abac` and `expression_from`, so
+they can never disagree about what Identity Center sends.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+from runas_agent.errors import SourceError
+
+#: The value of run_as.expression that means "read it from Identity Center at every sync".
+FROM_IDENTITY_CENTER = "from-identity-center"
+#: The session tag Session Manager takes the Run As user from.
+RUN_AS_KEY = "SSMSessionRunAs"
+DESCRIBE_ACTION = "sso:DescribeInstanceAccessControlAttributeConfiguration"
+LIST_INSTANCES_ACTION = "sso:ListInstances"
+
+
+class AbacError(SourceError):
+    """The ABAC configuration could not be read, or has no usable SSMSessionRunAs attribute.
+    `kind` says which (access_denied, not_found, no_instance, several_instances, unreachable, refused,
+    not_enabled, no_key, bad_value) and `action` names the IAM action that was denied, if any."""
+
+    def __init__(self, message: str, kind: str, action: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.action = action
+
+
+@dataclass(frozen=True)
+class AbacConfig:
+    """The instance's attributes for access control, as sso-admin describes them."""
+
+    instance_arn: str
+    #: ENABLED | CREATION_IN_PROGRESS | CREATION_FAILED
+    status: str
+    status_reason: str = ""
+    #: attribute key -> its Source strings (the API allows one per key)
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def similar_keys(self, key: str = RUN_AS_KEY) -> list[str]:
+        """Keys that differ from `key` only in case: a likely typo worth naming."""
+        return sorted(k for k in self.attributes if k != key and k.lower() == key.lower())
+
+
+def parse_abac(instance_arn: str, response: Mapping[str, Any]) -> AbacConfig:
+    """An AbacConfig from a DescribeInstanceAccessControlAttributeConfiguration response (pure)."""
+    attributes: dict[str, tuple[str, ...]] = {}
+    configuration = response.get("InstanceAccessControlAttributeConfiguration") or {}
+    for item in configuration.get("AccessControlAttributes") or []:
+        if not isinstance(item, Mapping) or not isinstance(item.get("Key"), str):
+            continue
+        sources = (item.get("Value") or {}).get("Source") or []
+        attributes[item["Key"]] = tuple(s for s in sources if isinstance(s, str))
+    return AbacConfig(instance_arn, str(response.get("Status") or ""), str(response.get("StatusReason") or ""), attributes)
+
+
+def expression_from(abac: AbacConfig) -> str:
+    """The SSMSessionRunAs source string, or AbacError saying why there is none to follow."""
+    if abac.status and abac.status != "ENABLED":
+        reason = f": {abac.status_reason}" if abac.status_reason else ""
+        return _raise(f"attributes for access control of {abac.instance_arn} are {abac.status}{reason}", "not_enabled")
+    sources = abac.attributes.get(RUN_AS_KEY)
+    if sources is None:
+        similar = abac.similar_keys()
+        hint = f" (there is {', '.join(similar)}: the key must be spelled exactly {RUN_AS_KEY})" if similar else ""
+        return _raise(f"Identity Center {abac.instance_arn} has no {RUN_AS_KEY} attribute for access control{hint}", "no_key")
+    if len(sources) != 1 or not sources[0]:
+        return _raise(f"Identity Center's {RUN_AS_KEY} attribute has {len(sources)} source values; exactly one is expected",
+                      "bad_value")
+    return sources[0]
+
+
+def _raise(message: str, kind: str) -> str:
+    raise AbacError(message, kind)
+
+
+def client(source_cfg: SimpleNamespace, session: Any = None, service: str = "sso-admin") -> Any:
+    """A client for `service` in source.region, honouring source.endpoint_url like the Identity Store
+    source does (one endpoint serves identitystore and sso-admin in tests and behind proxies)."""
+    import boto3
+    from botocore.config import Config
+
+    from runas_agent import __version__
+
+    config = Config(
+        region_name=source_cfg.region,
+        connect_timeout=source_cfg.connect_timeout,
+        read_timeout=source_cfg.read_timeout,
+        retries={"total_max_attempts": 3, "mode": "standard"},
+        user_agent_extra=f"runas-agent/{__version__}",
+    )
+    session = session or boto3.session.Session(region_name=source_cfg.region)
+    endpoint = {"endpoint_url": source_cfg.endpoint_url} if source_cfg.endpoint_url else {}
+    return session.client(service, config=config, **endpoint)
+
+
+def _failure(exc: Exception, what: str, action: str) -> AbacError:
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+        if code in ("AccessDeniedException", "AccessDenied"):
+            return AbacError(f"{what}: access denied ({message}); the instance role needs {action}", "access_denied", action)
+        if code == "ResourceNotFoundException":
+            return AbacError(f"{what}: not found ({message})", "not_found")
+        return AbacError(f"{what}: {code or 'error'}: {message}", "refused")
+    if isinstance(exc, NoCredentialsError):
+        return AbacError(f"{what}: no AWS credentials", "unreachable")
+    if isinstance(exc, BotoCoreError):
+        return AbacError(f"{what}: {exc}", "unreachable")
+    raise exc
+
+
+def find_instance_arn(sso_admin: Any, identity_store_id: str | None = None) -> str:
+    """The Identity Center instance whose store is `identity_store_id`, or the only one visible."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    region = sso_admin.meta.region_name
+    try:
+        instances = [i for page in sso_admin.get_paginator("list_instances").paginate() for i in page.get("Instances", [])]
+    except (ClientError, BotoCoreError) as exc:
+        raise _failure(exc, f"sso-admin ListInstances in {region}", LIST_INSTANCES_ACTION) from None
+    if identity_store_id:
+        instances = [i for i in instances if i.get("IdentityStoreId") == identity_store_id]
+    arns = sorted({i["InstanceArn"] for i in instances if isinstance(i.get("InstanceArn"), str)})
+    store = f" for Identity Store {identity_store_id}" if identity_store_id else ""
+    if not arns:
+        raise AbacError(f"sso-admin ListInstances in {region} shows no IAM Identity Center instance{store}; "
+                        "set source.instance_arn, and check that source.region is the Identity Center home region",
+                        "no_instance")
+    if len(arns) > 1:
+        raise AbacError(f"sso-admin ListInstances in {region} shows several instances{store} ({', '.join(arns)}); "
+                        "set source.instance_arn", "several_instances")
+    return arns[0]
+
+
+def fetch_abac(source_cfg: SimpleNamespace, sso_admin: Any) -> AbacConfig:
+    """Read the attributes for access control of the configured (or the only) instance."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    arn = getattr(source_cfg, "instance_arn", None) or find_instance_arn(sso_admin, source_cfg.identity_store_id)
+    try:
+        response = sso_admin.describe_instance_access_control_attribute_configuration(InstanceArn=arn)
+    except (ClientError, BotoCoreError) as exc:
+        failure = _failure(exc, f"sso-admin DescribeInstanceAccessControlAttributeConfiguration of {arn}", DESCRIBE_ACTION)
+        if failure.kind == "not_found":
+            # What the service answers for an instance without ABAC is UNCONFIRMED; a missing
+            # configuration and a wrong instance ARN both land here, and the message says both.
+            failure = AbacError(f"{failure}: attributes for access control are not enabled on {arn}, or "
+                                "source.instance_arn names another instance", "not_enabled")
+        raise failure from None
+    return parse_abac(arn, response)
+
+
+def resolve_run_as(cfg: SimpleNamespace, sso_admin: Any = None) -> SimpleNamespace:
+    """`cfg` itself, or, with `run_as.expression: from-identity-center`, a copy holding the live
+    SSMSessionRunAs expression. AbacError (a SourceError: the sync then changes nothing) when it
+    cannot be read or is not one the agent can evaluate."""
+    if cfg.run_as.expression != FROM_IDENTITY_CENTER:
+        return cfg
+    from runas_agent.core.expression import ExpressionError, parse
+
+    abac = fetch_abac(cfg.source, sso_admin or client(cfg.source))
+    live = expression_from(abac)
+    try:
+        parse(live)
+    except ExpressionError as exc:
+        raise AbacError(f"Identity Center's {RUN_AS_KEY} value {live!r} {exc}", "bad_value") from None
+    resolved = copy.copy(cfg)
+    resolved.run_as = SimpleNamespace(**vars(cfg.run_as))
+    resolved.run_as.expression = live
+    resolved.run_as_source = FROM_IDENTITY_CENTER
+    return resolved
