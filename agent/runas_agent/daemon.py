@@ -308,6 +308,8 @@ class Daemon:
             report = Report("failed", self.clock() - started, error=f"{type(exc).__name__}: {exc}")
         else:
             report = self._report(result, self.clock() - started)
+            if report.result != "refused":
+                self._after_sync(result)
 
         if report.result in ("failed", "busy"):
             self.failures += 1
@@ -450,6 +452,17 @@ class Daemon:
             except Exception:
                 log.exception("the session watcher did not stop cleanly")
             self._watcher = None
+
+    def _after_sync(self, result: Any) -> None:
+        """Let the session watcher act on the directory just applied (it ends the sessions of
+        people now disabled when sessions.end_sessions_of_disabled_people is set)."""
+        after_sync = getattr(self._watcher, "after_sync", None)
+        if after_sync is None:
+            return
+        try:
+            after_sync(result.directory)
+        except Exception:
+            log.exception("the session watcher failed to act on the sync")
 
     def _restart_watcher(self) -> None:
         self._stop_watcher()

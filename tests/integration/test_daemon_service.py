@@ -242,6 +242,8 @@ def test_sandbox_allows_create_disable_and_reenable(host):
     counts = [(r["SYNC_CREATED"], r["SYNC_DISABLED"], r["SYNC_ENABLED"]) for r in host.records(f"MESSAGE_ID={MESSAGE_SYNC}")]
     assert counts == [("3", "0", "0"), ("0", "1", "0"), ("0", "0", "1")]
     assert not [r for r in host.records("PRIORITY=3")], "errors in the journal"
+    log = host.sh("journalctl", "--no-pager", "-u", UNIT).stdout
+    assert "Traceback" not in log and "did not start" not in log, log
 
 
 # -- reload ------------------------------------------------------------------------------------------
@@ -370,3 +372,60 @@ def test_once_during_the_daemons_sync_refuses_or_waits(host):
     assert "0 created" in waited.stdout  # the daemon had already created the accounts
     assert host.state() == "active"
     assert sorted(host.accounts()) == ["user001", "user002", "user003"]
+
+
+# -- the session watcher inside the service ----------------------------------------------------------
+
+MESSAGE_SESSION_START = "464551acb08b4c05b513582234ec34e3"
+MESSAGE_SESSION_END = "4f05f0a8ba2249d4952fb598f8b82ee5"
+WORKER_SCRIPT = """set -u
+setpriv --reuid="$1" --regid="$2" --clear-groups sh -c 'sleep 100000; :' &
+wait
+"""
+
+
+def _stage_session(host: Host, user: str, n: int) -> str:
+    """What the SSM agent leaves for a live Run As session: its state file, and a root process
+    `ssm-session-worker <sessionId>` with the run-as shell beneath it."""
+    sid = f"{user}-{n:017x}"
+    owner = f"arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Vendor_0123456789abcdef/{user}"
+    state = {"DocumentInformation": {"DocumentID": sid, "InstanceID": "i-0123456789abcdef0",
+                                     "DocumentName": "SSM-SessionManagerRunShell", "DocumentStatus": "InProgress",
+                                     "RunAsUser": user, "SessionOwner": owner},
+             "DocumentType": "SessionManager", "SchemaVersion": "1.0"}
+    host.ct.write_file(f"/var/lib/amazon/ssm/i-0123456789abcdef0/document/state/current/{sid}",
+                       json.dumps(state), mode=0o600)
+    host.sh("mkdir", "-p", "/opt/ssm/bin", "/opt/ssm/scripts")
+    host.sh("ln", "-sf", "/bin/bash", "/opt/ssm/bin/ssm-session-worker")
+    host.ct.write_file(f"/opt/ssm/scripts/{sid}", WORKER_SCRIPT)
+    uid = host.accounts()[user][2]
+    host.sh("systemd-run", f"--unit=worker-{n}", "--property=WorkingDirectory=/opt/ssm/scripts",
+            "/opt/ssm/bin/ssm-session-worker", sid, uid, uid)
+    return sid
+
+
+def test_session_watcher_records_sessions_and_ends_a_disabled_persons(host):
+    names = ["user001", "user002", "user003"]
+    host.write_config(config(sessions={"end_sessions_of_disabled_people": True}))
+    host.sh("systemctl", "start", UNIT, timeout=90)
+    sid1 = _stage_session(host, "user001", 1)
+    sid2 = _stage_session(host, "user002", 2)
+    starts = host.wait_for(lambda: len(host.records(f"MESSAGE_ID={MESSAGE_SESSION_START}")) >= 2 and
+                           host.records(f"MESSAGE_ID={MESSAGE_SESSION_START}"), what="session start records")
+    by_sid = {r["RUNAS_SESSION_ID"]: r for r in starts}
+    assert set(by_sid) == {sid1, sid2}
+    assert by_sid[sid1]["RUNAS_IDENTITY_USER"] == "user001" and by_sid[sid1]["RUNAS_ACCOUNT"] == "user001"
+    assert by_sid[sid1]["RUNAS_IDENTITY_ID"] == str(uuid.uuid5(uuid.NAMESPACE_DNS, "user001"))
+
+    # user001 is disabled in the directory: their session (and only theirs) is ended from the sandbox
+    host.set_directory(directory(names, disabled=("user001",)))
+    host.sh("systemctl", "reload", UNIT)
+    ends = host.wait_for(lambda: host.records(f"MESSAGE_ID={MESSAGE_SESSION_END}"), what="the session end record")
+    assert [r["RUNAS_SESSION_ID"] for r in ends] == [sid1]
+    assert "disabled" in ends[0]["RUNAS_END_REASON"]
+    host.wait_for(lambda: host.sh("systemctl", "is-active", "worker-1", check=False).stdout.strip() != "active",
+                  what="user001's session worker to end")
+    assert host.sh("systemctl", "is-active", "worker-2", check=False).stdout.strip() == "active"
+    assert host.sh("pgrep", "-u", "user002", "sleep", check=False).returncode == 0
+    log = host.sh("journalctl", "--no-pager", "-u", UNIT).stdout
+    assert "Traceback" not in log, log

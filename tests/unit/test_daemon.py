@@ -29,6 +29,7 @@ class FakeResult:
         self._counts = {"created": created, "disabled": disabled, "enabled": enabled, "skipped": skipped,
                         "failed": failed, "actions": created + disabled + enabled}
         self.plan = SimpleNamespace(refusals=list(refusals))
+        self.directory = SimpleNamespace(users=[])
 
     def counts(self):
         return dict(self._counts)
@@ -425,12 +426,16 @@ class FakeWatcher:
     def stop(self):
         self.events.append("stop")
 
+    def after_sync(self, directory):
+        self.events.append(("after_sync", directory))
 
-def test_session_watcher_runs_for_the_life_of_the_service():
+
+def test_session_watcher_runs_for_the_life_of_the_service_and_sees_each_applied_directory():
     w = FakeWatcher()
-    h = Harness([ok(), ok()], watcher=w)
+    refused = FakeResult(refusals=["the directory has no users"])
+    h = Harness([ok(), lambda h, p: refused, fails(), ok()], watcher=w)
     h.run()
-    assert w.events == ["start", "stop"]
+    assert [e if isinstance(e, str) else e[0] for e in w.events] == ["start", "after_sync", "after_sync", "stop"]
 
 
 def test_a_watcher_that_cannot_start_does_not_stop_the_sync():
