@@ -412,3 +412,57 @@ def test_ssm_user_file_edited_by_hand_is_left_alone(isolated_host):
     os.chmod(blanket, 0o440)
     result = once(host, setup(host, [JOHN], remove_ssm_user_blanket=True))
     assert "leaves it alone" in result.stdout and blanket.exists()
+
+
+COUNTING_VISUDO = textwrap.dedent("""\
+    #!/bin/sh
+    # visudo that logs each call, and fails the whole-tree check while a drop-in holds /usr/bin/fail-tree-check
+    echo "$*" >> /etc/visudo-calls
+    if [ "$#" -eq 1 ] && [ "$1" = "-c" ]; then
+        for f in /etc/sudoers.d/runas-agent-*; do
+            n=$(grep -n fail-tree-check "$f" 2>/dev/null | head -1 | cut -d: -f1)
+            if [ -n "$n" ]; then echo "$f:$n:1: syntax error" >&2; exit 1; fi
+        done
+    fi
+    exec visudo "$@"
+""")
+
+
+def _many(n):
+    users = [user(f"id-{i}", f"user{i}.x") for i in range(n)]
+    return users, {"Ops": [u["UserId"] for u in users]}
+
+
+def test_many_drop_ins_are_checked_together(isolated_host):
+    host = isolated_host
+    fake = host.root / "fake-visudo"
+    fake.write_text(COUNTING_VISUDO)
+    fake.chmod(0o755)
+    users, groups = _many(30)
+    once(host, setup(host, users, groups=groups, rules=(OPS_RULE,), visudo=str(fake)))
+    calls = (host.etc / "visudo-calls").read_text().splitlines()
+    assert len(calls) <= 4, calls  # not two or three per file
+    assert len(drop_ins(host)) == 30
+    assert rights(host, "user0.x") == rights(host, "user29.x") == expected(OPS_RULE)
+
+
+def test_a_failing_batch_falls_back_and_isolates_the_bad_drop_in(isolated_host):
+    host = isolated_host
+    fake = host.root / "fake-visudo"
+    fake.write_text(COUNTING_VISUDO)
+    fake.chmod(0o755)
+    users, groups = _many(25)
+    bad = {"user": "user7.x", "commands": ["/usr/bin/fail-tree-check"]}
+    result = once(host, setup(host, users, groups=groups, rules=(OPS_RULE, bad), visudo=str(fake)), expect=Exit.PARTIAL)
+    failed = [l for l in result.stdout.splitlines() if "FAILED" in l]
+    assert len(failed) == 1 and "sudoers user7.x" in failed[0] and "sudo.rules[1]" in failed[0], result.stdout
+    files = drop_ins(host)
+    assert len(files) == 24 and core.file_name("user7.x") not in files
+    assert rights(host, "user7.x") == []
+    assert rights(host, "user8.x") == expected(OPS_RULE)
+    assert json_ledger(host) == {f"user{i}.x": core.file_name(f"user{i}.x") for i in range(25) if i != 7}
+
+
+def json_ledger(host):
+    import json
+    return json.loads((host.state_dir / "sudoers.json").read_text())["files"]

@@ -48,11 +48,16 @@ def _fsync_dir(directory: str) -> None:
 
 
 class SudoersHost:
+    #: this many drop-ins or more to write go through install_batch first
+    batch_min = 20
+
     def __init__(self, sudoers_dir: str, state_dir: str, visudo: str = "visudo", run: Callable = subp.run):
         self.dir = sudoers_dir
         self.state_dir = state_dir
         self.visudo = visudo
         self.run = run
+        #: the whole tree's problems as the last check after a change found them
+        self._last_tree: dict[str, str] | None = None
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -134,14 +139,16 @@ class SudoersHost:
     def tree_problems(self) -> dict[str, str]:
         return self._check()
 
-    def _worse(self, baseline: dict[str, str] | None, path: str | None = None) -> str | None:
-        """The whole tree's problems that a change to `path` caused: any problem in `path` itself, or
+    def _worse(self, baseline: dict[str, str] | None, paths: Iterable[str] = ()) -> str | None:
+        """The whole tree's problems that a change to `paths` caused: any problem in those files, or
         in a file that had none before. Problems that were there already (someone else's broken file)
         are not this change's doing and do not block it."""
         after = self._check()
+        self._last_tree = after
         if baseline is None:
             baseline = {}
-        new = {f: m for f, m in after.items() if f == path or f == UNATTRIBUTED or f not in baseline}
+        paths = set(paths)
+        new = {f: m for f, m in after.items() if f in paths or f == UNATTRIBUTED or f not in baseline}
         return "\n".join(new.values()) if new else None
 
     # --- changing --------------------------------------------------------------------------------
@@ -186,11 +193,47 @@ class SudoersHost:
             _unlink(tmp)
             raise
         _fsync_dir(self.dir)
-        problem = self._worse(baseline, path)
+        problem = self._worse(baseline, {path})
         if problem:
             self._put(action.file, previous)
             raise SudoersError(f"sudo rights of {action.name}: the sudoers tree failed visudo -c with the new "
                                f"drop-in ({self._explain(action, problem, path)}); previous state restored")
+
+    def install_batch(self, actions: list[WriteSudoers], baseline: dict[str, str]) -> bool:
+        """Install many drop-ins with two visudo runs instead of two per file: one `visudo -cf` of all
+        of them together (drop-ins define no aliases or defaults, so together they are valid exactly
+        when each one is), the renames, then one `visudo -c` of the tree. Any failure puts every file
+        back as it was and returns False, and the caller installs them one by one, which isolates and
+        names the bad one. A crash half-way leaves only drop-ins that passed visudo."""
+        previous = {a.file: self.observe_one(a.file) for a in actions}
+        if any(p is not None and not p.marked for p in previous.values()):
+            return False
+        combined = self._temp("".join(a.content for a in actions).encode("utf-8"), MODE)
+        try:
+            if self._visudo("-f", combined):
+                return False
+        finally:
+            _unlink(combined)
+        temps: list[tuple[str, WriteSudoers]] = []
+        installed: list[WriteSudoers] = []
+        try:
+            for action in actions:
+                temps.append((self._temp(action.content.encode("utf-8"), MODE), action))
+            for tmp, action in temps:
+                os.rename(tmp, os.path.join(self.dir, action.file))
+                installed.append(action)
+            _fsync_dir(self.dir)
+            if not self._worse(baseline, {os.path.join(self.dir, a.file) for a in actions}):
+                return True
+        except OSError:
+            pass
+        finally:
+            for tmp, _ in temps:
+                _unlink(tmp)
+        for action in installed:
+            self._put(action.file, previous[action.file])
+        self._last_tree = None
+        return False
 
     def remove(self, action: RemoveSudoers, baseline: dict[str, str] | None = None) -> None:
         previous = self.observe_one(action.file)
@@ -258,7 +301,16 @@ class SudoersHost:
         self.save_ledger(SudoLedger(intent))
         self.clean_temps()
         baseline = self.tree_problems()
+        batch = [a for a in actions if isinstance(a, WriteSudoers) and a.name not in blocked_accounts]
+        if len(batch) >= self.batch_min and UNATTRIBUTED not in baseline:
+            self._last_tree = None
+            if self.install_batch(batch, baseline):
+                outcome.done.extend(batch)
+                batched = {id(a) for a in batch}
+                actions = [a for a in actions if id(a) not in batched]
+                baseline = self._last_tree if self._last_tree is not None else self.tree_problems()
         for action in actions:
+            self._last_tree = None
             try:
                 if isinstance(action, WriteSudoers):
                     if action.name in blocked_accounts:
@@ -276,7 +328,7 @@ class SudoersHost:
                 outcome.failed.append((action, str(exc)))
                 continue
             outcome.done.append(action)
-            baseline = self.tree_problems()
+            baseline = self._last_tree if self._last_tree is not None else self.tree_problems()
         # What the agent owns afterwards is what is on disk: failed writes were put back, failed
         # removals are still there, files removed by hand are forgotten.
         self.save_ledger(SudoLedger({a: f for a, f in intent.items() if self.observe_one(f) is not None}))
