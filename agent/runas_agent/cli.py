@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="runas-agent",
         description="Keep SSM Session Manager Run As accounts in step with the IAM Identity Center directory.",
         epilog="Exit status: 0 ok; 1 error; 2 plan has changes; 3 sync skipped identities or had failures; "
-               "4 refused by safety checks; 75 another sync holds the lock; 78 invalid configuration.")
+               "4 refused by safety checks; 5 doctor found a broken link; 75 another sync holds the lock; 78 invalid configuration.")
     parser.add_argument("--version", action="version", version=f"runas-agent {__version__}")
     parser.add_argument("--config", "-c", default=config.DEFAULT_PATH, help="configuration file (default: %(default)s)")
     parser.add_argument("--once", action="store_true", help="run one sync and exit")

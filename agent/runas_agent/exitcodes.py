@@ -13,6 +13,8 @@ class Exit(enum.IntEnum):
     PARTIAL = 3
     #: The safety checks refused the plan (empty directory, too many disables); nothing changed.
     REFUSED = 4
+    #: `doctor`: at least one link of the Run As chain is broken (warnings alone exit 0).
+    UNHEALTHY = 5
     #: Another sync holds the lock and did not release it in time.
     BUSY = 75
     #: The configuration is invalid (sysexits EX_CONFIG); systemd must not restart-loop on it.
