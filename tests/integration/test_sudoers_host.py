@@ -466,3 +466,21 @@ def test_a_failing_batch_falls_back_and_isolates_the_bad_drop_in(isolated_host):
 def json_ledger(host):
     import json
     return json.loads((host.state_dir / "sudoers.json").read_text())["files"]
+
+
+def test_many_drop_ins_removed_together_when_a_rule_goes(isolated_host):
+    host = isolated_host
+    fake = host.root / "fake-visudo"
+    fake.write_text(COUNTING_VISUDO)
+    fake.chmod(0o755)
+    users, groups = _many(30)
+    once(host, setup(host, users + [JANE], groups=groups, rules=(OPS_RULE, JANE_RULE), visudo=str(fake)))
+    (host.etc / "visudo-calls").unlink()
+    plan = host.agent("--config", str(setup(host, users + [JANE], groups=groups, rules=(JANE_RULE,), visudo=str(fake))), "plan")
+    assert plan.stdout.count("- sudoers-remove user") == 30 and "no rule of the policy applies any more" in plan.stdout
+    once(host, setup(host, users + [JANE], groups=groups, rules=(JANE_RULE,), visudo=str(fake)))
+    # baseline, one check for all 30 removals, and jane's rewrite (-cf, -c): not one check per file
+    assert len((host.etc / "visudo-calls").read_text().splitlines()) <= 4
+    assert set(drop_ins(host)) == {core.file_name("jane")}
+    assert rights(host, "user3.x") == [] and rights(host, "jane") == expected(JANE_RULE)
+    assert json_ledger(host) == {"jane": core.file_name("jane")}

@@ -235,6 +235,23 @@ class SudoersHost:
         self._last_tree = None
         return False
 
+    def remove_batch(self, actions: list[RemoveSudoers], baseline: dict[str, str]) -> bool:
+        """Remove many owned drop-ins with one tree check; on failure put them all back and return
+        False (the caller then removes them one by one)."""
+        previous = {a.file: self.observe_one(a.file) for a in actions}
+        if any(p is not None and not p.marked for p in previous.values()):
+            return False
+        for action in actions:
+            _unlink(os.path.join(self.dir, action.file))
+        _fsync_dir(self.dir)
+        if UNATTRIBUTED in baseline or not self._worse(baseline):
+            return True
+        for action in actions:
+            if previous[action.file] is not None:
+                self._put(action.file, previous[action.file])
+        self._last_tree = None
+        return False
+
     def remove(self, action: RemoveSudoers, baseline: dict[str, str] | None = None) -> None:
         previous = self.observe_one(action.file)
         if previous is None:
@@ -307,6 +324,14 @@ class SudoersHost:
             if self.install_batch(batch, baseline):
                 outcome.done.extend(batch)
                 batched = {id(a) for a in batch}
+                actions = [a for a in actions if id(a) not in batched]
+                baseline = self._last_tree if self._last_tree is not None else self.tree_problems()
+        removals = [a for a in actions if isinstance(a, RemoveSudoers)]
+        if len(removals) >= self.batch_min:
+            self._last_tree = None
+            if self.remove_batch(removals, baseline):
+                outcome.done.extend(removals)
+                batched = {id(a) for a in removals}
                 actions = [a for a in actions if id(a) not in batched]
                 baseline = self._last_tree if self._last_tree is not None else self.tree_problems()
         for action in actions:
