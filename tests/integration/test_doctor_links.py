@@ -1,0 +1,392 @@
+"""`runas-agent doctor`, the AWS links, against the local endpoint (Identity Store, sso-admin with ABAC,
+SSM documents) through the real boto3 clients: the all-good case, then each link broken on its own.
+
+The host side here is a staged directory (passwd, group, os-release, state, sudoers.d) and a stand-in
+process list; the checks that read the real /etc run in isolated hosts (test_doctor_host.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import time
+import types
+import uuid
+from pathlib import Path
+
+import boto3
+import botocore
+import botocore.session
+import pytest
+import yaml
+
+from runas_agent.directory import ENTERPRISE_EXTENSION
+from runas_agent.doctor import FAILED, OK, SKIPPED, WARNING, Doctor, Probe, exit_status, fields_verdict, render
+from runas_agent.exitcodes import Exit
+from runas_agent.host.accounts import read_host
+from tests.endpoint import ssm_documents, ssoadmin_abac
+
+pytest_plugins = ["tests.endpoint.fixtures"]
+STORE = "d-1234567890"
+
+
+def uid(name: str) -> str:
+    """A UserId in the service's format, stable per name."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+
+
+def person(user_id: str, name: str, org: str | None = None, status: str = "ENABLED") -> dict:
+    record = {"IdentityStoreId": STORE, "UserId": uid(user_id), "UserName": name, "UserStatus": status,
+              "DisplayName": name.title()}
+    if org is not None:
+        record["Extensions"] = {ENTERPRISE_EXTENSION: {"organization": org}}
+    return record
+
+
+def directory(users: list[dict]) -> dict:
+    return {"IdentityStoreId": STORE, "Users": users,
+            "Groups": [{"IdentityStoreId": STORE, "GroupId": uid("g-ops"), "DisplayName": "Ops"}],
+            "GroupMemberships": [{"IdentityStoreId": STORE, "MembershipId": uid("m-1"), "GroupId": uid("g-ops"),
+                                  "MemberId": {"UserId": users[0]["UserId"]}}] if users else []}
+
+
+USERS = [person("id-alice", "alice", "Acme"), person("id-bob", "bob", "Globex")]
+
+
+class World:
+    """The endpoint in the all-good state, and a staged host; each test breaks one thing."""
+
+    def __init__(self, endpoint, root: Path):
+        self.endpoint = endpoint
+        self.region = endpoint.region
+        self.root = root
+        self.etc = root / "etc"
+        self.etc.mkdir()
+        (self.etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nops:x:1001:1001:Ops:/home/ops:/bin/bash\n")
+        (self.etc / "group").write_text("root:x:0:\nops:x:1001:\n")
+        (self.etc / "os-release").write_text("ID=debian\n")
+        (root / "sudoers.d").mkdir()
+        self.problems: list[str] = []
+        self.ssm = boto3.client("ssm", endpoint_url=endpoint.url, region_name=self.region)
+        self.config_data = {
+            "source": {"type": "identitystore", "region": self.region, "identity_store_id": STORE,
+                       "endpoint_url": endpoint.url, "max_attempts": 1, "read_deadline": 30},
+            "run_as": {"expression": "${path:userName}"},
+            "state_dir": str(root / "state"),
+            "sudo": {"sudoers_dir": str(root / "sudoers.d")},
+        }
+        self.last_sync = {"SYNC_RESULT": "ok", "SYNC_CREATED": "0", "SYNC_SKIPPED": "0", "SYNC_FAILED": "0",
+                          "REALTIME": time.time() - 60}
+        self.processes = [types.SimpleNamespace(info={"pid": 4242, "name": "amazon-ssm-agent", "exe": "", "cmdline": []})]
+        agent = root / "usr-bin-amazon-ssm-agent"
+        agent.write_text("")
+        self.agent_binary = str(agent)
+        self.seed(USERS)
+        ssoadmin_abac.set_attributes(self.region, {"SSMSessionRunAs": "${path:userName}"})
+        ssm_documents.put_preferences(self.ssm, ssm_documents.preferences_content(True, "ops"))
+
+    def seed(self, users: list[dict]) -> None:
+        self.endpoint.seed(directory(users))
+
+    def session(self, botocore_session=None):
+        session = boto3.session.Session(region_name=self.region, botocore_session=botocore_session)
+        ssm_documents.watch(session, self.problems)
+        return session
+
+    def run(self, session=None, **config) -> dict:
+        data = json.loads(json.dumps(self.config_data))
+        for section, values in config.items():
+            if isinstance(values, dict):
+                data.setdefault(section, {}).update(values)
+            else:
+                data[section] = values
+        path = self.root / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        host_users = set(read_host(str(self.etc)).users)
+        probe = Probe(
+            etc=str(self.etc), agent_binaries=(self.agent_binary,), snap_dir=str(self.root / "no-snap"),
+            unit_dirs=(), processes=lambda: self.processes, last_sync=lambda: self.last_sync,
+            user_exists=lambda name: name in host_users,
+            # the sudoers tree of the real host is test_doctor_host.py's subject
+            run=lambda argv, **kw: types.SimpleNamespace(returncode=0, stdout="/etc/sudoers: parsed OK\n", stderr=""),
+        )
+        doctor = Doctor(str(path), probe=probe, session=session or self.session(), ssm_region=self.region)
+        self.report = doctor.run()
+        self.exit = exit_status(self.report)
+        return {c.name: c for c in self.report}
+
+
+@pytest.fixture
+def world(identitystore_endpoint, tmp_path, monkeypatch):
+    ssm_documents.reset(identitystore_endpoint.region)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", identitystore_endpoint.url)
+    w = World(identitystore_endpoint, tmp_path)
+    yield w
+    ssm_documents.reset(identitystore_endpoint.region)
+    assert not w.problems, "SSM responses that do not match botocore's model:\n" + "\n".join(w.problems)
+
+
+def assert_only(checks: dict, broken: dict[str, str]) -> None:
+    """Exactly the named checks have the named status; every other one is ok."""
+    wrong = {name: (c.status, c.summary) for name, c in checks.items() if c.status != broken.get(name, OK)}
+    assert not wrong, wrong
+    assert set(broken) <= set(checks)
+
+
+def test_all_good(world):
+    checks = world.run()
+    assert_only(checks, {})
+    assert world.exit == Exit.OK
+    assert "alice" not in checks["identities"].summary
+    assert checks["identities"].summary.startswith("2 enabled of 2 users map to 2 accounts")
+    assert "SSMSessionRunAs = ${path:userName}" in checks["abac"].summary
+    assert "default user ops exists" in checks["session-preferences"].summary
+    assert "ListUsers, ListGroups, ListGroupMemberships" in checks["identitystore"].summary
+    calls = world.endpoint.calls()
+    # one page each for the permission probe, then the full read: nothing is ever written
+    assert not [op for op in calls if op.split(":")[-1].startswith(("Create", "Update", "Delete", "Put"))]
+    text = render(world.report, "config.yaml")
+    assert text.splitlines()[-1] == "13 checks: 13 ok, 0 warnings, 0 failed, 0 skipped"
+
+
+def test_access_denied_on_list_users_names_the_action(world):
+    world.endpoint.inject("ListUsers", "access_denied")
+    checks = world.run()
+    assert_only(checks, {"identitystore": FAILED, "identitystore-fields": SKIPPED, "identities": SKIPPED})
+    assert "identitystore:ListUsers" in checks["identitystore"].summary
+    assert "AWSSSODirectoryReadOnly" in checks["identitystore"].remedy
+    assert "conflicts unknown" in checks["accounts"].summary
+    assert world.exit == Exit.UNHEALTHY
+
+
+def test_access_denied_on_memberships_is_named_too(world):
+    world.endpoint.inject("ListGroupMemberships", "access_denied")
+    checks = world.run()
+    assert checks["identitystore"].status == FAILED
+    assert "identitystore:ListGroupMemberships" in checks["identitystore"].summary
+    assert "identitystore:ListUsers" not in checks["identitystore"].summary
+    assert checks["identitystore-fields"].status == OK
+
+
+def test_a_wrong_store_or_region_says_so(world):
+    world.endpoint.inject("ListUsers", "not_found")
+    checks = world.run()
+    assert checks["identitystore"].status == FAILED
+    assert "home region" in checks["identitystore"].remedy
+
+
+def test_no_credentials_skips_every_aws_link(world, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    checks = world.run()
+    assert checks["credentials"].status == FAILED
+    for name in ("identitystore", "abac", "session-preferences"):
+        assert checks[name].status == SKIPPED, name
+    assert world.endpoint.calls() == {}
+
+
+def _old_botocore(tmp_path: Path) -> botocore.session.Session:
+    """A botocore session whose identitystore model is the pre-1.43 one: no UserStatus, no Extensions."""
+    real = botocore.session.get_session()
+    loader = real.get_component("data_loader")
+    version = loader.determine_latest_version("identitystore", "service-2")
+    model = real.get_service_model("identitystore")
+    found = Path(botocore.__file__).parent / "data" / "identitystore" / version
+    raw = found / "service-2.json.gz"
+    data = json.loads(gzip.decompress(raw.read_bytes())) if raw.exists() else json.loads((found / "service-2.json").read_text())
+    del data["shapes"]["User"]["members"]["UserStatus"]
+    del data["shapes"]["ListUsersRequest"]["members"]["Extensions"]
+    target = tmp_path / "old-data" / "identitystore" / version
+    target.mkdir(parents=True)
+    (target / "service-2.json").write_text(json.dumps(data))
+    for name in ("paginators-1.json", "endpoint-rule-set-1.json"):
+        for candidate in (found / name, found / f"{name}.gz"):
+            if candidate.exists():
+                shutil.copy(candidate, target / candidate.name)
+    session = botocore.session.get_session()
+    session.get_component("data_loader").search_paths.insert(0, str(tmp_path / "old-data"))
+    assert "UserStatus" not in session.get_service_model("identitystore").shape_for("User").members
+    assert model is not None
+    return session
+
+
+def test_an_old_botocore_that_drops_userstatus_is_caught_twice(world, tmp_path):
+    checks = world.run(session=world.session(_old_botocore(tmp_path)))
+    assert checks["botocore"].status == FAILED
+    assert "User.UserStatus" in checks["botocore"].summary
+    # and on the wire: the endpoint sends UserStatus, the old model parses it away
+    assert checks["identitystore-fields"].status == FAILED
+    assert checks["identitystore-fields"].summary.startswith("botocore drops UserStatus: 2 of 2 users")
+    assert checks["identitystore"].status == OK
+
+
+@pytest.mark.parametrize("raw, parsed, enterprise, status, words", [
+    ([], [], False, WARNING, "no users"),
+    ([{"UserStatus": "ENABLED"}], [{}], False, FAILED, "botocore drops UserStatus"),
+    ([{"UserName": "a"}], [{"UserName": "a"}], False, FAILED, "none of the 1 users"),
+    ([{"UserStatus": "ENABLED", "Extensions": {"x": {}}}], [{"UserStatus": "ENABLED"}], True, FAILED, "botocore drops Extensions"),
+    ([{"UserStatus": "ENABLED"}], [{"UserStatus": "ENABLED"}], True, WARNING, "no user on the first ListUsers page has enterprise"),
+    ([{"UserStatus": "ENABLED"}], [{"UserStatus": "ENABLED"}], False, OK, "UserStatus arrives for 1 of 1"),
+])
+def test_fields_verdict(raw, parsed, enterprise, status, words):
+    got, summary, _ = fields_verdict(raw, parsed, enterprise)
+    assert got == status
+    assert words in summary
+
+
+def test_users_without_enterprise_attributes_under_an_organization_expression(world):
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:enterprise.organization}"})
+    world.seed([person("id-alice", "alice"), person("id-bob", "bob")])
+    checks = world.run(run_as={"expression": "${path:enterprise.organization}"})
+    assert checks["identitystore-fields"].status == WARNING
+    assert checks["identities"].status == WARNING
+    assert checks["identities"].details == [
+        f"alice ({uid('id-alice')}) as '': the Run As value is empty", f"bob ({uid('id-bob')}) as '': the Run As value is empty"]
+
+
+def test_abac_not_enabled(world):
+    ssoadmin_abac.set_attributes(world.region, None)
+    checks = world.run()
+    assert_only(checks, {"abac": FAILED})
+    assert "not enabled" in checks["abac"].summary
+    assert "key SSMSessionRunAs, value ${path:userName}" in checks["abac"].remedy
+
+
+def test_abac_key_missing(world):
+    ssoadmin_abac.set_attributes(world.region, {"ssmSessionRunAs": "${path:userName}", "CostCenter": "${path:enterprise.costCenter}"})
+    checks = world.run()
+    assert_only(checks, {"abac": FAILED})
+    assert "has no SSMSessionRunAs" in checks["abac"].summary
+    assert "there is ssmSessionRunAs" in checks["abac"].summary
+
+
+def test_abac_expression_differs(world):
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:enterprise.organization}"})
+    checks = world.run()
+    assert_only(checks, {"abac": FAILED})
+    assert "sends SSMSessionRunAs = ${path:enterprise.organization}, but run_as.expression is ${path:userName}" in checks["abac"].summary
+    assert "run_as.expression: '${path:enterprise.organization}'" in checks["abac"].remedy
+
+
+def test_abac_unreadable_is_a_warning_when_the_expression_is_written(world):
+    world.endpoint.inject("sso-admin:DescribeInstanceAccessControlAttributeConfiguration", "access_denied")
+    checks = world.run()
+    assert_only(checks, {"abac": WARNING})
+    assert "sso:DescribeInstanceAccessControlAttributeConfiguration" in checks["abac"].remedy
+    assert world.exit == Exit.OK
+
+
+def test_abac_unreadable_fails_when_the_sync_depends_on_it(world):
+    world.endpoint.inject("sso-admin:DescribeInstanceAccessControlAttributeConfiguration", "access_denied")
+    checks = world.run(run_as={"expression": "from-identity-center"})
+    assert checks["abac"].status == FAILED
+    assert checks["identities"].status == SKIPPED
+    assert world.exit == Exit.UNHEALTHY
+
+
+def test_from_identity_center_follows_the_live_value(world):
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:enterprise.organization}"})
+    checks = world.run(run_as={"expression": "from-identity-center"})
+    assert_only(checks, {})
+    assert "SSMSessionRunAs = ${path:enterprise.organization} (read live" in checks["abac"].summary
+    assert "map to 2 accounts with ${path:enterprise.organization}" in checks["identities"].summary
+
+
+def test_run_as_disabled_in_session_manager(world):
+    ssm_documents.put_preferences(world.ssm, ssm_documents.preferences_content(False, "ops"))
+    checks = world.run()
+    assert_only(checks, {"session-preferences": FAILED})
+    assert "runAsEnabled is false" in checks["session-preferences"].summary
+    assert "Enable Run As support for Linux instances" in checks["session-preferences"].remedy
+
+
+def test_no_session_manager_preferences_at_all(world):
+    world.ssm.delete_document(Name=ssm_documents.PREFERENCES)
+    checks = world.run()
+    assert_only(checks, {"session-preferences": FAILED})
+    assert "none are saved" in checks["session-preferences"].summary
+
+
+def test_default_run_as_user_missing_on_this_host(world):
+    ssm_documents.put_preferences(world.ssm, ssm_documents.preferences_content(True, "fallback"))
+    checks = world.run()
+    assert_only(checks, {"session-preferences": FAILED})
+    assert "RunAs user fallback does not exist" in checks["session-preferences"].summary
+
+
+def test_default_run_as_user_managed_by_the_agent(world):
+    ssm_documents.put_preferences(world.ssm, ssm_documents.preferences_content(True, "alice"))
+    checks = world.run()
+    assert_only(checks, {})
+    assert "alice is managed by runas-agent" in checks["session-preferences"].summary
+
+
+def test_preferences_unreadable_is_a_warning(world):
+    ssm_documents.DENIED.add((world.region, "GetDocument"))
+    checks = world.run()
+    assert_only(checks, {"session-preferences": WARNING})
+    assert "ssm:GetDocument" in checks["session-preferences"].remedy
+
+
+def test_hostile_identities_are_listed_with_the_reason(world):
+    users = USERS + [
+        person("id-iret", "iret", "IRET, Inc."),
+        person("id-empty", "nobody-org", ""),
+        person("id-long", "l" * 40),
+        person("id-dash", "-rf"),
+        person("id-digits", "12345"),
+        person("id-off", "off.person", status="DISABLED"),
+    ]
+    world.seed(users)
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:userName}"})
+    checks = world.run()
+    assert_only(checks, {"identities": WARNING})
+    details = "\n".join(checks["identities"].details)
+    assert len(checks["identities"].details) == 3
+    assert f"{'l' * 40} ({uid('id-long')}) as '{'l' * 40}': longer than 32 bytes" in details
+    assert f"-rf ({uid('id-dash')}) as '-rf': starts with '-'" in details
+    assert f"12345 ({uid('id-digits')}) as '12345': is all digits" in details
+    assert "off.person" not in details  # disabled people get no account and are no problem
+    # the same people under the organization expression: the comma and the empty value
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:enterprise.organization}"})
+    checks = world.run(run_as={"expression": "${path:enterprise.organization}"})
+    details = "\n".join(checks["identities"].details)
+    assert f"iret ({uid('id-iret')}) as 'IRET, Inc.': not a legal session tag value (Identity Center cannot send ',')" in details
+    assert f"nobody-org ({uid('id-empty')}) as '': the Run As value is empty" in details
+
+
+def test_an_unmanaged_account_with_a_wanted_name_is_a_conflict(world):
+    with open(world.etc / "passwd", "a") as handle:
+        handle.write("alice:x:1002:1002:Alice by hand:/home/alice:/bin/bash\n")
+    checks = world.run()
+    assert_only(checks, {"accounts": WARNING})
+    assert "1 conflicts" in checks["accounts"].summary
+    assert checks["accounts"].details == [
+        f"conflict: alice ({uid('id-alice')}) as 'alice': an existing account named 'alice' (uid 1002) exists and is not managed "
+        "by runas-agent; left alone"]
+
+
+@pytest.mark.parametrize("record, status, words", [
+    ({"SYNC_RESULT": "failed", "SYNC_ERROR": "Identity Store d-1234567890: ListUsers page 1: access denied"}, FAILED, "access denied"),
+    ({"SYNC_RESULT": "refused", "SYNC_REFUSALS": "the plan disables 9 of 10 accounts"}, FAILED, "disables 9 of 10"),
+    ({"SYNC_RESULT": "partial", "SYNC_SKIPPED": "2", "SYNC_FAILED": "0"}, WARNING, "2 skipped"),
+    ({"SYNC_RESULT": "ok", "AGE": 4 * 1020}, WARNING, "longer than 3 sync intervals"),
+    (None, WARNING, "no sync is recorded in the journal"),
+])
+def test_last_sync(world, record, status, words):
+    if record is not None:
+        record = dict(record)
+        record["REALTIME"] = time.time() - record.pop("AGE", 30)
+    world.last_sync = record
+    checks = world.run()
+    assert_only(checks, {"last-sync": status})
+    assert words in checks["last-sync"].summary
+
+
+def test_an_invalid_config_is_reported_and_the_host_still_checked(world):
+    checks = world.run(run_as={"expression": "${path:groups}"})
+    assert checks["config"].status == FAILED
+    assert checks["config"].details[0].startswith("run_as.expression: ${path:groups} is not an attribute")
+    assert checks["identitystore"].status == SKIPPED
+    assert checks["ssm-agent"].status == OK
+    assert world.exit == Exit.UNHEALTHY
