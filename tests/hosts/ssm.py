@@ -34,7 +34,10 @@ class SsmStage:
         merged = dict(os.environ)
         merged["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "agent"), merged.get("PYTHONPATH", "")])
         merged.update(env or {})
-        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _ENTER, "sh", str(self.root),
+        # Its own PID namespace (and /proc): the watcher sees only this stage's processes, never another
+        # test's, and every process left in it ends with the stage.
+        argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc", "--",
+                "sh", "-c", _ENTER, "sh", str(self.root),
                 sys.executable, "-m", "tests.hosts.ssm_stage", str(self.root)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=merged,
                                      cwd=REPO)

@@ -125,17 +125,45 @@ def _shell(children: list[int]) -> tuple[int | None, int | None, str]:
     return None, None, ""
 
 
+def _process_table(proc_root: str = "/proc") -> tuple[list[int], dict[int, list[int]]]:
+    """One pass over /proc reading each process's stat line only: the pids whose name looks like a
+    session worker, and every process's children. (psutil.process_iter costs several times more.)"""
+    candidates: list[int] = []
+    children: dict[int, list[int]] = {}
+    prefix = _WORKER_COMM.encode()
+    with os.scandir(proc_root) as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                fd = os.open(f"{proc_root}/{entry.name}/stat", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    data = os.read(fd, 1024)
+                finally:
+                    os.close(fd)
+                close = data.rindex(b")")
+                comm = data[data.index(b"(") + 1:close]
+                ppid = int(data[close + 2:].split(b" ", 3)[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or unreadable
+            pid = int(entry.name)
+            children.setdefault(ppid, []).append(pid)
+            if comm.startswith(prefix):
+                candidates.append(pid)
+    return candidates, children
+
+
 def scan_workers(trusted_uids: tuple[int, ...] = (0,)) -> dict[str, Worker]:
     """Every live session worker, by session id. One pass over the process table reading only each
     process's stat line (name and parent); command lines and credentials only of workers and their
     children."""
-    candidates: list[psutil.Process] = []
-    children: dict[int, list[int]] = {}
-    for proc in psutil.process_iter(["name", "ppid"]):
-        info = proc.info
-        children.setdefault(info.get("ppid") or 0, []).append(proc.pid)
-        if (info.get("name") or "").startswith(_WORKER_COMM):
-            candidates.append(proc)
+    pids, children = _process_table()
+    candidates = []
+    for pid in pids:
+        try:
+            candidates.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
     found: dict[str, Worker] = {}
     for proc in candidates:
         sid = _session_of(proc, trusted_uids)

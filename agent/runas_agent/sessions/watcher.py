@@ -34,8 +34,10 @@ log = logging.getLogger("runas_agent.sessions")
 #: How long a new session may wait for its worker and run-as shell to appear before its start is
 #: recorded with what is known. The shell starts when the client's data channel opens.
 SHELL_GRACE = 10.0
-#: Re-check interval while sessions wait for their shell or a state file is half-written.
-PENDING_INTERVAL = 0.1
+#: Re-check interval while sessions wait for their shell or a state file is half-written: from
+#: PENDING_INTERVAL, growing to PENDING_MAX_INTERVAL.
+PENDING_INTERVAL = 0.05
+PENDING_MAX_INTERVAL = 1.0
 #: Without inotify: how often the state directories' mtimes are compared.
 MTIME_INTERVAL = 2.0
 #: While no state directory exists yet (agent not installed, no session ever): how often to look.
@@ -197,7 +199,11 @@ class SessionWatcher:
         with self._lock:
             wait = max(0.0, self._next_reconcile - time.monotonic())
             if self._pending:
-                wait = min(wait, PENDING_INTERVAL)
+                # Soon after a session appears its shell usually follows within milliseconds; a session
+                # with no shell at all (port forwarding) must not cost a process-table look every 50 ms
+                # for the whole grace period: the pause grows with the age of the oldest pending one.
+                age = time.monotonic() - min(p.first_seen for p in self._pending.values())
+                wait = min(wait, min(PENDING_MAX_INTERVAL, max(PENDING_INTERVAL, age / 4)))
             if not self._dirs:
                 wait = min(wait, DISCOVER_INTERVAL)
             if time.monotonic() < self._discover_until:
