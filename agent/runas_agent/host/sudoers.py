@@ -84,9 +84,12 @@ class SudoersHost:
     def observe_one(self, name: str) -> Observed | None:
         path = os.path.join(self.dir, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO under an agent file name must not hang the sync.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise AgentError(f"cannot read {path}: permission denied (sudoers drop-ins are readable by root only)") from None
         except OSError as exc:
             # A symlink or something else odd under an agent file name: never ours to follow.
             return Observed(f"<unreadable: {exc.strerror}>", 0)
