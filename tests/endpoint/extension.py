@@ -26,9 +26,9 @@ from moto.utilities.paginator import Paginator
 from tests.endpoint.shapes import service_model
 
 MOTO_USER_FIELDS = frozenset(User._fields)
-_TIMESTAMP_MEMBERS = frozenset(
-    name for name, shape in service_model("identitystore").shape_for("User").members.items() if shape.type_name == "timestamp"
-)
+#: The User members of the installed botocore's model: the endpoint speaks the API as it knows it.
+USER_MEMBERS = service_model("identitystore").shape_for("User").members
+_TIMESTAMP_MEMBERS = frozenset(name for name, shape in USER_MEMBERS.items() if shape.type_name == "timestamp")
 
 
 def user_extras(store: IdentityStoreData) -> dict[str, dict[str, Any]]:
@@ -54,7 +54,8 @@ def complete_user(user: Mapping[str, Any], store: IdentityStoreData | None, exte
     extras = user_extras(store).get(user.get("UserId"), {}) if store is not None else {}
     out = {k: v for k, v in user.items() if v is not None}
     for key, value in extras.items():
-        if key != "Extensions" and value is not None:
+        # a member the installed model does not know is one its botocore would drop anyway
+        if key != "Extensions" and value is not None and key in USER_MEMBERS:
             out[key] = _epoch(value) if key in _TIMESTAMP_MEMBERS else value
     out.setdefault("UserStatus", "ENABLED")
     wanted = set(extensions or ())
@@ -64,6 +65,26 @@ def complete_user(user: Mapping[str, Any], store: IdentityStoreData | None, exte
     if isinstance(out.get("Name"), dict):
         out["Name"] = {k: v for k, v in out["Name"].items() if v is not None}
     return out
+
+
+def fill_server_assigned(value: Any, shape: Any) -> None:
+    """Add the required members the service assigns and moto does not know (in newer models:
+    UserArn, GroupArn, MembershipArn derived from the id, and Revision), wherever the installed
+    model requires them. Any other missing required member is left for the model check to report."""
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for name in shape.required_members:
+            if name in value:
+                continue
+            if name.endswith("Arn") and isinstance(value.get(name[:-3] + "Id"), str):
+                value[name] = f"arn:aws:identitystore:::{name[:-3].lower()}/{value[name[:-3] + 'Id']}"
+            elif name == "Revision":
+                value[name] = "1"
+        for name, member in shape.members.items():
+            if name in value:
+                fill_server_assigned(value[name], member)
+    elif shape.type_name == "list" and isinstance(value, list):
+        for item in value:
+            fill_server_assigned(item, shape.member)
 
 
 def _group(group: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,9 @@ class _Wire:
             document = None
         if isinstance(document, dict):
             document = _drop_nulls(document)
+            output = shapes.service_model(service).operation_model(operation).output_shape
+            if service == "identitystore" and status == 200 and output is not None:
+                extension.fill_server_assigned(document, output)
             if document.get("RequestId") == MOTO_REQUEST_ID:
                 # moto's fixed "...example" id is not a UUID, as the model requires
                 document["RequestId"] = str(uuid.uuid4())
