@@ -2,7 +2,7 @@
 10,000 identities from a generated directory, in an isolated host (a mount namespace over a copy of
 /etc; this machine's accounts are never touched). Also times a plain `useradd` loop for comparison.
 
-    python bench/bench_sync.py [--sizes 1000 10000] [--baseline 1000]
+    python bench/bench_sync.py [--sizes 1000 10000] [--baseline 1000] [--profile 10000]
 
 Run as root on Debian 12. Prints a table; --json for machines.
 """
@@ -76,6 +76,39 @@ def bench_size(n: int) -> dict:
                 "etc_files_changed_on_noop": len(changed), "etc_bytes_written_on_noop": written}
 
 
+_PROFILE = r"""
+import cProfile, contextlib, io, json, pstats, sys
+from runas_agent import cli
+profile = cProfile.Profile()
+with contextlib.redirect_stdout(io.StringIO()):
+    profile.runcall(cli.main, ["--config", sys.argv[1], "--once", "--json"])
+stats = pstats.Stats(profile).stats
+wanted = {"fetch": "read the directory", "compute": "desired state", "read_host": "read /etc/passwd, /etc/group",
+          "plan": "plan", "_create_batch": "create (newusers + chpasswd + skel)", "_copy_skel": "  of which skel copies",
+          "run": "  of which shadow-utils processes", "_SetGroupMembers": "group memberships",
+          "save_ledger": "ledger writes", "save_snapshot": "snapshot write"}
+out = {}
+for (filename, _, name), (_, _, _, cumulative, _) in stats.items():
+    if "runas_agent" in filename and name in wanted:
+        label = wanted[name] if not (name == "run" and "subp" not in filename) else None
+        if label and not (name == "plan" and "core/plan" not in filename):
+            out[label] = max(out.get(label, 0.0), cumulative)
+print(json.dumps(out))
+"""
+
+
+def where_time_goes(n: int) -> dict:
+    """A first sync of n identities under cProfile, inside an isolated host: seconds per stage."""
+    with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
+        host = IsolatedHost(Path(tmp) / "host")
+        path = host.write_directory(directory(n))
+        cfg = host.write_config({"source": {"type": "file", "path": str(path)},
+                                 "run_as": {"expression": "${path:userName}"}})
+        env = dict(os.environ, PYTHONPATH=str(REPO / "agent"))
+        proc = host.run([sys.executable, "-c", _PROFILE, str(cfg)], env=env, timeout=7200)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def bench_useradd_loop(n: int) -> dict:
     """The naive way: one useradd per account. Each call rewrites passwd/shadow/group/gshadow whole."""
     with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
@@ -97,14 +130,17 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--baseline", type=int, nargs="*", default=[1000])
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile a first sync of N identities and show where the time goes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the isolated host needs a mount namespace")
     rows = [bench_size(n) for n in args.sizes]
     base = [bench_useradd_loop(n) for n in args.baseline]
+    profile = where_time_goes(args.profile) if args.profile else {}
     if args.json:
-        print(json.dumps({"sync": rows, "useradd_loop": base}, indent=2))
+        print(json.dumps({"sync": rows, "useradd_loop": base, "profile": profile}, indent=2))
         return 0
     print(f"{'identities':>10} {'first sync':>11} {'per account':>12} {'no-op resync':>13} {'/etc files/bytes written on no-op':>34}")
     for r in rows:
@@ -113,6 +149,10 @@ def main() -> int:
     for b in base:
         print(f"plain useradd loop, {b['identities']} accounts: {b['useradd_loop_s']:.2f}s "
               f"({b['per_account_ms']:.2f} ms/account on average, {b['marginal_ms_at_size']:.2f} ms for the next one)")
+    if profile:
+        print(f"where a first sync of {args.profile} identities spends its time:")
+        for label, seconds in sorted(profile.items(), key=lambda kv: -kv[1]):
+            print(f"  {label:<40} {seconds:8.2f}s")
     return 0
 
 

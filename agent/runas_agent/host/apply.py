@@ -110,52 +110,66 @@ class Applier:
         if not created:
             return []
         self.run(["chpasswd", "-e"], input="".join(f"{a.name}:!\n" for a in created))
+        entries = self._skel_entries()
         for a in created:
             try:
-                self._copy_skel(a)
+                self._copy_skel(a, entries)
             except OSError as exc:
                 outcome.failed.append((a, f"home {a.home}: copying {self.skel} failed: {exc.strerror}"))
             else:
                 outcome.done.append(a)
         return created
 
-    def _copy_skel(self, a: CreateAccount) -> None:
-        """Copy the skeleton into a home newusers just made. Never overwrites: an existing file wins."""
+    def _skel_entries(self) -> list[tuple[str, str, int, bytes]]:
+        """The skeleton read once: (relative path, "dir" | "file" | "link", mode, content or target)."""
+        entries: list[tuple[str, str, int, bytes]] = []
+        for root, dirs, files in os.walk(self.skel):
+            rel = os.path.relpath(root, self.skel)
+            for name in sorted(dirs) + sorted(files):
+                src = os.path.join(root, name)
+                path = name if rel == "." else os.path.join(rel, name)
+                st = os.lstat(src)
+                if os.path.islink(src):
+                    entries.append((path, "link", 0, os.fsencode(os.readlink(src))))
+                elif name in dirs:
+                    entries.append((path, "dir", st.st_mode & 0o7777, b""))
+                else:
+                    with open(src, "rb") as handle:
+                        entries.append((path, "file", st.st_mode & 0o7777, handle.read()))
+        return entries
+
+    def _copy_skel(self, a: CreateAccount, entries: list[tuple[str, str, int, bytes]]) -> None:
+        """Copy the skeleton into a home newusers just made, relative to the home's own descriptor and
+        never following a link. Never overwrites: an existing file wins."""
         home_fd = os.open(a.home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             if os.fstat(home_fd).st_uid != a.uid:
                 return  # a pre-existing home of someone else's: leave it exactly as it is
-            for root, dirs, files in os.walk(self.skel):
-                rel = os.path.relpath(root, self.skel)
-                dir_fd = home_fd if rel == "." else os.open(rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=home_fd)
+            for path, kind, mode, content in entries:
+                parent, name = os.path.split(path)
+                dir_fd = home_fd if not parent else os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=home_fd)
                 try:
-                    for name in dirs:
-                        src = os.path.join(root, name)
-                        if os.path.islink(src):
-                            continue
+                    if kind == "dir":
                         try:
-                            os.mkdir(name, os.stat(src).st_mode & 0o7777, dir_fd=dir_fd)
+                            os.mkdir(name, mode, dir_fd=dir_fd)
                         except FileExistsError:
                             continue
                         os.chown(name, a.uid, a.gid, dir_fd=dir_fd, follow_symlinks=False)
-                    for name in files:
-                        src = os.path.join(root, name)
-                        if os.path.islink(src):
-                            try:
-                                os.symlink(os.readlink(src), name, dir_fd=dir_fd)
-                                os.chown(name, a.uid, a.gid, dir_fd=dir_fd, follow_symlinks=False)
-                            except FileExistsError:
-                                pass
-                            continue
-                        st = os.stat(src)
+                    elif kind == "link":
                         try:
-                            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, st.st_mode & 0o7777, dir_fd=dir_fd)
+                            os.symlink(os.fsdecode(content), name, dir_fd=dir_fd)
                         except FileExistsError:
                             continue
-                        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-                            shutil.copyfileobj(inp, out)
+                        os.chown(name, a.uid, a.gid, dir_fd=dir_fd, follow_symlinks=False)
+                    else:
+                        try:
+                            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
+                        except FileExistsError:
+                            continue
+                        with os.fdopen(fd, "wb") as out:
+                            out.write(content)
                             os.fchown(out.fileno(), a.uid, a.gid)
-                            os.fchmod(out.fileno(), st.st_mode & 0o7777)
+                            os.fchmod(out.fileno(), mode)
                 finally:
                     if dir_fd != home_fd:
                         os.close(dir_fd)
