@@ -101,7 +101,7 @@ class Stage:
                 "DocumentInformation": {"DocumentID": sid, "CommandID": "", "InstanceID": instance,
                                         "DocumentName": "SSM-SessionManagerRunShell", "DocumentStatus": "InProgress",
                                         "RunAsUser": run_as, "SessionOwner": owner},
-                "DocumentType": "SessionManager", "SchemaVersion": "1.0"}
+                "DocumentType": "StartSession", "SchemaVersion": "1.0"}
             pending = base / "pending" / sid
             pending.write_text(json.dumps(doc))
             os.chmod(pending, 0o600)

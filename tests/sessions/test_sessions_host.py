@@ -279,3 +279,20 @@ def test_a_new_snapshot_disabling_a_person_ends_only_their_sessions_when_asked(s
     else:
         assert ends == []
         assert stage.call("alive", sids=[a, b])["alive"] == {a: True, b: True}
+
+
+def test_run_command_state_files_beside_sessions_are_not_sessions(stage):
+    stage.call("watcher", config=str(stage.config), shell_grace=0.3)
+    command = "2b7a3c4d-1e2f-4a5b-8c9d-0e1f2a3b4c5d"
+    stage.call("start", sid=command, owner="", run_as="", state_root=str(stage.deb_root), worker=False,
+               document={"DocumentInformation": {"DocumentID": command, "CommandID": command, "SessionOwner": "",
+                                                 "RunAsUser": "", "DocumentName": "AWS-RunShellScript"},
+                         "DocumentType": "SendCommand"})
+    sid = session_id(ALICE, 90)
+    stage.call("start", sid=sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root))
+    stage.call("poll")
+    time.sleep(0.4)
+    stage.call("poll", times=2)
+    assert [r["RUNAS_SESSION_ID"] for r in stage.wait_journal(1, MESSAGE_ID=MESSAGE_ID_START)] == [sid]
+    out = stage.call("agent", args=["-c", str(stage.config), "sessions", "--json"])
+    assert [r["session_id"] for r in json.loads(out["stdout"])["sessions"]] == [sid]

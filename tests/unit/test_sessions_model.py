@@ -119,3 +119,12 @@ def test_s3_tags_are_legal_and_bounded():
     assert len(merged) == 10 and [t for t in merged if t["Key"] == "k0"]
     assert {"Key": "runas:account", "Value": "acme"} in merged and {"Key": "runas:account", "Value": "old"} not in merged
     assert [t["Key"] for t in merged[7:]] == [t["Key"] for t in tags[:3]]
+
+
+@pytest.mark.parametrize("document_type, is_session", [("StartSession", True), ("", True), ("SendCommand", False),
+                                                        ("Association", False), ("TerminateSession", False)])
+def test_only_start_session_documents_are_sessions(document_type, is_session):
+    doc = {"DocumentInformation": {"SessionOwner": ""}}
+    if document_type:
+        doc["DocumentType"] = document_type
+    assert parse_state(json.dumps(doc).encode()).is_session is is_session

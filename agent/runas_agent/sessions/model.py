@@ -22,6 +22,9 @@ from runas_agent.directory import Directory, User
 MESSAGE_ID_START = "464551acb08b4c05b513582234ec34e3"
 MESSAGE_ID_END = "4f05f0a8ba2249d4952fb598f8b82ee5"
 
+#: The SSM agent's DocumentType of a Session Manager session (contracts.StartSession).
+SESSION_DOCUMENT_TYPE = "StartSession"
+
 #: A state file bigger than this is not a session state file (real ones are a few KiB).
 MAX_STATE_BYTES = 1 << 20
 MAX_VALUE_CHARS = 1024
@@ -59,6 +62,14 @@ class StateInfo:
     run_as_user: str = ""
     document_name: str = ""
     instance_id: str = ""
+    document_type: str = ""
+
+    @property
+    def is_session(self) -> bool:
+        """Session Manager keeps its state beside Run Command's and State Manager's (DocumentType
+        SendCommand, Association, ...); only StartSession documents are sessions. A state file without
+        a DocumentType is taken for one, so that an unexpected layout is recorded rather than missed."""
+        return self.document_type in ("", SESSION_DOCUMENT_TYPE)
 
 
 class StateFileError(ValueError):
@@ -86,6 +97,7 @@ def parse_state(data: bytes) -> StateInfo:
         run_as_user=clean(info.get("RunAsUser"), 256),
         document_name=clean(info.get("DocumentName"), 256),
         instance_id=clean(info.get("InstanceID"), 64),
+        document_type=clean(document.get("DocumentType"), 64),
     )
 
 

@@ -116,7 +116,9 @@ class SessionWatcher:
         self.live: dict[str, Session] = self.store.load()
         self._restored = set(self.live)
         self._pending: dict[str, _Pending] = {}
-        self._stale: set[str] = set()   # ended by worker exit or by us while the state file stays
+        #: state files that are not (or no longer) live sessions: other documents' state, and
+        #: sessions ended by worker exit or by us while the file stays
+        self._ignored: set[str] = set()
         self._appeared: set[str] = set()
         self._dirs: list[str] = []
         self._mtimes: dict[str, int] = {}
@@ -327,7 +329,7 @@ class SessionWatcher:
         appeared, self._appeared = self._appeared, set()
         restored, self._restored = self._restored, set()
         dirty = False
-        self._stale &= set(files)
+        self._ignored &= set(files)
 
         # Sessions whose state file is gone have ended.
         for sid in [sid for sid, s in self.live.items() if s.detected_by == "state-file" and sid not in files]:
@@ -338,7 +340,7 @@ class SessionWatcher:
         # New state files: read them; a half-written one is read again on the next poll.
         now_m = time.monotonic()
         for sid, path in files.items():
-            if sid in self.live or sid in self._stale:
+            if sid in self.live or sid in self._ignored:
                 continue
             pending = self._pending.get(sid)
             if pending is None:
@@ -349,7 +351,12 @@ class SessionWatcher:
                     pending.problem = "the state file could not be read"
                     continue
                 try:
-                    pending.info = parse_state(data)
+                    info = parse_state(data)
+                    if not info.is_session:   # a Run Command or association document: not ours
+                        del self._pending[sid]
+                        self._ignored.add(sid)
+                        continue
+                    pending.info = info
                     pending.session = self._attribute(pending.session, pending.info)
                 except StateFileError as exc:
                     pending.problem = f"the state file is not a session state document ({exc})"
@@ -404,7 +411,7 @@ class SessionWatcher:
                 if worker is None or worker.pid != session.worker_pid:
                     # The worker is gone but the state file (if any) stayed: the session is over.
                     if sid in files:
-                        self._stale.add(sid)
+                        self._ignored.add(sid)
                     self._end(sid, "worker exited")
                     dirty = True
             elif worker is not None:
@@ -415,7 +422,7 @@ class SessionWatcher:
                 dirty = True
         # Workers without a state file under the configured roots still are sessions.
         for sid, worker in workers.items():
-            if sid in self.live or sid in self._pending or sid in files or sid in self._stale:
+            if sid in self.live or sid in self._pending or sid in files or sid in self._ignored:
                 continue
             session = Session(sid, detected_by="process", started_at=worker.started,
                               unresolved_reason="no SSM state file for this session under sessions.state_roots")
@@ -489,7 +496,7 @@ class SessionWatcher:
                 if sid in self.live:
                     self.live[sid].end_reason = f"ended by runas-agent: {reason}"
                     if sid in files:
-                        self._stale.add(sid)
+                        self._ignored.add(sid)
                     self._end(sid, "")
             if ended:
                 self._save()
@@ -515,7 +522,10 @@ def live_sessions(cfg: SimpleNamespace, trusted_uids: tuple[int, ...] = (0,)) ->
         data, mtime = host.read_state_file(path)
         session = Session(sid, state_path=path, started_at=mtime)
         try:
-            session = snapshot.attribute(session, parse_state(data or b""))
+            info = parse_state(data or b"")
+            if not info.is_session:
+                continue
+            session = snapshot.attribute(session, info)
         except StateFileError as exc:
             session.unresolved_reason = f"the state file is not a session state document ({exc})"
         if sid in workers:
