@@ -288,11 +288,18 @@ def test_run_command_state_files_beside_sessions_are_not_sessions(stage):
                document={"DocumentInformation": {"DocumentID": command, "CommandID": command, "SessionOwner": "",
                                                  "RunAsUser": "", "DocumentName": "AWS-RunShellScript"},
                          "DocumentType": "SendCommand"})
+    unreadable = "3c8b4d5e-2f3a-4b6c-9d0e-1f2a3b4c5d6e"
+    stage.call("start", sid=unreadable, owner="", run_as="", state_root=str(stage.deb_root), worker=False,
+               document=[1, 2])
     sid = session_id(ALICE, 90)
     stage.call("start", sid=sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root))
     stage.call("poll")
     time.sleep(0.4)
     stage.call("poll", times=2)
+    stage.call("remove_state", sid=command)
+    stage.call("remove_state", sid=unreadable)
+    stage.call("poll", times=2)
+    assert stage.journal(MESSAGE_ID=MESSAGE_ID_END) == []
     assert [r["RUNAS_SESSION_ID"] for r in stage.wait_journal(1, MESSAGE_ID=MESSAGE_ID_START)] == [sid]
     out = stage.call("agent", args=["-c", str(stage.config), "sessions", "--json"])
     assert [r["session_id"] for r in json.loads(out["stdout"])["sessions"]] == [sid]

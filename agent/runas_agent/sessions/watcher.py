@@ -43,9 +43,10 @@ MTIME_INTERVAL = 2.0
 #: While no state directory exists yet (agent not installed, no session ever): how often to look.
 DISCOVER_INTERVAL = 5.0
 
-#: A name that appeared and vanished before it could be read is taken for a session only when it has
-#: the session id form `<role session name>-<hex>` (not, say, a temporary file).
-TRANSIENT_ID = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,200}-[0-9a-f]{8,32}$")
+#: A state file whose content never could be read is taken for a session only when its name has the
+#: session id form `<role session name>-<17 hex>` (or a worker claims it): Run Command state files,
+#: named by a command id (a UUID), come and go in the same directory.
+SESSION_FORM = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,200}-[0-9a-f]{17}$")
 
 _DIR_EVENTS = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF
 _ROOT_EVENTS = IN_CREATE | IN_MOVED_TO
@@ -363,7 +364,7 @@ class SessionWatcher:
 
         # Sessions that started and ended between two looks: recorded with what is known.
         for sid in sorted(appeared):
-            if sid in files or sid in self.live or sid in self._pending or not TRANSIENT_ID.match(sid):
+            if sid in files or sid in self.live or sid in self._pending or not SESSION_FORM.match(sid):
                 continue
             session = Session(sid, started_at=self.clock(),
                               unresolved_reason="the session ended before its state file could be read")
@@ -374,6 +375,8 @@ class SessionWatcher:
             pending = self._pending.pop(sid)
             session = pending.session
             if pending.info is None:
+                if not SESSION_FORM.match(sid):
+                    continue
                 session.unresolved_reason = "the session ended before its state file could be read"
             self._start(session)
             self._end(sid, "state file removed")
@@ -391,6 +394,12 @@ class SessionWatcher:
                 session = pending.session
                 if pending.info is None:
                     if waited < self.shell_grace:
+                        continue
+                    if worker is None and not SESSION_FORM.match(sid):
+                        del self._pending[sid]   # unreadable, and nothing says it is a session
+                        self._ignored.add(sid)
+                        log.warning("state file %s is unreadable and not a session's: %s", session.state_path,
+                                    pending.problem)
                         continue
                     session.unresolved_reason = pending.problem or "the state file could not be read"
                 if worker:
