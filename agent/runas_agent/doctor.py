@@ -404,7 +404,7 @@ class Doctor:
             abac = fetch_abac(self.cfg.source, sso_admin)
         except AbacError as exc:
             if exc.kind == "not_enabled":
-                self.add("abac", FAILED, f"attributes for access control are not enabled in Identity Center ({exc})",
+                self.add("abac", FAILED, str(exc),
                          f"{console} -> Enable, then add {add_value}")
                 return
             # Reading ABAC needs rights a member account's instance role usually lacks: only fatal when
@@ -555,7 +555,7 @@ class Doctor:
         rules = name_rules(self.resolved, self.probe.etc)
         self.desired = compute(self.directory, desired_settings(self.resolved, rules))
         enabled = sum(1 for u in self.directory.users if u.enabled)
-        summary = (f"{enabled} enabled of {len(self.directory.users)} users map to {len(self.desired.accounts)} accounts "
+        summary = (f"{enabled} enabled of {_n(len(self.directory.users), 'user')} map to {_n(len(self.desired.accounts), 'account')} "
                    f"with {self.resolved.run_as.expression} ({rules.family} name rules)")
         if self.desired.missing_scope_groups:
             self.add("identities", FAILED, f"scope.groups names {', '.join(self.desired.missing_scope_groups)}, which the "
@@ -604,7 +604,7 @@ class Doctor:
                 changed.append(f"{name}: changed by hand ({user.name} uid={user.uid}); left alone")
             elif kind == "missing":
                 changed.append(f"{name}: removed from the host by hand")
-        owned_text = (f"runas-agent owns {len(self.ledger.accounts)} accounts "
+        owned_text = (f"runas-agent owns {_n(len(self.ledger.accounts), 'account')} "
                       f"({', '.join(f'{n} {k}' for k, n in sorted(states.items())) or 'none yet'})")
         if self.desired is None:
             status = WARNING if changed else OK
@@ -614,7 +614,7 @@ class Doctor:
         own_skips = {(s.identity, s.name, s.reason) for s in self.desired.skips}
         conflicts = [s for s in self.plan.skips if (s.identity, s.name, s.reason) not in own_skips and isinstance(s, Skip)]
         pending = len(self.plan.actions)
-        summary = f"{owned_text}; {len(conflicts)} conflicts; the next sync would make {pending} changes"
+        summary = f"{owned_text}; {_n(len(conflicts), 'conflict')}; the next sync would make {_n(pending, 'change')}"
         details = [f"conflict: {s}" for s in conflicts] + changed + [f"warning: {w}" for w in self.plan.warnings]
         if self.plan.refusals:
             self.add("accounts", FAILED, f"{summary}; the next sync will be refused",
@@ -697,7 +697,7 @@ class Doctor:
             self.add("sudoers", WARNING, "the sudoers tree passes `visudo -c`, but some drop-ins are never read",
                      "rename them without '.' and '~' if they are meant to apply", ignored)
             return
-        self.add("sudoers", OK, f"the sudoers tree passes `visudo -c` ({len(output)} files parsed)")
+        self.add("sudoers", OK, f"the sudoers tree passes `visudo -c` ({_n(len(output), 'file')} parsed)")
 
     def check_ssm_user_sudo(self) -> None:
         from runas_agent.core import sudoers as core
@@ -801,6 +801,10 @@ def _snake(operation: str) -> str:
     return xform_name(operation)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _ago(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 120:
@@ -861,7 +865,7 @@ def render(checks: list[Check], config_path: str) -> str:
         if check.remedy and check.status != OK:
             lines.append(f"{pad}-> {check.remedy}")
     c = counts(checks)
-    lines.append(f"{len(checks)} checks: {c[OK]} ok, {c[WARNING]} warnings, {c[FAILED]} failed, {c[SKIPPED]} skipped")
+    lines.append(f"{_n(len(checks), 'check')}: {c[OK]} ok, {_n(c[WARNING], 'warning')}, {c[FAILED]} failed, {c[SKIPPED]} skipped")
     return "\n".join(lines)
 
 

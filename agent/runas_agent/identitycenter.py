@@ -124,6 +124,11 @@ def _failure(exc: Exception, what: str, action: str) -> AbacError:
     raise exc
 
 
+def _client_message(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Message", "")) or str(exc)
+
+
 def find_instance_arn(sso_admin: Any, identity_store_id: str | None = None) -> str:
     """The Identity Center instance whose store is `identity_store_id`, or the only one visible."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -159,8 +164,9 @@ def fetch_abac(source_cfg: SimpleNamespace, sso_admin: Any) -> AbacConfig:
         if failure.kind == "not_found":
             # What the service answers for an instance without ABAC is UNCONFIRMED; a missing
             # configuration and a wrong instance ARN both land here, and the message says both.
-            failure = AbacError(f"{failure}: attributes for access control are not enabled on {arn}, or "
-                                "source.instance_arn names another instance", "not_enabled")
+            failure = AbacError(f"attributes for access control are not enabled on {arn}, or source.instance_arn "
+                                f"names another instance (DescribeInstanceAccessControlAttributeConfiguration: "
+                                f"{_client_message(exc)})", "not_enabled")
         raise failure from None
     return parse_abac(arn, response)
 

@@ -360,7 +360,7 @@ def test_an_unmanaged_account_with_a_wanted_name_is_a_conflict(world):
         handle.write("alice:x:1002:1002:Alice by hand:/home/alice:/bin/bash\n")
     checks = world.run()
     assert_only(checks, {"accounts": WARNING})
-    assert "1 conflicts" in checks["accounts"].summary
+    assert "; 1 conflict;" in checks["accounts"].summary
     assert checks["accounts"].details == [
         f"conflict: alice ({uid('id-alice')}) as 'alice': an existing account named 'alice' (uid 1002) exists and is not managed "
         "by runas-agent; left alone"]
