@@ -11,6 +11,7 @@ import heapq
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -19,6 +20,7 @@ from runas_agent.sessions.model import Session, merge_tags, s3_tags
 
 log = logging.getLogger("runas_agent.sessions")
 
+RESULTS_KEPT = 1000
 FIRST_PAUSE = 2.0
 MAX_PAUSE = 60.0
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -53,8 +55,8 @@ class S3Tagger:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        #: session id -> "tagged" | "gave up: ..." (for tests and status)
-        self.results: dict[str, str] = {}
+        #: session id -> "tagged" | "gave up: ..." for the latest RESULTS_KEPT sessions (status, tests)
+        self.results: OrderedDict[str, str] = OrderedDict()
 
     def _default_client(self):
         import boto3
@@ -130,7 +132,7 @@ class S3Tagger:
             return self._later(job, str(exc))
         except Exception as exc:  # never fatal to the agent
             return self._give_up(job, f"unexpected error: {exc!r}")
-        self.results[job.session_id] = "tagged"
+        self._result(job.session_id, "tagged")
         log.info("tagged s3://%s/%s with the session's identity (attempt %d)", bucket, job.key, job.attempts)
         return None
 
@@ -143,7 +145,12 @@ class S3Tagger:
         job.pause = min(job.pause * 2, MAX_PAUSE)
         return job
 
+    def _result(self, session_id: str, result: str) -> None:
+        self.results[session_id] = result
+        while len(self.results) > RESULTS_KEPT:
+            self.results.popitem(last=False)
+
     def _give_up(self, job: _Job, reason: str) -> None:
-        self.results[job.session_id] = f"gave up: {reason}"
+        self._result(job.session_id, f"gave up: {reason}")
         log.warning("cannot tag s3://%s/%s with the session's identity: %s", self.settings.bucket, job.key, reason)
         return None
