@@ -219,3 +219,25 @@ def test_the_cli_in_both_forms(staged):
     for line, check in zip(marks, report["checks"]):
         assert line.split("]", 1)[1].split()[0] == check["name"]
     assert lines[-1].startswith(f"{len(report['checks'])} checks: {report['counts']['ok']} ok")
+
+
+@pytest.mark.parametrize("kinds, status, words", [
+    (["failed", "ok"], OK, "ok (2 created, 0 enabled, 0 disabled, 0 skipped, 0 failed)"),
+    (["ok", "failed", "abandoned"], FAILED, "failed: Identity Store d-1234567890: ListUsers page 1: access denied"),
+    (["ok", "partial"], WARNING, "partial (2 created, 0 enabled, 0 disabled, 1 skipped, 0 failed)"),
+])
+def test_the_last_sync_is_read_from_the_journal_the_daemon_writes(isolated_host, kinds, status, words):
+    if not os.path.exists("/lib/systemd/systemd-journald"):
+        pytest.skip("needs systemd-journald")
+    cfg = isolated_host.write_config({"source": {"type": "file", "path": "/nonexistent.json"},
+                                      "run_as": {"expression": "${path:userName}"}})
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "agent"), env.get("PYTHONPATH", "")])
+    proc = isolated_host.run([sys.executable, "-m", "tests.hosts.doctor_journal", str(cfg), *kinds], env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["record"]["SYNC_RESULT"] == [k for k in kinds if k != "abandoned"][-1]
+    check = report["check"]
+    assert check["status"] == status, check
+    assert words in check["summary"], check
+    assert check["summary"].startswith("last sync 0s ago") or check["summary"].startswith("last sync 1s ago")
