@@ -107,7 +107,8 @@ class _Wire:
             document = None
         if isinstance(document, dict):
             document = _drop_nulls(document)
-            output = shapes.service_model(service).operation_model(operation).output_shape
+            model = shapes.service_model(service)
+            output = model.operation_model(operation).output_shape if operation in model.operation_names else None
             if service == "identitystore" and status == 200 and output is not None:
                 extension.fill_server_assigned(document, output)
             if document.get("RequestId") == MOTO_REQUEST_ID:

@@ -24,6 +24,8 @@ def service_model(service: str):
 
 def check_output(service: str, operation: str, body: Any) -> list[str]:
     """Problems of a successful response body of `operation`; [] when it matches the model."""
+    if operation not in service_model(service).operation_names:
+        return [f"{operation}: not an operation of {service}"]
     op = service_model(service).operation_model(operation)
     if op.output_shape is None:
         return [] if body in ({}, None) else [f"{operation}: the model has no output, got {sorted(body)}"]
@@ -36,6 +38,8 @@ def check_error(service: str, operation: str, status: int, body: Any) -> list[st
     if not isinstance(body, dict) or not isinstance(body.get("__type"), str):
         return [f"{operation} error: no __type in {body!r}"]
     code = body["__type"].rsplit("#", 1)[-1]
+    if operation not in service_model(service).operation_names:
+        return [f"{operation}: not an operation of {service}"]
     op = service_model(service).operation_model(operation)
     shapes = {shape.name: shape for shape in op.error_shapes}
     if code not in shapes:
