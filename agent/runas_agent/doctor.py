@@ -90,6 +90,7 @@ class Probe:
     now: Callable[[], float] = time.time
     user_exists: Callable[[str], bool] = _user_exists
     run: Callable[..., Any] | None = None
+    euid: Callable[[], int] = os.geteuid
 
 
 def _client_error(exc: Exception) -> tuple[str, str]:
@@ -594,6 +595,9 @@ class Doctor:
         except AgentError as exc:
             self.add("accounts", FAILED, str(exc), f"restore {state.ledger_path} from a backup; the sync will not run without it")
             return
+        except OSError as exc:
+            self.add("accounts", WARNING, f"cannot read {state.ledger_path}: {exc.strerror}", "run the doctor as root")
+            return
         host = read_host(self.probe.etc)
         states: dict[str, int] = {}
         changed: list[str] = []
@@ -668,6 +672,9 @@ class Doctor:
         from runas_agent.errors import CommandError
 
         cfg = self._defaults()
+        if self.probe.euid() != 0:
+            self.skip("sudoers", "`visudo -c` reads files only root may read: run the doctor as root")
+            return
         try:
             result = self._run([cfg.sudo.visudo, "-c"])
         except CommandError as exc:
@@ -738,6 +745,8 @@ class Doctor:
             record, problem = None, f"the journal could not be read ({type(exc).__name__}: {exc})"
         else:
             problem = "no sync is recorded in the journal"
+            if self.probe.euid() != 0:
+                problem += " (as a user outside the systemd-journal group, the journal may hide it: run as root)"
         if record is None:
             from runas_agent.host.files import StateDir
 

@@ -77,6 +77,7 @@ class World:
         }
         self.last_sync = {"SYNC_RESULT": "ok", "SYNC_CREATED": "0", "SYNC_SKIPPED": "0", "SYNC_FAILED": "0",
                           "REALTIME": time.time() - 60}
+        self.euid = 0
         self.processes = [types.SimpleNamespace(info={"pid": 4242, "name": "amazon-ssm-agent", "exe": "", "cmdline": []})]
         agent = root / "usr-bin-amazon-ssm-agent"
         agent.write_text("")
@@ -109,6 +110,7 @@ class World:
             user_exists=lambda name: name in host_users,
             # the sudoers tree of the real host is test_doctor_host.py's subject
             run=lambda argv, **kw: types.SimpleNamespace(returncode=0, stdout="/etc/sudoers: parsed OK\n", stderr=""),
+            euid=lambda: self.euid,
         )
         doctor = Doctor(str(path), probe=probe, session=session or self.session(), ssm_region=self.region)
         self.report = doctor.run()
@@ -390,3 +392,15 @@ def test_an_invalid_config_is_reported_and_the_host_still_checked(world):
     assert checks["identitystore"].status == SKIPPED
     assert checks["ssm-agent"].status == OK
     assert world.exit == Exit.UNHEALTHY
+
+
+def test_as_a_normal_user_the_root_only_checks_say_so(world):
+    world.last_sync = None
+    checks = world.run()
+    assert checks["sudoers"].status == OK
+    assert "run as root" not in checks["last-sync"].summary
+    world.euid = 1000
+    checks = world.run()
+    assert checks["sudoers"].status == SKIPPED
+    assert "run the doctor as root" in checks["sudoers"].summary
+    assert "run as root" in checks["last-sync"].summary
