@@ -346,7 +346,7 @@ class Doctor:
             self.add("identitystore", FAILED, f"{where}: access denied to {', '.join(denied)}",
                      f"allow {', '.join(a.split(' ')[0] for a in denied)} to the instance role (the AWS managed policy "
                      f"{READ_POLICY} grants identitystore:List*, Describe* and GetUserId)")
-            if "identitystore:ListUsers" in denied[0]:
+            if any(a.startswith("identitystore:ListUsers") for a in denied):
                 self.skip("identitystore-fields", "ListUsers is denied")
                 return
         else:
@@ -440,25 +440,24 @@ class Doctor:
         self.add("abac", OK, f"{RUN_AS_KEY} = {value} in {abac.instance_arn}, as run_as.expression says")
 
     def _ssm_region(self) -> tuple[str | None, str]:
+        """The region whose Session Manager preferences apply to this instance: --ssm-region, else the
+        environment's or profile's region, else the instance's (metadata), else source.region."""
+        import botocore.session
+
         if self.ssm_region:
             return self.ssm_region, "--ssm-region"
-        if self.session.region_name and self._session_region_is_own():
-            return self.session.region_name, "the AWS region of the environment"
+        region = botocore.session.Session().get_config_variable("region")
+        if region:
+            return region, "the AWS region of the environment"
         try:
             from botocore.utils import InstanceMetadataRegionFetcher
 
             region = InstanceMetadataRegionFetcher(timeout=1, num_attempts=1).retrieve_region()
-        except Exception:
+        except Exception:  # no metadata service: the fallback below says so
             region = None
         if region:
             return region, "the instance's region"
         return self.cfg.source.region, "source.region (the instance's own region is unknown: pass --ssm-region)"
-
-    def _session_region_is_own(self) -> bool:
-        """True when the session's region came from the environment or a profile, not from source.region."""
-        import botocore.session
-
-        return bool(botocore.session.Session().get_config_variable("region"))
 
     def check_preferences(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -94,7 +94,7 @@ class World:
         ssm_documents.watch(session, self.problems)
         return session
 
-    def run(self, session=None, **config) -> dict:
+    def run(self, session=None, ssm_region="default", **config) -> dict:
         data = json.loads(json.dumps(self.config_data))
         for section, values in config.items():
             if isinstance(values, dict):
@@ -112,7 +112,7 @@ class World:
             run=lambda argv, **kw: types.SimpleNamespace(returncode=0, stdout="/etc/sudoers: parsed OK\n", stderr=""),
             euid=lambda: self.euid,
         )
-        doctor = Doctor(str(path), probe=probe, session=session or self.session(), ssm_region=self.region)
+        doctor = Doctor(str(path), probe=probe, session=session or self.session(), ssm_region=self.region if ssm_region == "default" else ssm_region)
         self.report = doctor.run()
         self.exit = exit_status(self.report)
         return {c.name: c for c in self.report}
@@ -404,3 +404,38 @@ def test_as_a_normal_user_the_root_only_checks_say_so(world):
     assert checks["sudoers"].status == SKIPPED
     assert "run the doctor as root" in checks["sudoers"].summary
     assert "run as root" in checks["last-sync"].summary
+
+
+def test_the_store_id_is_discovered_when_not_configured(world):
+    checks = world.run(source={"identity_store_id": None})
+    assert_only(checks, {})
+    assert "Identity Store d-1234567890" in checks["identitystore"].summary
+    world.endpoint.inject("sso-admin:ListInstances", "access_denied")
+    checks = world.run(source={"identity_store_id": None})
+    assert checks["identitystore"].status == FAILED
+    assert "allow sso:ListInstances" in checks["identitystore"].remedy
+
+
+def test_names_legal_on_debian_but_not_on_rhel(world):
+    world.seed(USERS + [person("id-jane", "jane@example.com")])
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:userName}"})
+    assert world.run()["identities"].status == OK
+    checks = world.run(accounts={"name_rules": "rhel"})
+    assert checks["identities"].status == WARNING
+    assert checks["identities"].details == [
+        f"jane@example.com ({uid('id-jane')}) as 'jane@example.com': RHEL/Amazon Linux useradd accepts only "
+        "[a-zA-Z0-9_.-] (no '@'), not starting with '-'"]
+
+
+def test_the_session_manager_region_comes_from_the_environment(world, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", world.region)
+    checks = world.run(ssm_region=None)
+    assert "from the AWS region of the environment" in checks["session-preferences"].summary
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    checks = world.run(ssm_region=None)
+    assert "from source.region (the instance's own region is unknown: pass --ssm-region)" in checks["session-preferences"].summary
+    assert checks["session-preferences"].status == OK
+    checks = world.run(ssm_region="us-west-2")  # no preferences saved there
+    assert checks["session-preferences"].status == FAILED
+    assert "in us-west-2" in checks["session-preferences"].summary
