@@ -152,9 +152,8 @@ class Doctor:
         self.desired: Any = None
         self.plan: Any = None
         self.ledger: Any = None
+        #: runAsEnabled from the Session Manager preferences (None: not known)
         self.run_as_enabled: bool | None = None
-        self.preferences_default_user: str | None = None
-        self.store_id: str | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -294,7 +293,6 @@ class Doctor:
         if store is None:
             self.skip("identitystore-fields", "the Identity Store id is unknown")
             return
-        self.store_id = store
         raw: dict[str, Any] = {}
 
         def keep_raw(http_response: Any = None, **_: Any) -> None:
@@ -500,7 +498,6 @@ class Doctor:
         enabled = inputs.get("runAsEnabled")
         self.run_as_enabled = enabled is True or (isinstance(enabled, str) and enabled.lower() == "true")
         default = inputs.get("runAsDefaultUser") if isinstance(inputs.get("runAsDefaultUser"), str) else ""
-        self.preferences_default_user = default
         if not self.run_as_enabled:
             self.add("session-preferences", FAILED, f"{where}: runAsEnabled is {json.dumps(enabled)}: Session Manager "
                                                     "ignores SSMSessionRunAs and every session lands in ssm-user",
@@ -731,8 +728,12 @@ class Doctor:
                                                "sudo.remove_ssm_user_blanket is set, so the next sync removes it",
                      "run `runas-agent --once` now, and check the last sync's result if it stays")
             return
-        self.add("ssm-user-sudo", WARNING, f"{path} gives ssm-user {' '.join(core.rule_lines(content))} ({account}): "
-                                           "whoever lands in ssm-user (Run As off, or no Run As value) is root",
+        grant = f"{path} gives ssm-user {' '.join(core.rule_lines(content))} ({account})"
+        if self.run_as_enabled is False:
+            self.add("ssm-user-sudo", WARNING, f"{grant}, and Run As is off: every session lands in ssm-user and is root",
+                     "turn Run As on first (see session-preferences), then set sudo.remove_ssm_user_blanket: true")
+            return
+        self.add("ssm-user-sudo", WARNING, f"{grant}: whoever still lands in ssm-user is root",
                  "set sudo.remove_ssm_user_blanket: true once Run As works (the agent backs the file up, then removes it)")
 
     def check_last_sync(self) -> None:

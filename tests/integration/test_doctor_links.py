@@ -439,3 +439,15 @@ def test_the_session_manager_region_comes_from_the_environment(world, monkeypatc
     checks = world.run(ssm_region="us-west-2")  # no preferences saved there
     assert checks["session-preferences"].status == FAILED
     assert "in us-west-2" in checks["session-preferences"].summary
+
+
+def test_blanket_sudo_with_run_as_off_says_to_turn_run_as_on_first(world):
+    (world.root / "sudoers.d" / "ssm-agent-users").write_text("ssm-user ALL=(ALL) NOPASSWD:ALL\n")
+    checks = world.run()
+    assert_only(checks, {"ssm-user-sudo": WARNING})
+    assert "set sudo.remove_ssm_user_blanket: true once Run As works" in checks["ssm-user-sudo"].remedy
+    ssm_documents.put_preferences(world.ssm, ssm_documents.preferences_content(False, ""))
+    checks = world.run()
+    assert_only(checks, {"ssm-user-sudo": WARNING, "session-preferences": FAILED})
+    assert "Run As is off: every session lands in ssm-user and is root" in checks["ssm-user-sudo"].summary
+    assert checks["ssm-user-sudo"].remedy.startswith("turn Run As on first")
