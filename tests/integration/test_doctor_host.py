@@ -125,6 +125,20 @@ def test_all_good_after_a_real_sync(staged):
     assert "default user ops exists on this host" in checks["session-preferences"]["summary"]
 
 
+def test_a_person_removed_from_the_directory_shows_as_a_disabled_owned_account(staged):
+    staged.sync()
+    staged.endpoint.seed(directory(USERS[:1]))
+    ssoadmin_abac.set_attributes(staged.region, {"SSMSessionRunAs": "${path:userName}"})
+    checks = staged.doctor()
+    assert checks["accounts"]["summary"] == ("runas-agent owns 2 accounts (2 active); 0 conflicts; "
+                                             "the next sync would make 1 change")
+    staged.sync()
+    checks = staged.doctor()
+    assert_only(checks, {})
+    assert checks["accounts"]["summary"] == ("runas-agent owns 2 accounts (1 active, 1 disabled); 0 conflicts; "
+                                             "the next sync would make 0 changes")
+
+
 def test_a_broken_sudoers_tree(staged):
     staged.sync()
     bad = staged.host.etc / "sudoers.d" / "zz-broken"

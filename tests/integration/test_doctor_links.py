@@ -451,3 +451,15 @@ def test_blanket_sudo_with_run_as_off_says_to_turn_run_as_on_first(world):
     assert_only(checks, {"ssm-user-sudo": WARNING, "session-preferences": FAILED})
     assert "Run As is off: every session lands in ssm-user and is root" in checks["ssm-user-sudo"].summary
     assert checks["ssm-user-sudo"].remedy.startswith("turn Run As on first")
+
+
+@pytest.mark.parametrize("status, reason, verdict", [
+    ("CREATION_IN_PROGRESS", "", WARNING),
+    ("CREATION_FAILED", "The attribute source is not valid", FAILED),
+])
+def test_abac_configuration_not_yet_or_never_active(world, status, reason, verdict):
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:userName}"}, status=status, reason=reason)
+    checks = world.run()
+    assert_only(checks, {"abac": verdict})
+    assert f"are {status}" in checks["abac"].summary
+    assert reason in checks["abac"].summary
