@@ -302,7 +302,7 @@ def test_an_old_botocore_is_refused_before_any_call(identitystore_endpoint, monk
         return model
 
     monkeypatch.setattr(botocore.loaders.Loader, "load_service_model", without_user_status)
-    with pytest.raises(SourceError, match=r"does not know User.UserStatus.*botocore>=1.43"):
+    with pytest.raises(SourceError, match=r"does not know User.UserStatus.*botocore>=1\.42\.5"):
         make_source(cfg(identitystore_endpoint))
     assert identitystore_endpoint.calls() == {}
 

@@ -352,9 +352,9 @@ def test_an_old_botocore_is_refused(monkeypatch, member, shape, named):
     with pytest.raises(SourceError) as raised:
         IdentityStoreSource.from_config(source_cfg())
     message = str(raised.value)
-    assert named in message and "botocore>=1.43" in message and f"botocore {botocore.__version__}" in message
+    assert named in message and f"botocore>={identitystore.MIN_BOTOCORE}" in message and f"botocore {botocore.__version__}" in message
 
 
 def test_the_installed_botocore_passes_the_guard():
     check_botocore()
-    assert identitystore.MIN_BOTOCORE == "1.43"
+    assert identitystore.MIN_BOTOCORE == "1.42.5"

@@ -24,7 +24,7 @@ from runas_agent.errors import SourceError
 from runas_agent.sources import Fetched, Source
 
 #: The first botocore whose identitystore model has User.UserStatus and ListUsers(Extensions).
-MIN_BOTOCORE = "1.43"
+MIN_BOTOCORE = "1.42.5"
 PAGE_SIZE = 100
 #: Backoff before retry n (1-based) is RetryAfterSeconds (if given) plus a uniform draw in
 #: [0, min(BACKOFF_CAP, BACKOFF_BASE * 2**(n-1))): "full jitter", so a fleet that was throttled
