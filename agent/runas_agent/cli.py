@@ -69,8 +69,9 @@ def cmd_once(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
             print("Refused: nothing was changed. Fix the cause, or run with --force if you mean it.")
         else:
             c = result.counts()
+            sudo = f"{c['sudoers_written']} sudoers written, {c['sudoers_removed']} removed, " if c.get("sudoers_written") or c.get("sudoers_removed") else ""
             print(f"Sync: {c['created']} created, {c['enabled']} re-enabled, {c['disabled']} disabled, "
-                  f"{c['skipped']} skipped, {c['failed']} failed in {result.seconds:.2f}s.")
+                  f"{sudo}{c['skipped']} skipped, {c['failed']} failed in {result.seconds:.2f}s.")
     return result.exit
 
 
@@ -163,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="runas-agent: %(levelname)s: %(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # botocore and urllib3 narrate at INFO ("Found credentials in ..."); their errors reach us as exceptions.
+        for noisy in ("botocore", "boto3", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command is None and not args.once:
             from runas_agent import daemon  # noqa: F401  (the long-running service)
