@@ -1,0 +1,410 @@
+"""The shipped artefacts end to end: packaging/build, the .deb in a booted Debian container
+configured by the Ansible role over SSH against a local Identity Store endpoint, testinfra checks,
+image-clean, an upgrade that keeps the operator's configuration, removal and purge that keep the
+accounts; the .rpm built and inspected; the role linted on the production profile.
+
+The container tests run in file order on one container (install, configure, check, clean, upgrade,
+remove): each step starts from the state the previous one left, as on a real host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hosts.container import BootedContainer
+from tests.hosts.fixtures import require_container_support
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "agent/runas_agent/samples/directory.json"
+OLD, NEW = "0.1.0", "0.1.1"
+REGION = "eu-west-1"
+#: Debian packages the .deb depends on beyond the harness's base tree, and python3-apt for
+#: Ansible's apt module (cloud images have it; the container has no network to fetch it).
+EXTRA_PACKAGES = ("python3-yaml", "python3-psutil", "python3-apt")
+MESSAGE_SYNC = "0e6032291cf94883be9c2a9b28aa4889"
+
+
+def _tool(name: str) -> str:
+    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
+        if candidate and os.access(str(candidate), os.X_OK):
+            return str(candidate)
+    pytest.fail(f"{name} is not installed (pip install -e '.[test]')", pytrace=False)
+
+
+def _run(argv, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          **kwargs)
+
+
+# -- packages ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory) -> dict[str, Path]:
+    """dist of two builds: OLD (deb and rpm) and NEW (deb), the version set through the environment."""
+    out = tmp_path_factory.mktemp("dist")
+    built = {}
+    for version, formats in ((OLD, "deb,rpm"), (NEW, "deb")):
+        env = {**os.environ, "RUNAS_AGENT_VERSION": version}
+        proc = _run([sys.executable, REPO / "packaging/build", "--formats", formats, "--out", out], env=env,
+                    timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        built[f"deb-{version}"] = out / f"runas-agent_{version}_all.deb"
+        assert built[f"deb-{version}"].is_file(), proc.stdout
+    built["rpm"] = out / f"runas-agent-{OLD}.noarch.rpm"
+    assert built["rpm"].is_file()
+    return built
+
+
+def test_deb_metadata(packages):
+    deb = packages[f"deb-{OLD}"]
+    info = _run(["dpkg-deb", "--field", deb, "Version", "Architecture", "Depends"]).stdout
+    assert f"Version: {OLD}-1" in info and "Architecture: all" in info
+    for dep in ("python3 (>= 3.10)", "python3-systemd", "python3-yaml", "python3-psutil", "sudo", "passwd"):
+        assert dep in info
+    conffiles = _run(["dpkg-deb", "--info", deb, "conffiles"]).stdout.split()
+    assert conffiles == ["/etc/runas-agent/config.yaml"]
+    listing = _run(["dpkg-deb", "--contents", deb]).stdout
+    assert "./lib/systemd/system/runas-agent.service" in listing
+    assert "./usr/bin/runas-agent -> /usr/lib/runas-agent/venv/bin/runas-agent" in listing
+    wheels = re.findall(r"usr/lib/runas-agent/wheels/(\S+\.whl)", listing)
+    assert f"runas_agent-{OLD}-py3-none-any.whl" in wheels
+    assert all(w.endswith(("-none-any.whl")) for w in wheels), wheels
+    # Debian and Ubuntu run Python >= 3.10: only the newest boto3/botocore are carried.
+    assert any(w.startswith("botocore-1.43.") for w in wheels) and not any(w.startswith("botocore-1.42.") for w in wheels)
+
+
+def test_rpm_inspected(packages):
+    rpm = packages["rpm"]
+    if not shutil.which("rpm"):
+        pytest.fail("rpm is not installed (apt-get install rpm; dev/setup does)", pytrace=False)
+    query = lambda *args: _run(["rpm", "-qp", *args, rpm])  # noqa: E731
+    assert query("--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}").stdout == f"runas-agent {OLD} 1 noarch"
+
+    files = query("-l").stdout.split()
+    for path in ("/usr/bin/runas-agent", "/usr/lib/systemd/system/runas-agent.service",
+                 "/etc/runas-agent/config.yaml", "/usr/share/runas-agent/directory.json",
+                 f"/usr/lib/runas-agent/wheels/runas_agent-{OLD}-py3-none-any.whl",
+                 "/usr/lib/runas-agent/wheels/requirements.txt"):
+        assert path in files, path
+    assert not any(p.startswith("/lib/") for p in files)
+    wheels = [p.rsplit("/", 1)[1] for p in files if p.endswith(".whl")]
+    # RHEL 9 and Amazon Linux 2023 run Python 3.9: botocore 1.42 for them, 1.43 for newer Pythons.
+    assert any(w.startswith("botocore-1.42.") for w in wheels) and any(w.startswith("botocore-1.43.") for w in wheels)
+    assert any(w.startswith("urllib3-1.26.") for w in wheels)
+
+    flags = dict(line.split(" ", 1)[::-1] for line in
+                 query("--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]").stdout.splitlines() if " " in line)
+    assert set(flags["/etc/runas-agent/config.yaml"]) >= {"c", "n"}, "config.yaml must be %config(noreplace)"
+    assert query("--configfiles").stdout.split() == ["/etc/runas-agent/config.yaml"]
+
+    requires = query("-R").stdout
+    for dep in ("python3 >= 3.9", "python3-systemd", "python3-pyyaml", "python3-psutil", "shadow-utils", "sudo"):
+        assert dep in requires, dep
+
+    scripts = query("--scripts").stdout
+    post = scripts.split("postinstall scriptlet", 1)[1].split("scriptlet (using", 1)[0]
+    assert "venv --without-pip --system-site-packages" in post and "--no-index --find-links" in post
+    code = "\n".join(line for line in post.splitlines() if not line.lstrip().startswith("#"))
+    assert "try-restart" in code and "enable" not in code, "the package must never enable the service"
+    preun = scripts.split("preuninstall scriptlet", 1)[1].split("scriptlet (using", 1)[0]
+    assert "0) ;;" in preun and "systemctl stop" in preun
+    postun = scripts.split("postuninstall scriptlet", 1)[1]
+    assert "userdel" not in postun and "ledger" in postun
+
+
+# -- the host ----------------------------------------------------------------------------------
+
+
+class Host:
+    """The booted container with the package, the endpoint it reads and the role's inventory."""
+
+    def __init__(self, ct: BootedContainer, workdir: Path, endpoint_url: str, store_id: str):
+        self.ct = ct
+        self.workdir = workdir
+        self.endpoint_url = endpoint_url
+        self.store_id = store_id
+        self.inventory = workdir / "inventory.ini"
+        self.inventory.write_text(
+            "[ssm_instances]\n"
+            f"target ansible_host={ct.ip} ansible_user=root ansible_ssh_private_key_file={ct.ssh_key} "
+            "ansible_python_interpreter=/usr/bin/python3\n")
+        self.playbook = workdir / "site.yml"
+        self.playbook.write_text(
+            "- name: runas-agent\n  hosts: ssm_instances\n  gather_facts: true\n"
+            "  roles:\n    - role: runas_agent\n")
+
+    def role_vars(self, package: Path, **extra) -> dict:
+        return {
+            "runas_agent_package_file": str(package),
+            "runas_agent_source": {"type": "identitystore", "region": REGION, "identity_store_id": self.store_id,
+                                   "endpoint_url": self.endpoint_url, "max_attempts": 3},
+            "runas_agent_run_as_expression": "${path:enterprise.organization}",
+            "runas_agent_sudo_rules": [{"run_as": "iret", "commands": ["/usr/bin/journalctl"], "nopasswd": True}],
+            "runas_agent_environment": {"AWS_EC2_METADATA_DISABLED": "true"},
+            "runas_agent_run_once": True,
+            **extra,
+        }
+
+    def play(self, role_vars: dict, *args: str) -> tuple[dict[str, int], str]:
+        """ansible-playbook over SSH; returns the recap counts of the host and the output."""
+        vars_file = self.workdir / "vars.json"
+        vars_file.write_text(json.dumps(role_vars))
+        env = {
+            **os.environ,
+            "ANSIBLE_ROLES_PATH": str(REPO / "ansible/roles"),
+            "ANSIBLE_HOME": str(self.workdir / "ansible-home"),
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=/dev/null "
+                                "-o StrictHostKeyChecking=no -o LogLevel=ERROR",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        }
+        env.pop("ANSIBLE_CONFIG", None)
+        proc = _run([_tool("ansible-playbook"), "-i", self.inventory, "-e", f"@{vars_file}", *args, self.playbook],
+                    env=env, cwd=self.workdir, timeout=600)
+        match = re.search(r"^target\s+:\s+(.*)$", proc.stdout, re.M)
+        assert match, f"no recap (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+        return recap, proc.stdout + proc.stderr
+
+    def sh(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.ct.exec(list(argv), check=check, timeout=300)
+
+    def journal(self, *matches: str, timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.sh("journalctl", "--no-pager", "-o", "json", *matches).stdout
+            records = [json.loads(line) for line in out.splitlines() if line.strip()]
+            if records or time.monotonic() > deadline:
+                return records
+            time.sleep(0.2)
+
+    def main_pid(self) -> int:
+        return int(self.sh("systemctl", "show", "-p", "MainPID", "--value", "runas-agent").stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def host(packages, tmp_path_factory):
+    require_container_support()
+    workdir = tmp_path_factory.mktemp("role")
+    with BootedContainer(extra_packages=EXTRA_PACKAGES) as ct:
+        # The local Identity Store, on this machine's end of the container's veth.
+        endpoint = subprocess.Popen(
+            [sys.executable, "-m", "tests.endpoint", "--host", ct.host_ip, "--port", "0", "--region", REGION,
+             "--seed", str(SAMPLE)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        try:
+            url = endpoint.stdout.readline().strip()
+            assert url.startswith("http://"), endpoint.stderr.read() if endpoint.poll() is not None else url
+            store_id = json.loads(SAMPLE.read_text())["IdentityStoreId"]
+            # What an instance role provides on EC2: credentials the SDK finds by itself.
+            ct.write_file("/root/.aws/credentials",
+                          "[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n"
+                          "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n", mode=0o600)
+            yield Host(ct, workdir, url, store_id)
+        finally:
+            endpoint.terminate()
+            try:
+                endpoint.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                endpoint.kill()
+                endpoint.wait()
+
+
+# -- install and configure ---------------------------------------------------------------------
+
+
+@pytest.mark.container
+def test_role_installs_configures_and_starts(host, packages):
+    recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]))
+    assert recap["failed"] == 0 and recap["unreachable"] == 0, out
+    assert recap["changed"] > 0, out
+
+    assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+    assert host.sh("systemctl", "is-enabled", "runas-agent").stdout.strip() == "enabled"
+    assert host.sh("runas-agent", "--version").stdout.strip() == f"runas-agent {OLD}"
+    iret = host.sh("id", "iret").stdout
+    assert re.match(r"uid=1\d{9}\(iret\) gid=1\d{9}\(iret\)", iret), iret
+    host.sh("id", "acme")
+    # Identities that can have no account are skipped, never created under another name.
+    for absent in ("IRET, Inc.", "frank"):
+        assert host.sh("id", absent, check=False).returncode != 0
+    # The --once run by the role found the daemon's first sync done: its report says so.
+    assert 'runas-agent --once: {\\"actions\\": 0,' in out, out
+
+
+@pytest.mark.container
+def test_second_run_changes_nothing(host, packages):
+    recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]))
+    assert recap["failed"] == 0, out
+    assert recap["changed"] == 0, out
+
+
+@pytest.mark.container
+def test_check_mode_on_a_configured_host_changes_nothing(host, packages):
+    pid = host.main_pid()
+    recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]), "--check", "--diff")
+    assert recap["failed"] == 0 and recap["changed"] == 0, out
+    # ...and check mode with a different expression reports the configuration change, without making it.
+    changed_vars = host.role_vars(packages[f"deb-{OLD}"], runas_agent_run_as_expression="${path:userName}")
+    recap, out = host.play(changed_vars, "--check", "--diff")
+    assert recap["failed"] == 0 and recap["changed"] >= 1, out
+    assert "+  expression: ${path:userName}" in out, out
+    assert "enterprise.organization" in host.sh("cat", "/etc/runas-agent/config.yaml").stdout
+    assert host.main_pid() == pid
+
+
+@pytest.mark.container
+def test_invalid_configuration_never_lands(host, packages):
+    before = host.sh("cat", "/etc/runas-agent/config.yaml").stdout
+    bad = host.role_vars(packages[f"deb-{OLD}"], runas_agent_daemon={"interval_seconds": 1})
+    recap, out = host.play(bad)
+    assert recap["failed"] == 1, out
+    assert "daemon.interval_seconds: must be at least 10" in out, out
+    assert host.sh("cat", "/etc/runas-agent/config.yaml").stdout == before
+    assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+
+
+@pytest.mark.container
+@pytest.mark.filterwarnings("ignore:Unknown ssh-ed25519 host key")
+def test_testinfra_users_sudoers_unit_and_journal(host):
+    testinfra = pytest.importorskip("testinfra")
+    th = testinfra.get_host(f"paramiko://root@{host.ct.ip}", ssh_identity_file=str(host.ct.ssh_key))
+
+    iret = th.user("iret")
+    assert iret.exists and 1_000_000_000 <= iret.uid <= 1_799_999_999 and iret.gid == iret.uid
+    assert iret.home == "/home/iret" and th.file("/home/iret").is_directory
+    assert th.file("/home/iret").user == "iret"
+    assert iret.shell == "/bin/bash"
+    assert not th.user("ssm-user").exists
+
+    drop_ins = th.run("ls /etc/sudoers.d").stdout.split()
+    mine = [d for d in drop_ins if d.startswith("runas-agent-iret-")]
+    assert len(mine) == 1 and "." not in mine[0], drop_ins
+    f = th.file(f"/etc/sudoers.d/{mine[0]}")
+    assert f.user == "root" and f.group == "root" and f.mode == 0o440
+    assert "NOPASSWD: /usr/bin/journalctl" in th.run("sudo -l -U iret").stdout
+    assert th.run("visudo -c").rc == 0
+    assert not any(d.startswith("runas-agent-acme-") for d in drop_ins), "acme has no sudo rule"
+
+    service = th.service("runas-agent")
+    assert service.is_running and service.is_enabled
+    props = dict(line.split("=", 1) for line in th.check_output(
+        "systemctl show runas-agent -p Type -p Result -p ProtectSystem -p NoNewPrivileges -p Environment "
+        "-p WatchdogUSec -p FragmentPath -p DropInPaths -p ExecMainStatus").splitlines())
+    assert props["Type"] == "notify" and props["Result"] == "success"
+    assert props["ProtectSystem"] == "strict" and props["NoNewPrivileges"] == "yes"
+    assert props["WatchdogUSec"] != "0" and props["WatchdogUSec"] != "infinity"
+    assert props["FragmentPath"] == "/lib/systemd/system/runas-agent.service"
+    assert "AWS_EC2_METADATA_DISABLED=true" in props["Environment"]
+    assert props["DropInPaths"].endswith("runas-agent.service.d/environment.conf")
+
+    records = [json.loads(line) for line in th.check_output(
+        f"journalctl -o json --no-pager _SYSTEMD_UNIT=runas-agent.service MESSAGE_ID={MESSAGE_SYNC}").splitlines()]
+    assert records, "no sync record in the journal"
+    first = records[0]
+    assert first["SYNC_RESULT"] == "partial", first      # the sample has identities that must be skipped
+    assert int(first["SYNC_CREATED"]) >= 2 and int(first["SYNC_FAILED"]) == 0
+    assert first["SYNC_SOURCE"] == f"identitystore {host.store_id} in {REGION}"
+    assert th.file("/etc/runas-agent/config.yaml").mode == 0o640
+
+
+# -- image-clean -------------------------------------------------------------------------------
+
+
+@pytest.mark.container
+def test_image_clean_keeps_accounts_and_first_start_syncs_again(host):
+    assert host.sh("test", "-f", "/var/lib/runas-agent/directory.json", check=False).returncode == 0
+    report = json.loads(host.sh("runas-agent", "image-clean", "--json").stdout)
+    assert report["stopped"] is True and report["warnings"] == []
+    removed = {i["path"] for i in report["removed"]}
+    assert "/var/lib/runas-agent/directory.json" in removed
+    assert host.sh("systemctl", "is-active", "runas-agent", check=False).stdout.strip() == "inactive"
+    assert host.sh("systemctl", "is-enabled", "runas-agent").stdout.strip() == "enabled"
+    assert host.sh("test", "-e", "/var/lib/runas-agent/directory.json", check=False).returncode == 1
+    assert host.sh("test", "-f", "/var/lib/runas-agent/ledger.json", check=False).returncode == 0
+    host.sh("id", "iret")
+
+    # What an instance of the image does at boot: start, sync first, then report ready.
+    started = time.time()
+    host.sh("systemctl", "start", "runas-agent")
+    assert host.sh("test", "-f", "/var/lib/runas-agent/directory.json", check=False).returncode == 0
+    status = host.sh("systemctl", "show", "-p", "StatusText", "--value", "runas-agent").stdout
+    assert status.startswith("last sync:"), status
+    assert time.time() - started < 60
+
+
+# -- upgrade and removal -----------------------------------------------------------------------
+
+
+@pytest.mark.container
+def test_upgrade_keeps_the_operators_config(host, packages):
+    config = "/etc/runas-agent/config.yaml"
+    edited = host.sh("cat", config).stdout + "# operator: raised the interval for this host\n"
+    edited = re.sub(r"(?m)^daemon: \{\}$", "daemon:\n  interval_seconds: 1800", edited)
+    assert "interval_seconds: 1800" in edited
+    host.ct.write_file(config, edited, mode=0o640)
+    host.sh("runas-agent", "check-config")
+    old_venv = host.sh("readlink", "/usr/lib/runas-agent/venv").stdout.strip()
+    old_pid = host.main_pid()
+
+    host.ct.copy_in(packages[f"deb-{NEW}"], f"/root/runas-agent_{NEW}_all.deb")
+    upgrade = host.sh("dpkg", "-i", f"/root/runas-agent_{NEW}_all.deb")
+    assert "Setting up runas-agent" in upgrade.stdout
+
+    assert host.sh("cat", config).stdout == edited
+    assert host.sh("test", "-e", config + ".dpkg-dist", check=False).returncode == 1
+    assert host.sh("runas-agent", "--version").stdout.strip() == f"runas-agent {NEW}"
+    assert host.sh("dpkg-query", "-W", "-f", "${Version}", "runas-agent").stdout == f"{NEW}-1"
+    new_venv = host.sh("readlink", "/usr/lib/runas-agent/venv").stdout.strip()
+    assert new_venv != old_venv
+    assert host.sh("test", "-e", f"/usr/lib/runas-agent/{old_venv}", check=False).returncode == 1
+    # The running service was restarted onto the new code, and is still enabled.
+    assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+    assert host.main_pid() != old_pid
+    cmdline = host.sh("cat", f"/proc/{host.main_pid()}/cmdline").stdout
+    assert new_venv in cmdline
+    host.sh("id", "iret")
+
+
+@pytest.mark.container
+def test_removal_and_purge_keep_accounts_homes_sudoers_and_ledger(host):
+    sudoers_before = host.sh("ls", "/etc/sudoers.d").stdout.split()
+    passwd_before = host.sh("getent", "passwd", "iret", "acme").stdout
+
+    host.sh("dpkg", "-r", "runas-agent")
+    assert host.sh("systemctl", "is-active", "runas-agent", check=False).stdout.strip() == "inactive"
+    for gone in ("/usr/lib/runas-agent", "/usr/bin/runas-agent", "/lib/systemd/system/runas-agent.service"):
+        assert host.sh("test", "-e", gone, check=False).returncode == 1, gone
+    assert host.sh("test", "-f", "/etc/runas-agent/config.yaml", check=False).returncode == 0  # conffile kept
+
+    host.sh("dpkg", "--purge", "runas-agent")
+    assert host.sh("test", "-e", "/etc/runas-agent/config.yaml", check=False).returncode == 1
+    assert host.sh("test", "-e", "/var/lib/runas-agent/directory.json", check=False).returncode == 1
+
+    assert host.sh("getent", "passwd", "iret", "acme").stdout == passwd_before
+    assert host.sh("test", "-d", "/home/iret", check=False).returncode == 0
+    assert host.sh("ls", "/etc/sudoers.d").stdout.split() == sudoers_before
+    assert host.sh("test", "-f", "/var/lib/runas-agent/ledger.json", check=False).returncode == 0
+    host.sh("visudo", "-c")
+
+
+# -- the role's lint ---------------------------------------------------------------------------
+
+
+def test_role_is_ansible_lint_clean_on_the_production_profile():
+    proc = _run([_tool("ansible-lint"), "--profile", "production", "--offline", "ansible/"], cwd=REPO,
+                env={**os.environ, "NO_COLOR": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr
