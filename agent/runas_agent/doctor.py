@@ -152,6 +152,8 @@ class Doctor:
         self.desired: Any = None
         self.plan: Any = None
         self.ledger: Any = None
+        #: one ListUsers page as it came over the wire and as botocore parsed it
+        self._first_page: tuple[list, list] | None = None
         #: runAsEnabled from the Session Manager preferences (None: not known)
         self.run_as_enabled: bool | None = None
 
@@ -200,6 +202,7 @@ class Doctor:
             self.check_botocore()
             self.check_identitystore()
             self.check_abac()
+            self.check_fields()
             self.read_directory()
             self.check_accounts()
             self.check_preferences()
@@ -350,15 +353,20 @@ class Doctor:
         else:
             read = ", ".join(op for op, _ in calls)
             self.add("identitystore", OK, f"{where} answers {read}")
+        self._first_page = (raw.get("ListUsers", {}).get("Users") or [], parsed_users)
+
+    def check_fields(self) -> None:
+        """After abac: whether enterprise attributes matter depends on the expression in force."""
         from runas_agent.core.expression import parse
 
-        wants_enterprise = False
-        expression = self.cfg.run_as.expression
+        if self._first_page is None:
+            return
+        config = self.resolved or self.cfg
         try:
-            wants_enterprise = any(p.startswith("enterprise.") for p in parse(expression).paths)
-        except ValueError:
-            pass  # from-identity-center: the abac check says which paths it uses
-        status, summary, remedy = fields_verdict(raw.get("ListUsers", {}).get("Users") or [], parsed_users, wants_enterprise)
+            wants_enterprise = any(p.startswith("enterprise.") for p in parse(config.run_as.expression).paths)
+        except ValueError:  # from-identity-center that could not be read: the abac check says so
+            wants_enterprise = False
+        status, summary, remedy = fields_verdict(*self._first_page, wants_enterprise)
         self.add("identitystore-fields", status, summary, remedy)
 
     def _discover_store(self) -> str | None:

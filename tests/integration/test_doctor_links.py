@@ -463,3 +463,13 @@ def test_abac_configuration_not_yet_or_never_active(world, status, reason, verdi
     assert_only(checks, {"abac": verdict})
     assert f"are {status}" in checks["abac"].summary
     assert reason in checks["abac"].summary
+
+
+def test_missing_enterprise_attributes_matter_under_a_live_organization_expression(world):
+    world.seed([person("id-alice", "alice"), person("id-bob", "bob")])
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:userName}"})
+    assert world.run(run_as={"expression": "from-identity-center"})["identitystore-fields"].status == OK
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:enterprise.organization}"})
+    checks = world.run(run_as={"expression": "from-identity-center"})
+    assert checks["identitystore-fields"].status == WARNING
+    assert checks["identities"].status == WARNING
