@@ -473,3 +473,11 @@ def test_missing_enterprise_attributes_matter_under_a_live_organization_expressi
     checks = world.run(run_as={"expression": "from-identity-center"})
     assert checks["identitystore-fields"].status == WARNING
     assert checks["identities"].status == WARNING
+
+
+def test_a_live_expression_the_agent_cannot_evaluate(world):
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:groups}"})
+    checks = world.run(run_as={"expression": "from-identity-center"})
+    assert checks["abac"].status == FAILED
+    assert "SSMSessionRunAs is '${path:groups}', which ${path:groups} is not an attribute" in checks["abac"].summary
+    assert checks["identities"].status == SKIPPED
