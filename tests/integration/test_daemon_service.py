@@ -392,15 +392,18 @@ def _stage_session(host: Host, user: str, n: int) -> str:
     state = {"DocumentInformation": {"DocumentID": sid, "InstanceID": "i-0123456789abcdef0",
                                      "DocumentName": "SSM-SessionManagerRunShell", "DocumentStatus": "InProgress",
                                      "RunAsUser": user, "SessionOwner": owner},
-             "DocumentType": "SessionManager", "SchemaVersion": "1.0"}
+             "DocumentType": "StartSession", "SchemaVersion": "1.0"}
     host.ct.write_file(f"/var/lib/amazon/ssm/i-0123456789abcdef0/document/state/current/{sid}",
                        json.dumps(state), mode=0o600)
     host.sh("mkdir", "-p", "/opt/ssm/bin", "/opt/ssm/scripts")
     host.sh("ln", "-sf", "/bin/bash", "/opt/ssm/bin/ssm-session-worker")
     host.ct.write_file(f"/opt/ssm/scripts/{sid}", WORKER_SCRIPT)
     uid = host.accounts()[user][2]
+    # KillMode=process: when the worker dies, systemd leaves the shell beneath it alone, so only
+    # runas-agent can have ended that shell.
     host.sh("systemd-run", f"--unit=worker-{n}", "--property=WorkingDirectory=/opt/ssm/scripts",
-            "/opt/ssm/bin/ssm-session-worker", sid, uid, uid)
+            "--property=KillMode=process", "/opt/ssm/bin/ssm-session-worker", sid, uid, uid)
+    host.wait_for(lambda: host.sh("pgrep", "-U", uid, "sleep", check=False).returncode == 0, what="the run-as shell")
     return sid
 
 
@@ -418,14 +421,55 @@ def test_session_watcher_records_sessions_and_ends_a_disabled_persons(host):
     assert by_sid[sid1]["RUNAS_IDENTITY_ID"] == str(uuid.uuid5(uuid.NAMESPACE_DNS, "user001"))
 
     # user001 is disabled in the directory: their session (and only theirs) is ended from the sandbox
+    uid1 = host.accounts()["user001"][2]
     host.set_directory(directory(names, disabled=("user001",)))
     host.sh("systemctl", "reload", UNIT)
     ends = host.wait_for(lambda: host.records(f"MESSAGE_ID={MESSAGE_SESSION_END}"), what="the session end record")
     assert [r["RUNAS_SESSION_ID"] for r in ends] == [sid1]
     assert "disabled" in ends[0]["RUNAS_END_REASON"]
-    host.wait_for(lambda: host.sh("systemctl", "is-active", "worker-1", check=False).stdout.strip() != "active",
-                  what="user001's session worker to end")
+    host.wait_for(lambda: host.sh("pgrep", "-U", uid1, check=False).returncode == 1,
+                  what="user001's run-as shell to end")
+    assert host.sh("systemctl", "is-active", "worker-1", check=False).stdout.strip() != "active"
     assert host.sh("systemctl", "is-active", "worker-2", check=False).stdout.strip() == "active"
     assert host.sh("pgrep", "-u", "user002", "sleep", check=False).returncode == 0
     log = host.sh("journalctl", "--no-pager", "-u", UNIT).stdout
     assert "Traceback" not in log, log
+
+
+# -- the capability bounding set is minimal ----------------------------------------------------------
+
+
+def _unit_capabilities() -> list[str]:
+    for line in (_REPO / "systemd" / UNIT).read_text().splitlines():
+        if line.startswith("CapabilityBoundingSet="):
+            return line.split("=", 1)[1].split()
+    raise AssertionError("no CapabilityBoundingSet in the unit")
+
+
+@pytest.mark.parametrize("dropped", ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"])
+def test_each_capability_is_needed(host, dropped):
+    """Without any one of them, creating accounts or ending a disabled person's session fails."""
+    caps = [c for c in _unit_capabilities() if c != dropped]
+    assert len(caps) == len(_unit_capabilities()) - 1
+    env = "\n".join(f"Environment={k}={v}" for k, v in AWS_ENV.items())
+    host.drop_in(f"[Service]\n{env}\nCapabilityBoundingSet=\nCapabilityBoundingSet={' '.join(caps)}\n")
+    names = [f"user{i:03d}" for i in range(1, 26)]  # enough for one batch creation
+    host.set_directory(directory(names))
+    host.write_config(config(sessions={"end_sessions_of_disabled_people": True}))
+    host.sh("systemctl", "start", UNIT, timeout=90)
+    records = host.records(f"MESSAGE_ID={MESSAGE_SYNC}") + host.records(f"MESSAGE_ID={MESSAGE_SYNC_FAILED}")
+    assert len(records) == 1, host.sh("journalctl", "--no-pager", "-u", UNIT).stdout
+    first = records[0]
+    owners = host.sh("stat", "-c", "%U", *[f"/home/{n}" for n in names], check=False).stdout.split()
+    accounts_ok = first["SYNC_RESULT"] == "ok" and owners == names
+    if dropped != "CAP_KILL":
+        assert not accounts_ok, (first, owners)
+        return
+    assert accounts_ok, (first, owners)
+    _stage_session(host, "user001", 1)
+    host.wait_for(lambda: host.records(f"MESSAGE_ID={MESSAGE_SESSION_START}"), what="the session start record")
+    uid = host.accounts()["user001"][2]
+    host.set_directory(directory(names, disabled=("user001",)))
+    host.sh("systemctl", "reload", UNIT)
+    time.sleep(8)  # more than the watcher's grace before it gives up on a process
+    assert host.sh("pgrep", "-U", uid, check=False).returncode == 0, "the shell was ended without CAP_KILL"
