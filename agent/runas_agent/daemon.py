@@ -142,6 +142,8 @@ class Report:
     refusals: list[str] = field(default_factory=list)
     #: seconds until the next sync
     next_in: float = 0.0
+    #: for failures: the directory could not be read, so nothing was planned or changed
+    read_failed: bool = False
 
     def summary(self) -> str:
         c = self.counts
@@ -151,7 +153,8 @@ class Report:
         elif self.result == "refused":
             text = "refused, nothing changed: " + "; ".join(self.refusals)
         else:
-            text = f"{self.result}, nothing changed: {self.error}"
+            text = f"{self.result}, nothing changed: {self.error}" if self.read_failed or self.result == "busy" \
+                else f"{self.result}: {self.error}"
         return text
 
 
@@ -300,7 +303,7 @@ class Daemon:
         except LockBusyError as exc:
             report = Report("busy", self.clock() - started, error=str(exc))
         except SourceError as exc:
-            report = Report("failed", self.clock() - started, error=str(exc))
+            report = Report("failed", self.clock() - started, error=str(exc), read_failed=True)
         except (AgentError, CommandError) as exc:
             report = Report("failed", self.clock() - started, error=str(exc))
         except Exception as exc:  # a bug: report it with its traceback and keep the last good state
@@ -348,8 +351,11 @@ class Daemon:
             fields.update(SYNC_ERROR=report.error, SYNC_ATTEMPT=str(self.failures))
         if report.result == "failed":
             message_id, priority = MESSAGE_SYNC_FAILED, ERR
-            message = (f"sync failed (attempt {self.failures}), accounts left as they are: {report.error}; "
-                       f"retry in {report.next_in:.0f}s")
+            if report.read_failed:
+                message = (f"directory read failed (attempt {self.failures}), accounts left as they are: "
+                           f"{report.error}; retry in {report.next_in:.0f}s")
+            else:
+                message = f"sync failed (attempt {self.failures}): {report.error}; retry in {report.next_in:.0f}s"
         elif report.result == "busy":
             message_id, priority = MESSAGE_SYNC_FAILED, WARNING
             message = f"sync postponed: {report.error}; retry in {report.next_in:.0f}s"

@@ -9,7 +9,7 @@ import pytest
 
 from runas_agent import cli, config, daemon
 from runas_agent.daemon import MESSAGE_RELOAD, MESSAGE_SYNC, MESSAGE_SYNC_FAILED, Abandon, Daemon
-from runas_agent.errors import AgentError, ConfigError, LockBusyError, SourceError
+from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
 from runas_agent.exitcodes import Exit
 
 BASE = {"source": {"type": "file", "path": "/nonexistent/directory.json"},
@@ -213,6 +213,19 @@ def test_a_failed_read_never_reaches_the_host_and_is_retried():
     assert results == ["failed", "ok"]
     failed = [r for r in h.records if r.get("SYNC_RESULT") == "failed"][0]
     assert "SYNC_CREATED" not in failed and "accounts left as they are" in failed["MESSAGE"]
+
+
+def test_only_a_failed_read_claims_that_nothing_changed():
+    def command_failed(h, progress):
+        raise CommandError(["chpasswd", "-e"], 1, "chpasswd: failure while writing changes to /etc/shadow")
+
+    h = Harness([fails("ListUsers page 1: access denied"), command_failed])
+    h.run()
+    read, applied = [r for r in h.records if r.get("SYNC_RESULT") == "failed"]
+    assert "accounts left as they are" in read["MESSAGE"]
+    assert "left as they are" not in applied["MESSAGE"] and "nothing changed" not in applied["MESSAGE"]
+    assert "chpasswd -e: exit status 1" in applied["SYNC_ERROR"]
+    assert "nothing changed" not in h.notes[-2][1]
 
 
 def test_unexpected_errors_are_reported_and_backed_off_not_fatal():
