@@ -12,7 +12,7 @@ from runas_agent.core import naming
 from runas_agent.core.desired import Desired, GroupRule, Settings, compute, resolve_kind
 from runas_agent.core.expression import parse
 from runas_agent.core.ledger import Ledger
-from runas_agent.core.sudoers import SudoAction
+from runas_agent.core.sudoers import RemoveSsmUserBlanket, RemoveSudoers, SudoAction, WriteSudoers
 from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, Plan, PlanSettings, SetGroupMembers, plan
 from runas_agent.directory import Directory
 from runas_agent.exitcodes import Exit
@@ -48,6 +48,8 @@ class SyncResult:
             "created": sum(isinstance(a, CreateAccount) for a in done),
             "disabled": sum(isinstance(a, DisableAccount) for a in done),
             "enabled": sum(isinstance(a, EnableAccount) for a in done),
+            "sudoers_written": sum(isinstance(a, WriteSudoers) for a in done),
+            "sudoers_removed": sum(isinstance(a, (RemoveSudoers, RemoveSsmUserBlanket)) for a in done),
             "skipped": len(self.plan.skips),
             "failed": len(self.outcome.failed) if self.outcome else 0,
             "actions": len(done),
