@@ -58,9 +58,9 @@ def items(state_dir: str, audit_file: str, runtime_dir: str = RUNTIME_DIR) -> li
         Item(state("sessions.json"), "session tracking state", True),
         Item(audit_file, "session audit file of this machine", True),
         Item(runtime_dir, "runtime directory", True),
-        Item(state("ledger.json"), "ledger of managed accounts (kept: the accounts stay in the image)", False),
-        Item(state("sudoers.json"), "ledger of managed sudoers drop-ins (kept)", False),
-        Item(state("sudoers-backup"), "backup of the SSM agent's ssm-agent-users drop-in (kept)", False),
+        Item(state("ledger.json"), "ledger of managed accounts: they stay in the image", False),
+        Item(state("sudoers.json"), "ledger of managed sudoers drop-ins", False),
+        Item(state("sudoers-backup"), "backup of the SSM agent's ssm-agent-users drop-in", False),
     ]
 
 

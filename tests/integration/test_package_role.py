@@ -140,7 +140,7 @@ class Host:
             "ansible_python_interpreter=/usr/bin/python3\n")
         self.playbook = workdir / "site.yml"
         self.playbook.write_text(
-            "- name: runas-agent\n  hosts: ssm_instances\n  gather_facts: true\n"
+            "- name: runas-agent\n  hosts: ssm_instances\n  gather_facts: false\n"
             "  roles:\n    - role: runas_agent\n")
 
     def role_vars(self, package: Path, **extra) -> dict:
@@ -166,6 +166,7 @@ class Host:
             "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s -o UserKnownHostsFile=/dev/null "
                                 "-o StrictHostKeyChecking=no -o LogLevel=ERROR",
+            "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
             "ANSIBLE_DEPRECATION_WARNINGS": "False",
