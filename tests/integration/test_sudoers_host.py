@@ -141,10 +141,13 @@ def test_rights_equal_the_policy_and_nothing_more(isolated_host):
 
     # an unchanged sync changes and writes nothing
     stamps = {n: p.stat().st_mtime_ns for n, p in files.items()}
+    ledger_stamp = (host.state_dir / "sudoers.json").stat().st_mtime_ns
     again = host.agent("--config", str(cfg), "plan")
     assert again.returncode == Exit.OK and "sudoers" not in again.stdout, again.stdout
     once(host, cfg)
     assert {n: p.stat().st_mtime_ns for n, p in drop_ins(host).items()} == stamps
+    assert (host.state_dir / "sudoers.json").stat().st_mtime_ns == ledger_stamp
+    assert not list((host.etc / "sudoers.d").glob(core.TEMP_PREFIX + "*"))
 
 
 def test_policy_change_rewrites_only_changed_files(isolated_host):
