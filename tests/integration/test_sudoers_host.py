@@ -487,3 +487,29 @@ def test_many_drop_ins_removed_together_when_a_rule_goes(isolated_host):
     assert set(drop_ins(host)) == {core.file_name("jane")}
     assert rights(host, "user3.x") == [] and rights(host, "jane") == expected(JANE_RULE)
     assert json_ledger(host) == {"jane": core.file_name("jane")}
+
+
+def test_real_sudo_runs_exactly_what_the_policy_grants_and_nothing_after_disable(isolated_host):
+    host = isolated_host
+    rule = {"identity_store_group": "Ops", "commands": ["/usr/bin/id -u"], "nopasswd": True}
+    once(host, setup(host, [JOHN], rules=(rule,)))
+
+    def sudo_as(name, *command):
+        return host.run(["runuser", "-u", name, "--", "sudo", "-n", *command], check=False)
+
+    granted = sudo_as("john.doe", "/usr/bin/id", "-u")
+    assert (granted.returncode, granted.stdout) == (0, "0\n"), granted.stderr
+    for other in (["/usr/bin/id", "-g"], ["/usr/bin/id"], ["/usr/bin/whoami"], ["/bin/sh", "-c", "id -u"]):
+        refused = sudo_as("john.doe", *other)
+        assert refused.returncode != 0 and refused.stdout == "", other
+
+    uid = host.passwd()["john.doe"][2]
+    once(host, setup(host, [user("id-john", "john.doe", status="DISABLED")], rules=(rule,)))
+    parked = f"runas-off-{uid}"
+    assert parked in host.passwd()
+    after = sudo_as(parked, "/usr/bin/id", "-u")
+    assert after.returncode != 0 and after.stdout == ""
+    # the real risk of a drop-in left behind: whoever takes the name next would inherit the rights
+    host.run(["useradd", "-M", "john.doe"])
+    newcomer = sudo_as("john.doe", "/usr/bin/id", "-u")
+    assert newcomer.returncode != 0 and newcomer.stdout == "", newcomer.stdout
