@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from runas_agent.core import sudoers as core
 from runas_agent.exitcodes import Exit
+from tests.hosts.namespace import REPO
 
 pytestmark = pytest.mark.host
 STORE = "d-1234567890"
@@ -283,9 +285,7 @@ def test_crash_between_write_and_rename_leaves_a_valid_tree(isolated_host):
     host = isolated_host
     once(host, setup(host, [JOHN, JANE]))
     cfg = setup(host, [JOHN, JANE], rules=(OPS_RULE, DEV_RULE))
-    env = dict(os.environ, PYTHONPATH=str(host.root.parents[0]))
-    from tests.hosts.namespace import REPO
-    env["PYTHONPATH"] = str(REPO / "agent")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "agent"))
     crashed = host.run([sys.executable, "-c", CRASH, "--config", str(cfg), "--once"], check=False, env=env)
     assert crashed.returncode == 9, crashed.stdout + crashed.stderr
     leftovers = [n for n in os.listdir(host.etc / "sudoers.d") if n.startswith(core.TEMP_PREFIX)]
@@ -467,7 +467,6 @@ def test_a_failing_batch_falls_back_and_isolates_the_bad_drop_in(isolated_host):
 
 
 def json_ledger(host):
-    import json
     return json.loads((host.state_dir / "sudoers.json").read_text())["files"]
 
 

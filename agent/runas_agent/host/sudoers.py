@@ -14,7 +14,7 @@ import re
 import stat
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 from runas_agent.core import sudoers as core
 from runas_agent.core.sudoers import (MODE, Observed, RemoveSsmUserBlanket, RemoveSudoers, SudoAction, SudoLedger,
