@@ -201,6 +201,28 @@ def test_a_hung_sync_is_killed_by_the_watchdog_and_restarted(host):
     assert sorted(host.accounts()) == ["user001", "user002", "user003"]
 
 
+def test_a_hanging_first_sync_holds_the_ssm_agent_for_one_watchdog_interval_at_most(host):
+    host.write_config(config(source={"read_timeout": 300, "read_deadline": 600}))
+    env = "\n".join(f"Environment={k}={v}" for k, v in AWS_ENV.items())
+    host.drop_in(f"[Service]\n{env}\nRestartSec=1s\nWatchdogSec=4s\n")
+    host.ct.write_file("/etc/systemd/system/amazon-ssm-agent.service",
+                       "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/sleep infinity\n")
+    host.ct.write_file("/etc/systemd/system/test-boot.target",
+                       f"[Unit]\nDescription=first boot\nWants=amazon-ssm-agent.service {UNIT}\n")
+    host.sh("systemctl", "daemon-reload")
+    host.control(hang=True)
+    host.sh("systemctl", "start", "--no-block", "test-boot.target")
+    time.sleep(2)
+    assert host.state() == "activating"
+    assert host.sh("systemctl", "is-active", "amazon-ssm-agent.service", check=False).stdout.strip() != "active"
+    host.wait_for(lambda: host.sh("systemctl", "is-active", "amazon-ssm-agent.service", check=False).stdout.strip()
+                  == "active", timeout=15, what="the SSM agent stand-in after the first watchdog kill")
+    host.wait_for(lambda: int(host.show("NRestarts")["NRestarts"]) >= 1, what="runas-agent to restart")
+    host.control()  # the endpoint recovers: runas-agent comes up on its own
+    host.wait_for(lambda: host.state() == "active", timeout=30, what="runas-agent active")
+    assert sorted(host.accounts()) == ["user001", "user002", "user003"]
+
+
 # -- stop --------------------------------------------------------------------------------------------
 
 
