@@ -432,6 +432,7 @@ class Daemon:
             self._status_note = ""
             self.next_sync = self.clock()  # apply the new configuration now
             self._restart_watcher()
+            self._check_watchdog_margin()
             self.journal.record(MESSAGE_RELOAD, INFO, f"configuration {self.config_path} reloaded",
                                 RELOAD_RESULT="ok", CONFIG_PATH=self.config_path)
         last = f"last sync: {self.last.summary()}" if self.last else "first sync pending"
