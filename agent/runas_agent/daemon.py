@@ -170,7 +170,6 @@ class Daemon:
         notify: Callable[..., None] | None = None,
         journal: Journal | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
         wait: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         watchdog: float | None = None,
@@ -185,7 +184,6 @@ class Daemon:
         self.notify = notify or Notifier()
         self.journal = journal or Journal()
         self.clock = clock
-        self.wall = wall
         #: blocks up to the given seconds; returns early when a signal arrived
         self.wait = wait
         # Each instance draws its own jitter: seeded from the OS, never from anything fleet-wide.
