@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -324,26 +325,55 @@ def test_testinfra_users_sudoers_unit_and_journal(host):
 # -- image-clean -------------------------------------------------------------------------------
 
 
+#: Stands in for the SSM agent: at its start it records whether an account created by the first
+#: sync of the instance already resolves (as `id` is what the SSM agent runs for Run As).
+FAKE_SSM_AGENT = """[Unit]
+Description=stand-in for the SSM agent
+[Service]
+ExecStart=/bin/sh -c 'if id newco >/dev/null 2>&1; then echo present; else echo missing; fi > /run/fake-ssm-agent; exec sleep infinity'
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 @pytest.mark.container
-def test_image_clean_keeps_accounts_and_first_start_syncs_again(host):
+def test_image_clean_then_first_boot_syncs_before_the_ssm_agent_starts(host):
+    host.ct.write_file("/etc/systemd/system/amazon-ssm-agent.service", FAKE_SSM_AGENT)
+    host.sh("systemctl", "daemon-reload")
+    host.sh("systemctl", "enable", "amazon-ssm-agent.service")
     assert host.sh("test", "-f", "/var/lib/runas-agent/directory.json", check=False).returncode == 0
+
     report = json.loads(host.sh("runas-agent", "image-clean", "--json").stdout)
     assert report["stopped"] is True and report["warnings"] == []
-    removed = {i["path"] for i in report["removed"]}
-    assert "/var/lib/runas-agent/directory.json" in removed
+    assert {i["path"] for i in report["removed"]} >= {"/var/lib/runas-agent/directory.json"}
+    assert {i["path"] for i in report["kept"]} >= {"/var/lib/runas-agent/ledger.json"}
     assert host.sh("systemctl", "is-active", "runas-agent", check=False).stdout.strip() == "inactive"
     assert host.sh("systemctl", "is-enabled", "runas-agent").stdout.strip() == "enabled"
     assert host.sh("test", "-e", "/var/lib/runas-agent/directory.json", check=False).returncode == 1
     assert host.sh("test", "-f", "/var/lib/runas-agent/ledger.json", check=False).returncode == 0
-    host.sh("id", "iret")
+    host.sh("id", "iret")   # baked accounts stay in the image
 
-    # What an instance of the image does at boot: start, sync first, then report ready.
-    started = time.time()
-    host.sh("systemctl", "start", "runas-agent")
+    # The directory moves on after the image was built: a new organization joins.
+    document = json.loads(SAMPLE.read_text())
+    newcomer = json.loads(json.dumps(document["Users"][0]))
+    newcomer.update(UserId="9067000099-00000000-0000-0000-0000-00000000beef", UserName="nina@example.com",
+                    DisplayName="Nina Newco", Emails=[{"Value": "nina@example.com", "Type": "work", "Primary": True}],
+                    Extensions={"aws:identitystore:enterprise": {"organization": "newco"}})
+    document["Users"].append(newcomer)
+    request = urllib.request.Request(f"{host.endpoint_url}/_endpoint/seed", data=json.dumps(document).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["IdentityStoreId"] == host.store_id
+    assert host.sh("id", "newco", check=False).returncode != 0
+
+    # Boot: multi-user.target starts both enabled units in one transaction, as at boot.
+    host.sh("systemctl", "start", "multi-user.target")
+    assert host.sh("cat", "/run/fake-ssm-agent").stdout.strip() == "present", \
+        "the SSM agent started before the first sync had created the accounts"
+    assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
     assert host.sh("test", "-f", "/var/lib/runas-agent/directory.json", check=False).returncode == 0
     status = host.sh("systemctl", "show", "-p", "StatusText", "--value", "runas-agent").stdout
-    assert status.startswith("last sync:"), status
-    assert time.time() - started < 60
+    assert status.startswith("last sync:") and "1 created" in status, status
 
 
 # -- upgrade and removal -----------------------------------------------------------------------
