@@ -154,6 +154,8 @@ class Doctor:
         self.ledger: Any = None
         #: one ListUsers page as it came over the wire and as botocore parsed it
         self._first_page: tuple[list, list] | None = None
+        #: the principal of the credentials, e.g. "role runas-agent (account 123456789012)"
+        self.role = ""
         #: runAsEnabled from the Session Manager preferences (None: not known)
         self.run_as_enabled: bool | None = None
 
@@ -188,6 +190,10 @@ class Doctor:
         config = Config(region_name=region, connect_timeout=source.connect_timeout, read_timeout=source.read_timeout,
                         retries={"total_max_attempts": 2, "mode": "standard"}, user_agent_extra=f"runas-agent/{__version__} doctor")
         return self.session.client(service, config=config, **({"endpoint_url": endpoint_url} if endpoint_url else {}))
+
+    @property
+    def principal(self) -> str:
+        return self.role or "the instance role"
 
     @property
     def needs_aws(self) -> bool:
@@ -252,7 +258,26 @@ class Doctor:
                      "attach an instance profile (an IAM role) to the instance; on EC2 check that the instance "
                      "metadata service is reachable (IMDSv2 hop limit 2 in containers)")
             return
-        self.add("credentials", OK, f"AWS credentials resolve (from {credentials.method})")
+        self.role = self._caller()
+        who = f": {self.role}" if self.role else ""
+        self.add("credentials", OK, f"AWS credentials resolve (from {credentials.method}){who}")
+
+    def _caller(self) -> str:
+        """The principal the credentials belong to, for naming it in remedies ("" when STS cannot say;
+        GetCallerIdentity needs no permission, only a route to STS)."""
+        from botocore.config import Config
+
+        try:
+            sts = self.session.client("sts", config=Config(
+                region_name=self.cfg.source.region or self.session.region_name, connect_timeout=2, read_timeout=5,
+                retries={"total_max_attempts": 1}))
+            arn = sts.get_caller_identity().get("Arn") or ""
+        except Exception:  # no route to STS: the remedies then say "the instance role"
+            return ""
+        parts = arn.split(":", 5)
+        if len(parts) == 6 and parts[5].startswith("assumed-role/"):
+            return f"role {parts[5].split('/')[1]} (account {parts[4]})"
+        return arn
 
     def check_botocore(self) -> None:
         from runas_agent.errors import SourceError
@@ -345,7 +370,7 @@ class Doctor:
                 calls.append(("ListGroupMemberships", {"IdentityStoreId": store, "GroupId": group_id, "MaxResults": 100}))
         if denied:
             self.add("identitystore", FAILED, f"{where}: access denied to {', '.join(denied)}",
-                     f"allow {', '.join(a.split(' ')[0] for a in denied)} to the instance role (the AWS managed policy "
+                     f"allow {', '.join(a.split(' ')[0] for a in denied)} to {self.principal} (the AWS managed policy "
                      f"{READ_POLICY} grants identitystore:List*, Describe* and GetUserId)")
             if any(a.startswith("identitystore:ListUsers") for a in denied):
                 self.skip("identitystore-fields", "ListUsers is denied")
@@ -379,7 +404,7 @@ class Doctor:
             code, message = _client_error(exc)
             remedy = "set source.identity_store_id"
             if code in _DENIED:
-                remedy += f", or allow {LIST_INSTANCES_ACTION} to the instance role"
+                remedy += f", or allow {LIST_INSTANCES_ACTION} to {self.principal}"
             self.add("identitystore", FAILED, f"source.identity_store_id is not set and sso-admin ListInstances failed: "
                                               f"{code or type(exc).__name__}: {message}", remedy)
             return None
@@ -416,7 +441,7 @@ class Doctor:
                 return
             # Reading ABAC needs rights a member account's instance role usually lacks: only fatal when
             # the sync itself depends on reading it.
-            remedy = (f"allow {exc.action} to the instance role" if exc.action else "set source.instance_arn")
+            remedy = (f"allow {exc.action} to {self.principal}" if exc.action else "set source.instance_arn")
             if not live:
                 remedy += f", or check by hand in {console} that {RUN_AS_KEY} is {written}"
             self.add("abac", FAILED if live else WARNING, f"cannot read Identity Center's attributes for access control: {exc}", remedy)
@@ -488,7 +513,7 @@ class Doctor:
                          f"{console}: tick 'Enable Run As support for Linux instances' and save")
             elif code in _DENIED:
                 self.add("session-preferences", WARNING, f"{where}: cannot be read ({code}: {message})",
-                         f"allow ssm:GetDocument on document/{PREFERENCES_DOCUMENT} to the instance role, or check "
+                         f"allow ssm:GetDocument on document/{PREFERENCES_DOCUMENT} to {self.principal}, or check "
                          f"by hand that Run As is enabled in {console}")
             else:
                 self.add("session-preferences", WARNING, f"{where}: {code}: {message}")

@@ -98,6 +98,7 @@ class Staged:
 def staged(isolated_host, identitystore_endpoint, monkeypatch):
     ssm_documents.reset(identitystore_endpoint.region)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", identitystore_endpoint.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", identitystore_endpoint.url)
     stage = Staged(isolated_host, identitystore_endpoint)
     yield stage
     stage.stop()

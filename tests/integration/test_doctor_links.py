@@ -122,6 +122,7 @@ class World:
 def world(identitystore_endpoint, tmp_path, monkeypatch):
     ssm_documents.reset(identitystore_endpoint.region)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", identitystore_endpoint.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", identitystore_endpoint.url)
     w = World(identitystore_endpoint, tmp_path)
     yield w
     ssm_documents.reset(identitystore_endpoint.region)
@@ -159,6 +160,21 @@ def test_access_denied_on_list_users_names_the_action(world):
     assert "AWSSSODirectoryReadOnly" in checks["identitystore"].remedy
     assert "conflicts unknown" in checks["accounts"].summary
     assert world.exit == Exit.UNHEALTHY
+
+
+def test_remedies_name_the_role_the_instance_runs_as(world, monkeypatch):
+    sts = boto3.client("sts", endpoint_url=world.endpoint.url, region_name=world.region)
+    credentials = sts.assume_role(RoleArn="arn:aws:iam::123456789012:role/runas-agent-instance",
+                                  RoleSessionName="i-0123456789abcdef0")["Credentials"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials["SecretAccessKey"])
+    monkeypatch.setenv("AWS_SESSION_TOKEN", credentials["SessionToken"])
+    world.endpoint.inject("ListGroups", "access_denied")
+    checks = world.run()
+    assert checks["credentials"].summary == (
+        "AWS credentials resolve (from env): role runas-agent-instance (account 123456789012)")
+    assert checks["identitystore"].remedy.startswith(
+        "allow identitystore:ListGroups to role runas-agent-instance (account 123456789012)")
 
 
 def test_access_denied_on_memberships_is_named_too(world):

@@ -32,7 +32,7 @@ def host(container_factory, wheelhouse) -> Host:  # noqa: F811
 
 
 def doctor(host: Host) -> tuple[int, dict]:
-    env = dict(AWS_ENV, AWS_ENDPOINT_URL_SSM=f"http://127.0.0.1:{PORT}")
+    env = dict(AWS_ENV, AWS_ENDPOINT_URL_SSM=f"http://127.0.0.1:{PORT}", AWS_ENDPOINT_URL_STS=f"http://127.0.0.1:{PORT}")
     proc = host.sh("runas-agent", "doctor", "--json", "--ssm-region", "eu-west-1", check=False, env=env, timeout=120)
     report = json.loads(proc.stdout)
     return proc.returncode, {c["name"]: c for c in report["checks"]}
