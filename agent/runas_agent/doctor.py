@@ -204,22 +204,30 @@ class Doctor:
     def run(self) -> list[Check]:
         self.check_config()
         if self.cfg is not None:
-            self.check_credentials()
-            self.check_botocore()
-            self.check_identitystore()
-            self.check_abac()
-            self.check_fields()
-            self.read_directory()
-            self.check_accounts()
-            self.check_preferences()
+            self._safely("credentials", self.check_credentials)
+            self._safely("botocore", self.check_botocore)
+            self._safely("identitystore", self.check_identitystore)
+            self._safely("abac", self.check_abac)
+            self._safely("identitystore-fields", self.check_fields)
+            self._safely("identities", self.read_directory)
+            self._safely("accounts", self.check_accounts)
+            self._safely("session-preferences", self.check_preferences)
         else:
             for name in ORDER[1:9]:
                 self.skip(name, "the configuration is invalid")
-        self.check_ssm_agent()
-        self.check_sudoers()
-        self.check_ssm_user_sudo()
-        self.check_last_sync()
+        self._safely("ssm-agent", self.check_ssm_agent)
+        self._safely("sudoers", self.check_sudoers)
+        self._safely("ssm-user-sudo", self.check_ssm_user_sudo)
+        self._safely("last-sync", self.check_last_sync)
         return [self.checks[name] for name in ORDER if name in self.checks]
+
+    def _safely(self, name: str, check: Callable[[], None]) -> None:
+        """One check that raises is reported as failed; the report goes on."""
+        try:
+            check()
+        except Exception as exc:  # a doctor that crashes on the broken host it is meant to diagnose helps nobody
+            self.add(name, FAILED, f"the check itself failed: {type(exc).__name__}: {exc}",
+                     "run with -v for details; this is a runas-agent bug or an unexpected host state")
 
     # -- config -----------------------------------------------------------------------------------
 

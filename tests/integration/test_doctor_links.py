@@ -106,7 +106,7 @@ class World:
         host_users = set(read_host(str(self.etc)).users)
         probe = Probe(
             etc=str(self.etc), agent_binaries=(self.agent_binary,), snap_dir=str(self.root / "no-snap"),
-            unit_dirs=(), processes=lambda: self.processes, last_sync=lambda: self.last_sync,
+            unit_dirs=(), processes=self.processes if callable(self.processes) else (lambda: self.processes), last_sync=lambda: self.last_sync,
             user_exists=lambda name: name in host_users,
             # the sudoers tree of the real host is test_doctor_host.py's subject
             run=lambda argv, **kw: types.SimpleNamespace(returncode=0, stdout="/etc/sudoers: parsed OK\n", stderr=""),
@@ -497,3 +497,18 @@ def test_a_live_expression_the_agent_cannot_evaluate(world):
     assert checks["abac"].status == FAILED
     assert "SSMSessionRunAs is '${path:groups}', which ${path:groups} is not an attribute" in checks["abac"].summary
     assert checks["identities"].status == SKIPPED
+
+
+def test_a_check_that_raises_is_reported_and_the_rest_still_run(world):
+    def unreadable_process_table():
+        raise PermissionError(13, "Permission denied", "/proc/1/exe")
+
+    world.processes = unreadable_process_table
+    checks = world.run()
+    assert_only(checks, {"ssm-agent": FAILED})
+    assert checks["ssm-agent"].summary == ("the check itself failed: PermissionError: [Errno 13] Permission denied: "
+                                           "'/proc/1/exe'")
+    world.processes = []
+    checks = world.run()
+    assert_only(checks, {"ssm-agent": FAILED})
+    assert "installed (deb/rpm) but not running" in checks["ssm-agent"].summary
