@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pwd
 import sys
@@ -27,6 +28,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from runas_agent import config as config_mod
 from runas_agent.exitcodes import Exit
+
+log = logging.getLogger("runas_agent.doctor")
 
 OK, WARNING, FAILED, SKIPPED = "ok", "warning", "failed", "skipped"
 MARKS = {OK: "[ ok ]", WARNING: "[warn]", FAILED: "[FAIL]", SKIPPED: "[skip]"}
@@ -226,6 +229,7 @@ class Doctor:
         try:
             check()
         except Exception as exc:  # a doctor that crashes on the broken host it is meant to diagnose helps nobody
+            log.debug("check %s raised", name, exc_info=True)
             self.add(name, FAILED, f"the check itself failed: {type(exc).__name__}: {exc}",
                      "run with -v for details; this is a runas-agent bug or an unexpected host state")
 
