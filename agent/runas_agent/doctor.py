@@ -132,7 +132,7 @@ def fields_verdict(raw_users: list[Mapping[str, Any]], parsed_users: list[Mappin
         return FAILED, f"botocore drops Extensions: {raw_ext} users have enterprise attributes on the wire, none after parsing", upgrade
     summary = f"UserStatus arrives for {raw_status} of {len(raw_users)} users on the first page; {raw_ext} have enterprise attributes"
     if wants_enterprise and not raw_ext:
-        return WARNING, (f"no user on the first ListUsers page has enterprise attributes (Extensions), but "
+        return WARNING, ("no user on the first ListUsers page has enterprise attributes (Extensions), but "
                          "run_as.expression uses ${path:enterprise...}: their Run As value is empty"), \
             "fill the attribute in Identity Center (or in the identity provider that provisions it through SCIM)"
     return OK, summary, ""

@@ -160,7 +160,7 @@ def test_a_drop_in_sudo_never_reads(staged):
     checks = staged.doctor()
     assert_only(checks, {"sudoers": WARNING})
     assert checks["sudoers"]["details"] == [
-        f"sudo ignores /etc/sudoers.d/john.doe: #includedir skips names containing '.' or ending in '~'"]
+        "sudo ignores /etc/sudoers.d/john.doe: #includedir skips names containing '.' or ending in '~'"]
 
 
 def test_ssm_user_blanket_sudo_then_removed_by_a_sync(staged):

@@ -14,7 +14,7 @@ _REPO = Path(__file__).resolve().parents[2]
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
-from tests.hosts.fixtures import container_factory, container_rootfs  # noqa: E402,F401
+from tests.hosts.fixtures import container_factory, container_rootfs  # noqa: E402,F401,F811
 from tests.hosts.service import AWS_ENV, MESSAGE_SYNC, PORT, UNIT, Host, binds, config, install  # noqa: E402
 from tests.hosts.wheels import agent_wheelhouse  # noqa: E402
 
