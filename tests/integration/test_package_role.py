@@ -9,6 +9,7 @@ remove): each step starts from the state the previous one left, as on a real hos
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -228,6 +229,16 @@ def host(packages, tmp_path_factory):
 
 
 @pytest.mark.container
+def test_check_mode_on_a_fresh_host_reports_and_changes_nothing(host, packages):
+    recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]), "--check")
+    assert recap["failed"] == 0 and recap["unreachable"] == 0, out
+    assert recap["changed"] > 0, out
+    assert host.sh("dpkg-query", "-W", "runas-agent", check=False).returncode != 0
+    for absent in ("/var/cache/runas-agent", "/usr/bin/runas-agent", "/etc/runas-agent"):
+        assert host.sh("test", "-e", absent, check=False).returncode == 1, absent
+
+
+@pytest.mark.container
 def test_role_installs_configures_and_starts(host, packages):
     recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]))
     assert recap["failed"] == 0 and recap["unreachable"] == 0, out
@@ -330,7 +341,9 @@ def test_testinfra_users_sudoers_unit_and_journal(host):
 FAKE_SSM_AGENT = """[Unit]
 Description=stand-in for the SSM agent
 [Service]
-ExecStart=/bin/sh -c 'if id newco >/dev/null 2>&1; then echo present; else echo missing; fi > /run/fake-ssm-agent; exec sleep infinity'
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'if id newco >/dev/null 2>&1; then echo present; else echo missing; fi > /run/fake-ssm-agent'
 [Install]
 WantedBy=multi-user.target
 """
@@ -407,6 +420,41 @@ def test_upgrade_keeps_the_operators_config(host, packages):
     cmdline = host.sh("cat", f"/proc/{host.main_pid()}/cmdline").stdout
     assert new_venv in cmdline
     host.sh("id", "iret")
+
+
+def _repack_with_new_default_config(deb: Path, version: str, out: Path) -> Path:
+    """`deb` as package `version` whose default /etc/runas-agent/config.yaml changed (as a future release's
+    may): the case where dpkg would ask the operator which file to keep."""
+    tree = out / f"tree-{version}"
+    proc = _run(["dpkg-deb", "-R", deb, tree])
+    assert proc.returncode == 0, proc.stderr
+    conffile = tree / "etc/runas-agent/config.yaml"
+    conffile.write_text(conffile.read_text() + "# a line added to the default by a later release\n")
+    control = tree / "DEBIAN/control"
+    control.write_text(re.sub(r"(?m)^Version: .*$", f"Version: {version}-1", control.read_text()))
+    sums = tree / "DEBIAN/md5sums"
+    if sums.exists():
+        sums.write_text("".join(
+            f"{hashlib.md5((tree / rel).read_bytes()).hexdigest()}  {rel}\n"
+            for rel in (line.split(None, 1)[1].strip() for line in sums.read_text().splitlines() if line.strip())))
+    target = out / f"runas-agent_{version}_all.deb"
+    proc = _run(["dpkg-deb", "--root-owner-group", "-b", tree, target])
+    assert proc.returncode == 0, proc.stderr
+    return target
+
+
+@pytest.mark.container
+def test_role_upgrade_never_prompts_and_keeps_the_managed_config(host, packages, tmp_path):
+    deb = _repack_with_new_default_config(packages[f"deb-{NEW}"], "0.1.2", tmp_path)
+    recap, out = host.play(host.role_vars(deb))
+    assert recap["failed"] == 0 and recap["changed"] > 0, out
+    assert host.sh("dpkg-query", "-W", "-f", "${Version}", "runas-agent").stdout == "0.1.2-1"
+    config = host.sh("cat", "/etc/runas-agent/config.yaml").stdout
+    assert "written by the Ansible role runas_agent" in config and "operator:" not in config
+    assert "a line added to the default" in host.sh("cat", "/etc/runas-agent/config.yaml.dpkg-dist").stdout
+    assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+    recap, out = host.play(host.role_vars(deb))
+    assert recap["failed"] == 0 and recap["changed"] == 0, out
 
 
 @pytest.mark.container
