@@ -229,6 +229,16 @@ def host(packages, tmp_path_factory):
 
 
 @pytest.mark.container
+def test_preflight_refuses_bad_options_before_touching_the_host(host, packages):
+    recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"], runas_agent_run_as_expression="userName"))
+    assert recap["failed"] == 1 and recap["changed"] == 0, out
+    assert "runas_agent_run_as_expression must be exactly the SSMSessionRunAs value" in out, out
+    recap, out = host.play(host.role_vars(packages["rpm"]))
+    assert recap["failed"] == 1 and "is not a .deb package" in out, out
+    assert host.sh("test", "-e", "/var/cache/runas-agent", check=False).returncode == 1
+
+
+@pytest.mark.container
 def test_check_mode_on_a_fresh_host_reports_and_changes_nothing(host, packages):
     recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]), "--check")
     assert recap["failed"] == 0 and recap["unreachable"] == 0, out
