@@ -92,7 +92,7 @@ class Stage:
 
     def op_start(self, sid: str, owner: str, run_as: str, state_root: str, instance: str = "i-0123456789abcdef0",
                  uid: int | None = None, worker: bool = True, shell: bool = True, state: bool = True,
-                 document: dict | None = None) -> dict:
+                 document: dict | None = None, worker_dir: str | None = None) -> dict:
         base = Path(state_root) / instance / "document" / "state"
         for sub in ("pending", "current", "completed"):
             (base / sub).mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,13 @@ class Stage:
             g = uid if uid is not None else entry.pw_gid
             script = self.scripts / sid
             script.write_text(WORKER_SCRIPT if shell else "sleep 100000\n")
-            proc = subprocess.Popen([str(self.bin / "ssm-session-worker"), sid, str(u), str(g)],
+            binary = self.bin / "ssm-session-worker"
+            if worker_dir:  # e.g. the snap's /snap/amazon-ssm-agent/<rev>/
+                Path(worker_dir).mkdir(parents=True, exist_ok=True)
+                binary = Path(worker_dir) / "ssm-session-worker"
+                if not binary.exists():
+                    binary.symlink_to(shutil.which("bash"))
+            proc = subprocess.Popen([str(binary), sid, str(u), str(g)],
                                     cwd=self.scripts, stdin=subprocess.DEVNULL, start_new_session=True)
             with self._lock:
                 self.workers[sid] = proc
@@ -137,6 +143,25 @@ class Stage:
                     pass
             time.sleep(0.005)
         raise RuntimeError(f"no run-as shell under worker {pid}")
+
+    def op_impostor(self, sid: str, uid: int) -> dict:
+        """A process anyone could start: `ssm-session-worker <sid>` running as an ordinary user."""
+        base = Path("/mnt/impostor")
+        if not base.exists():
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/mnt"], check=True)
+            (base / "bin").mkdir(parents=True)
+            (base / "scripts").mkdir()
+            (base / "bin" / "ssm-session-worker").symlink_to(shutil.which("bash"))
+        (base / "scripts" / sid).write_text("sleep 100000\n")
+        proc = subprocess.Popen([str(base / "bin" / "ssm-session-worker"), sid], cwd=base / "scripts",
+                                stdin=subprocess.DEVNULL, user=int(uid), group=int(uid), extra_groups=[],
+                                start_new_session=True)
+        self.children[proc.pid] = proc
+        return {"pid": proc.pid}
+
+    def op_pid_alive(self, pid: int) -> dict:
+        proc = self.children.get(int(pid))
+        return {"alive": proc is not None and proc.poll() is None}
 
     def op_end(self, sid: str, how: str = "delete") -> dict:
         """End a session as the agent does: the state file goes (deleted, or moved to completed/),

@@ -303,3 +303,20 @@ def test_run_command_state_files_beside_sessions_are_not_sessions(stage):
     assert [r["RUNAS_SESSION_ID"] for r in stage.wait_journal(1, MESSAGE_ID=MESSAGE_ID_START)] == [sid]
     out = stage.call("agent", args=["-c", str(stage.config), "sessions", "--json"])
     assert [r["session_id"] for r in json.loads(out["stdout"])["sessions"]] == [sid]
+
+
+def test_impostor_workers_are_neither_sessions_nor_signalled(stage):
+    b, ghost = session_id(BOB, 95), session_id("ghost", 96)
+    impostor = stage.call("impostor", sid=b, uid=CAROL_UID)["pid"]     # older than the real worker
+    stranger = stage.call("impostor", sid=ghost, uid=CAROL_UID)["pid"]
+    stage.call("watcher", config=str(stage.config))
+    real = stage.call("start", sid=b, owner=owner_arn(BOB), run_as="acme", state_root=str(stage.snap_root),
+                      instance="mi-0123456789abcdef0",
+                      worker_dir=str(stage.root / "snap" / "amazon-ssm-agent" / "9881"))
+    stage.call("poll", times=2)
+    one(stage.wait_journal(1, MESSAGE_ID=MESSAGE_ID_START), RUNAS_SESSION_ID=b, RUNAS_WORKER_PID=real["worker_pid"],
+        RUNAS_SHELL_PID=real["shell_pid"], RUNAS_IDENTITY_USER=BOB)
+    assert stage.journal(RUNAS_SESSION_ID=ghost) == []
+    assert stage.call("end_sessions_of", names=[BOB])["ended"] == [b]
+    assert stage.call("alive", sids=[b])["alive"] == {b: False}
+    assert stage.call("pid_alive", pid=impostor)["alive"] and stage.call("pid_alive", pid=stranger)["alive"]

@@ -103,3 +103,23 @@ def test_tagger_gives_up_at_the_deadline_or_on_access_denied():
     t = tagger(FakeS3(["AccessDenied"]), now)
     assert t.try_once(_Job(0.0, "s2", "k", [{"Key": "a", "Value": "b"}], deadline=99.0)) is None
     assert t.results["s2"].startswith("gave up: AccessDenied")
+
+
+def test_process_table_reads_names_and_parents_from_stat_lines(tmp_path):
+    from runas_agent.sessions.host import _process_table
+
+    lines = {
+        1: "1 (systemd) S 0 1 1 0 -1",
+        40: "40 (ssm-session-wor) S 1 40 40 0 -1",
+        41: "41 (sh) S 40 41 41 0 -1",
+        42: "42 (a) (b) c) S 41 42 42 0 -1",          # a name with spaces and parentheses
+        43: "43 (ssm-session-wor) Z 1 43 43 0 -1",
+    }
+    for pid, line in lines.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(line + " 0 0 0\n")
+    (tmp_path / "44").mkdir()                          # exited between listing and reading
+    (tmp_path / "self").mkdir()
+    candidates, children = _process_table(str(tmp_path))
+    assert sorted(candidates) == [40, 43]
+    assert {ppid: sorted(pids) for ppid, pids in children.items()} == {0: [1], 1: [40, 43], 40: [41], 41: [42]}
