@@ -33,10 +33,10 @@ set -- "$WHEELS"/runas_agent-*.whl
 agent_wheel=$1
 
 # pip runs from its wheel and is not installed. PIP_CONFIG_FILE=/dev/null: no pip.conf of this
-# host (an index, constraints) applies. --ignore-installed: the venv gets its own copies even where
+# host (an index, constraints) applies; no cache is left in root's home (nor in images built here). --ignore-installed: the venv gets its own copies even where
 # the distribution has (older) boto3/botocore.
 pip() {
-    PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+    PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_NO_CACHE_DIR=1 \
         "$new/bin/python" "$pip_wheel/pip" install --quiet --no-index --find-links "$WHEELS" \
         --no-warn-script-location "$@"
 }

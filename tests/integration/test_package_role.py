@@ -257,6 +257,7 @@ def test_role_installs_configures_and_starts(host, packages):
     assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
     assert host.sh("systemctl", "is-enabled", "runas-agent").stdout.strip() == "enabled"
     assert host.sh("runas-agent", "--version").stdout.strip() == f"runas-agent {OLD}"
+    assert host.sh("test", "-e", "/root/.cache/pip", check=False).returncode == 1, "the install left a pip cache"
     iret = host.sh("id", "iret").stdout
     assert re.match(r"uid=1\d{9}\(iret\) gid=1\d{9}\(iret\)", iret), iret
     host.sh("id", "acme")
