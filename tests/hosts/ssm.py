@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.hosts.namespace import _ENTER, REPO, IsolatedHost
 
+JOURNALD = "/lib/systemd/systemd-journald"
 ACCOUNT_ID = "123456789012"
 SSO_ROLE = "AWSReservedSSO_VendorAccess_0123456789abcdef"
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+JOURNALD = "/lib/systemd/systemd-journald"
 WORKER_SCRIPT = """set -u
 uid=$1; gid=$2
 setpriv --reuid="$uid" --regid="$gid" --clear-groups sh -c 'sleep 100000; :' &
@@ -55,7 +56,7 @@ class Stage:
         for path in ("/run/systemd", "/run/log"):
             os.makedirs(path, exist_ok=True)
             subprocess.run(["mount", "-t", "tmpfs", "tmpfs", path], check=True)
-        self.journald = subprocess.Popen(["/lib/systemd/systemd-journald"], stdout=subprocess.DEVNULL,
+        self.journald = subprocess.Popen([JOURNALD], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not os.path.exists("/run/systemd/journal/socket"):

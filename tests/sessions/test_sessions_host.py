@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import time
 
 import pytest
 
 from runas_agent.sessions.model import MESSAGE_ID_END, MESSAGE_ID_START
-from tests.hosts.ssm import SsmStage, owner_arn, session_id
+from tests.hosts.ssm import JOURNALD, SsmStage, owner_arn, session_id
 
 pytestmark = pytest.mark.host
 
@@ -44,8 +46,16 @@ def directory(disabled=()):
             "GroupMemberships": [{"GroupId": "g-ops", "MemberId": {"UserId": users[0]["UserId"]}}]}
 
 
+def need_journald():
+    if not os.path.exists(JOURNALD) or not shutil.which("setpriv"):
+        if os.environ.get("CI"):
+            pytest.fail(f"session tests need {JOURNALD} and setpriv")
+        pytest.skip(f"session tests need {JOURNALD} and setpriv")
+
+
 @pytest.fixture
 def stage(isolated_host):
+    need_journald()
     s = SsmStage(isolated_host)
     try:
         s.call("journald")

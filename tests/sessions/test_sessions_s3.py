@@ -10,7 +10,7 @@ import pytest
 
 from runas_agent.sessions.model import MESSAGE_ID_END
 from tests.hosts.ssm import SsmStage, owner_arn, session_id
-from tests.sessions.test_sessions_host import ACME_UID, ALICE, BOB, directory
+from tests.sessions.test_sessions_host import ACME_UID, ALICE, BOB, directory, need_journald
 
 pytestmark = pytest.mark.host
 
@@ -31,6 +31,7 @@ def s3_endpoint(monkeypatch):
 
 
 def test_ended_sessions_logs_are_tagged_with_the_person(isolated_host, s3_endpoint):
+    need_journald()
     s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket="session-logs")
     stage = SsmStage(isolated_host, env=CREDS)

@@ -128,3 +128,16 @@ def test_only_start_session_documents_are_sessions(document_type, is_session):
     if document_type:
         doc["DocumentType"] = document_type
     assert parse_state(json.dumps(doc).encode()).is_session is is_session
+
+
+def test_a_user_name_cut_at_64_characters_resolves_only_when_unambiguous():
+    long_a, long_b = "a" * 64 + "x@example.com", "a" * 64 + "y@example.com"
+    doc = {"Users": [{"UserId": "u1", "UserName": long_a}, {"UserId": "u2", "UserName": "b" * 70}]}
+    directory = parse_document(doc)
+    identity, _ = resolve(parse_owner(SSO + long_a[:64]), directory)
+    assert identity.user_id == "u1"
+    directory = parse_document({"Users": doc["Users"] + [{"UserId": "u3", "UserName": long_b}]})
+    identity, reason = resolve(parse_owner(SSO + long_a[:64]), directory)
+    assert identity is None and "not in the directory snapshot" in reason
+    identity, _ = resolve(parse_owner(SSO + "b" * 63), parse_document(doc))
+    assert identity is None

@@ -25,6 +25,8 @@ MESSAGE_ID_END = "4f05f0a8ba2249d4952fb598f8b82ee5"
 #: The SSM agent's DocumentType of a Session Manager session (contracts.StartSession).
 SESSION_DOCUMENT_TYPE = "StartSession"
 
+MAX_ROLE_SESSION_NAME = 64
+
 #: A state file bigger than this is not a session state file (real ones are a few KiB).
 MAX_STATE_BYTES = 1 << 20
 MAX_VALUE_CHARS = 1024
@@ -164,6 +166,11 @@ def resolve(owner: Owner, directory: Directory | None) -> tuple[Identity | None,
         # Identity Center user names are unique without regard to case; accept an unambiguous match.
         folded = [u for u in directory.users if u.user_name.casefold() == owner.user_name.casefold()]
         user = folded[0] if len(folded) == 1 else None
+    if user is None and len(owner.user_name) == MAX_ROLE_SESSION_NAME:
+        # STS role session names stop at 64 characters, Identity Center user names at 128: a longer
+        # name may arrive cut short (UNCONFIRMED). Accept a prefix match only when it is unambiguous.
+        prefixed = [u for u in directory.users if u.user_name.startswith(owner.user_name)]
+        user = prefixed[0] if len(prefixed) == 1 else None
     if user is None:
         return None, f"Identity Center user {owner.user_name!r} is not in the directory snapshot"
     return _identity(user, directory), ""
