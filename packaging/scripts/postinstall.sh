@@ -14,6 +14,7 @@ UNIT=runas-agent.service
 
 case "${1:-}" in
     configure|abort-upgrade|abort-remove|abort-deconfigure) ;;   # deb
+    triggered) ;;                  # deb: python3 changed (see nfpm.yaml): rebuild on the new one
     [0-9]*) ;;                                                   # rpm: 1 install, 2+ upgrade
     *) exit 0 ;;
 esac

@@ -75,6 +75,7 @@ def test_deb_metadata(packages):
         assert dep in info
     conffiles = _run(["dpkg-deb", "--info", deb, "conffiles"]).stdout.split()
     assert conffiles == ["/etc/runas-agent/config.yaml"]
+    assert _run(["dpkg-deb", "--info", deb, "triggers"]).stdout.split() == ["interest-noawait", "/usr/bin/python3"]
     listing = _run(["dpkg-deb", "--contents", deb]).stdout
     assert "./lib/systemd/system/runas-agent.service" in listing
     assert "./usr/bin/runas-agent -> /usr/lib/runas-agent/venv/bin/runas-agent" in listing
@@ -298,6 +299,21 @@ def test_invalid_configuration_never_lands(host, packages):
     assert "daemon.interval_seconds: must be at least 10" in out, out
     assert host.sh("cat", "/etc/runas-agent/config.yaml").stdout == before
     assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+
+
+@pytest.mark.container
+def test_a_new_python3_rebuilds_the_venv(host):
+    """dpkg's file trigger on /usr/bin/python3, as when a release upgrade replaces python3."""
+    before = host.sh("readlink", "/usr/lib/runas-agent/venv").stdout.strip()
+    pid = host.main_pid()
+    host.sh("dpkg-trigger", "--by-package=python3", "/usr/bin/python3")
+    out = host.sh("dpkg", "--triggers-only", "--pending").stdout
+    assert "Processing triggers for runas-agent" in out, out
+    after = host.sh("readlink", "/usr/lib/runas-agent/venv").stdout.strip()
+    assert after != before and host.sh("test", "-e", f"/usr/lib/runas-agent/{before}", check=False).returncode == 1
+    assert host.sh("runas-agent", "--version").returncode == 0
+    assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+    assert host.main_pid() != pid
 
 
 @pytest.mark.container
