@@ -282,6 +282,11 @@ def validate(data: Any, path: str | None = None) -> SimpleNamespace:
     return cfg
 
 
+def defaults() -> SimpleNamespace:
+    """Every key at its default (required keys without one are None)."""
+    return _validate_section({}, SCHEMA, "", [])
+
+
 def load(path: str = DEFAULT_PATH) -> SimpleNamespace:
     try:
         with open(path, encoding="utf-8") as handle:

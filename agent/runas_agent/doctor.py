@@ -252,7 +252,7 @@ class Doctor:
         then look where an unconfigured agent would)."""
         if self.cfg is not None:
             return self.cfg
-        return config_mod._validate_section({}, config_mod.SCHEMA, "", [])
+        return config_mod.defaults()
 
     # -- AWS --------------------------------------------------------------------------------------
 
@@ -624,7 +624,7 @@ class Doctor:
 
     def check_accounts(self) -> None:
         from runas_agent.core.desired import Skip
-        from runas_agent.core.plan import _owned_state
+        from runas_agent.core.plan import owned_state
         from runas_agent.errors import AgentError
         from runas_agent.host.accounts import read_host
         from runas_agent.host.files import StateDir
@@ -643,7 +643,7 @@ class Doctor:
         states: dict[str, int] = {}
         changed: list[str] = []
         for name, owned in sorted(self.ledger.accounts.items()):
-            kind, user = _owned_state(owned, host)
+            kind, user = owned_state(owned, host)
             states[kind] = states.get(kind, 0) + 1
             if kind == "changed":
                 changed.append(f"{name}: changed by hand ({user.name} uid={user.uid}); left alone")
@@ -739,7 +739,7 @@ class Doctor:
             problems = [line for line in output if not line.rstrip().endswith("parsed OK")]
             self.add("sudoers", FAILED, "the sudoers tree fails `visudo -c`: sudo refuses to run for everyone",
                      "fix or remove the file visudo names (as root: `visudo -c`, then `visudo -cf FILE` for one file); "
-                     "runas-agent writes no drop-in while the tree is broken", problems + ignored)
+                     "while visudo cannot say which file is broken, runas-agent writes no drop-in (it still removes its own)", problems + ignored)
             return
         if ignored:
             self.add("sudoers", WARNING, "the sudoers tree passes `visudo -c`, but some drop-ins are never read",

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from tests.endpoint import ssm_documents, ssoadmin_abac  # noqa: F401  (register sso-admin ABAC and SSM documents)
 from tests.endpoint.server import Endpoint
 
 

@@ -182,7 +182,7 @@ class Plan:
         }
 
 
-def _owned_state(owned: Owned, host: HostState) -> tuple[str, HostUser | None]:
+def owned_state(owned: Owned, host: HostState) -> tuple[str, HostUser | None]:
     """'active', 'disabled', 'missing' or 'changed' (owned account altered by hand), with the host user."""
     user = host.users.get(owned.name)
     if user is not None:
@@ -227,7 +227,7 @@ def plan(desired: Desired, host: HostState, ledger: Ledger, settings: PlanSettin
     #: final supplementary groups the agent owns per account
     added_after: dict[str, set[str]] = {}
 
-    states = {name: _owned_state(owned, host) for name, owned in ledger.accounts.items()}
+    states = {name: owned_state(owned, host) for name, owned in ledger.accounts.items()}
     result.managed_active = sum(1 for state, _ in states.values() if state == "active")
 
     def taken(uid: int) -> bool:
