@@ -77,6 +77,9 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1000, help="processes on the host during the run")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of watching with no session")
     parser.add_argument("--sessions", type=int, default=20, help="sessions per latency measurement")
+    parser.add_argument("--burst", type=int, default=200, help="sessions starting at once")
+    parser.add_argument("--poll-idle", type=float, default=20.0,
+                        help="seconds of idle watching without inotify (directory mtimes polled)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -171,7 +174,46 @@ def main() -> int:
                     p.kill()
                 proc.wait()
             results[label] = {"start_ms": delays, "end_ms": end_delays}
+
+        # A burst: many sessions whose state files appear at once (workers and shells already up).
+        burst_sids = [f"burst{i}@example.com-{(5000 + i):017x}" for i in range(args.burst)]
+        for sid in burst_sids:
+            doc = {"DocumentInformation": {"SessionOwner": "arn:aws:sts::123456789012:assumed-role/"
+                                           f"AWSReservedSSO_Bench_0123456789abcdef/{sid.rsplit('-', 1)[0]}",
+                                           "RunAsUser": "nobody"}, "DocumentType": "StartSession"}
+            (pending / sid).write_text(json.dumps(doc))
+            (scripts / sid).write_text(WORKER_SCRIPT)
+            workers.append(subprocess.Popen([str(tmp / "bin" / "ssm-session-worker"), sid], cwd=scripts,
+                                            stdin=subprocess.DEVNULL, start_new_session=True))
+        deadline = time.monotonic() + 60
+        while sum(1 for w in workers for c in psutil.Process(w.pid).children() if c.uids().real == NOBODY) < args.burst:
+            if time.monotonic() > deadline:
+                raise RuntimeError("burst shells did not start")
+            time.sleep(0.05)
+        burst_processes = len(psutil.pids())
+        cpu0, t0 = time.process_time(), time.monotonic()
+        for sid in burst_sids:
+            os.rename(pending / sid, current / sid)
+        last_start = max(sink.wait("start", sid, 120) for sid in burst_sids)
+        burst_start_cpu = time.process_time() - cpu0
+        cpu1, t1 = time.process_time(), time.monotonic()
+        for sid in burst_sids:
+            (current / sid).unlink()
+        last_end = max(sink.wait("end", sid, 120) for sid in burst_sids)
+        burst_end_cpu = time.process_time() - cpu1
+        burst = {"sessions": args.burst, "processes": burst_processes,
+                 "all_starts_recorded_s": last_start - t0, "start_cpu_s": burst_start_cpu,
+                 "all_ends_recorded_s": last_end - t1, "end_cpu_s": burst_end_cpu}
         watcher.close()
+
+        # Without inotify: the state directories' mtimes compared every 2 s.
+        polling = SessionWatcher(cfg, sink=sink, use_inotify=False)
+        polling.start()
+        time.sleep(1.0)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        time.sleep(args.poll_idle)
+        poll_idle_cpu, poll_idle_wall = time.process_time() - cpu0, time.monotonic() - wall0
+        polling.close()
 
         report = {
             "processes": processes,
@@ -183,6 +225,9 @@ def main() -> int:
             "rss_mib_process": rss_idle / 2**20,
             "rss_mib_added_by_watcher": (rss_idle - rss_before) / 2**20,
             "reconcile_interval_s": cfg.sessions.reconcile_interval,
+            "burst": burst,
+            "idle_without_inotify": {"seconds": round(poll_idle_wall, 1), "cpu_seconds": poll_idle_cpu,
+                                     "cpu_percent": 100 * poll_idle_cpu / poll_idle_wall},
             "latency": {label: {kind: {"median": statistics.median(v) * 1000, "p95": pct(v, 95) * 1000,
                                        "max": max(v) * 1000} for kind, v in r.items()}
                         for label, r in results.items()},
@@ -212,6 +257,13 @@ def main() -> int:
           f"{report['process_table_look_ms']['max']:.1f} ms max")
     print(f"  memory: process RSS {report['rss_mib_process']:.1f} MiB, added by the watcher "
           f"{report['rss_mib_added_by_watcher']:.2f} MiB")
+    b = report["burst"]
+    print(f"  burst of {b['sessions']} sessions ({b['processes']} processes): all starts recorded after "
+          f"{b['all_starts_recorded_s']:.2f} s using {b['start_cpu_s']:.2f} s CPU; all ends after "
+          f"{b['all_ends_recorded_s']:.2f} s using {b['end_cpu_s']:.2f} s CPU")
+    p = report["idle_without_inotify"]
+    print(f"  idle without inotify (mtimes every 2 s): {p['cpu_seconds'] * 1000:.1f} ms CPU in {p['seconds']} s "
+          f"({p['cpu_percent']:.3f} % of one core)")
     for label, r in report["latency"].items():
         s, e = r["start_ms"], r["end_ms"]
         print(f"  {label}: start record after {s['median']:.1f} ms median / {s['p95']:.1f} p95 / "
