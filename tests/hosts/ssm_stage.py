@@ -30,6 +30,8 @@ uid=$1; gid=$2
 setpriv --reuid="$uid" --regid="$gid" --clear-groups sh -c 'sleep 100000; :' &
 wait
 """
+#: a shell (and its child) that ignore SIGTERM: only SIGKILL ends them
+STUBBORN_SCRIPT = WORKER_SCRIPT.replace("sh -c '", "sh -c 'trap \"\" TERM; ")
 
 
 class Stage:
@@ -93,7 +95,7 @@ class Stage:
 
     def op_start(self, sid: str, owner: str, run_as: str, state_root: str, instance: str = "i-0123456789abcdef0",
                  uid: int | None = None, worker: bool = True, shell: bool = True, state: bool = True,
-                 document: dict | None = None, worker_dir: str | None = None) -> dict:
+                 document: dict | None = None, worker_dir: str | None = None, stubborn: bool = False) -> dict:
         base = Path(state_root) / instance / "document" / "state"
         for sub in ("pending", "current", "completed"):
             (base / sub).mkdir(parents=True, exist_ok=True)
@@ -114,7 +116,7 @@ class Stage:
             u = uid if uid is not None else entry.pw_uid
             g = uid if uid is not None else entry.pw_gid
             script = self.scripts / sid
-            script.write_text(WORKER_SCRIPT if shell else "sleep 100000\n")
+            script.write_text((STUBBORN_SCRIPT if stubborn else WORKER_SCRIPT) if shell else "sleep 100000\n")
             binary = self.bin / "ssm-session-worker"
             if worker_dir:  # e.g. the snap's /snap/amazon-ssm-agent/<rev>/
                 Path(worker_dir).mkdir(parents=True, exist_ok=True)
@@ -250,8 +252,22 @@ class Stage:
     def op_sessions(self) -> dict:
         return {"sessions": [s.to_dict() for s in self.watcher.sessions()]}
 
-    def op_end_sessions_of(self, names: list) -> dict:
-        return {"ended": self.watcher.end_sessions_of(names, grace=2.0)}
+    def op_end_sessions_of(self, names: list, grace: float = 2.0) -> dict:
+        started = time.monotonic()
+        ended = self.watcher.end_sessions_of(names, grace=grace)
+        return {"ended": ended, "seconds": time.monotonic() - started}
+
+    def op_pids_alive(self, pids: list) -> dict:
+        """Which pids still run (a zombie waiting for its parent counts as ended)."""
+        import psutil
+
+        out = {}
+        for pid in pids:
+            try:
+                out[str(pid)] = psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                out[str(pid)] = False
+        return {"alive": out}
 
     def op_after_sync(self, directory: str) -> dict:
         from runas_agent.directory import parse_document

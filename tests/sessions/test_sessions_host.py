@@ -330,3 +330,20 @@ def test_impostor_workers_are_neither_sessions_nor_signalled(stage):
     assert stage.call("end_sessions_of", names=[BOB])["ended"] == [b]
     assert stage.call("alive", sids=[b])["alive"] == {b: False}
     assert stage.call("pid_alive", pid=impostor)["alive"] and stage.call("pid_alive", pid=stranger)["alive"]
+
+
+def test_sessions_that_ignore_sigterm_are_killed_after_one_grace_period(stage):
+    stage.call("watcher", config=str(stage.config))
+    sids = [session_id(ALICE, 100 + i) for i in range(3)]
+    shells = [stage.call("start", sid=sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root),
+                         stubborn=True)["shell_pid"] for sid in sids]
+    colleague = stage.call("start", sid=session_id(BOB, 110), owner=owner_arn(BOB), run_as="acme",
+                           state_root=str(stage.deb_root), stubborn=True)["shell_pid"]
+    stage.call("poll")
+    assert len(stage.wait_journal(4, MESSAGE_ID=MESSAGE_ID_START)) == 4
+    out = stage.call("end_sessions_of", names=[ALICE], grace=1.5)
+    assert sorted(out["ended"]) == sorted(sids)
+    # one grace period for all three, not one each
+    assert 1.5 <= out["seconds"] < 4.0, out["seconds"]
+    alive = stage.call("pids_alive", pids=shells + [colleague])["alive"]
+    assert alive == {**{str(p): False for p in shells}, str(colleague): True}

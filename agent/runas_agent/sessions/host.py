@@ -192,24 +192,28 @@ def worker_alive(pid: int, started: float | None, session_id: str, trusted_uids:
         return False
 
 
-def end_session(pid: int, started: float | None, session_id: str, grace: float = 5.0,
-                trusted_uids: tuple[int, ...] = (0,)) -> bool:
-    """End one session: SIGTERM its worker and the processes beneath it, SIGKILL what is left after
-    `grace` seconds. Only processes of this session's tree are signalled, never an account's. Returns
-    False (signalling nothing) when `pid` is no longer that session's worker."""
-    if not worker_alive(pid, started, session_id, trusted_uids):
-        return False
-    try:
-        worker = psutil.Process(pid)
-        tree = [worker] + worker.children(recursive=True)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    for proc in tree:
+def end_sessions(workers: list[tuple[int, float | None, str]], grace: float = 5.0,
+                 trusted_uids: tuple[int, ...] = (0,)) -> list[str]:
+    """End sessions, each given as (worker pid, worker create_time, session id): SIGTERM every worker
+    and the processes beneath it, then SIGKILL whatever is left after `grace` seconds (one wait for
+    all). Only these sessions' process trees are signalled, never an account's processes. A pid that is
+    no longer its session's worker is left alone. Returns the session ids ended."""
+    trees: dict[str, list[psutil.Process]] = {}
+    for pid, started, session_id in workers:
+        if not worker_alive(pid, started, session_id, trusted_uids):
+            continue
+        try:
+            worker = psutil.Process(pid)
+            trees[session_id] = [worker] + worker.children(recursive=True)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    everything = [proc for tree in trees.values() for proc in tree]
+    for proc in everything:
         try:
             proc.terminate()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    _, alive = psutil.wait_procs(tree, timeout=grace)
+    _, alive = psutil.wait_procs(everything, timeout=grace)
     for proc in alive:
         try:
             proc.kill()
@@ -217,5 +221,6 @@ def end_session(pid: int, started: float | None, session_id: str, grace: float =
             pass
     if alive:
         psutil.wait_procs(alive, timeout=grace)
-    log.info("ended session %s (worker %d, %d processes)", session_id, pid, len(tree))
-    return True
+    for session_id, tree in trees.items():
+        log.info("ended session %s (worker %d, %d processes)", session_id, tree[0].pid, len(tree))
+    return list(trees)

@@ -491,14 +491,11 @@ class SessionWatcher:
                 workers = host.scan_workers(self.trusted_uids)
                 targets = [self._with_worker(s, workers[s.session_id]) if s.worker_pid is None and s.session_id in workers
                            else s for s in targets]
-        ended = []
         for session in targets:
             if session.worker_pid is None:
                 log.warning("session %s of %s has no worker process to end", session.session_id, session.person)
-                continue
-            if host.end_session(session.worker_pid, session.worker_started, session.session_id, grace,
-                                self.trusted_uids):
-                ended.append(session.session_id)
+        ended = host.end_sessions([(s.worker_pid, s.worker_started, s.session_id) for s in targets
+                                   if s.worker_pid is not None], grace, self.trusted_uids)
         with self._lock:
             files = host.state_files(self._dirs)
             for sid in ended:
