@@ -65,8 +65,8 @@ def test_ended_sessions_logs_are_tagged_with_the_person(isolated_host, s3_endpoi
             if len(results) == 2:
                 break
             time.sleep(0.2)
-        assert results.get(late) == "tagged"
-        assert results.get(never, "").startswith("gave up: the object is not there yet")
+        assert results.get(late) == "tagged", results
+        assert results.get(never, "").startswith("gave up: the object is not there yet"), results
         tags = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket="session-logs", Key=f"ssm/{late}.log")["TagSet"]}
         assert tags["retention"] == "90d"
         assert tags["runas:identity-user"] == ALICE
