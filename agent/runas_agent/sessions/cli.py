@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -42,6 +43,10 @@ def _row(s) -> dict:
 def cmd_sessions(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
     from runas_agent.sessions.watcher import live_sessions
 
+    for root in cfg.sessions.state_roots:
+        if os.path.isdir(root) and not os.access(root, os.R_OK | os.X_OK):
+            print(f"runas-agent: cannot read {root} (the SSM agent's state; run as root): "
+                  "sessions below lack their owners", file=sys.stderr)
     sessions = live_sessions(cfg)
     rows = [_row(s) for s in sessions]
     if args.json:
