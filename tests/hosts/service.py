@@ -81,6 +81,15 @@ class Host:
         out = self.sh("journalctl", "--no-pager", "-o", "json", f"_SYSTEMD_UNIT={UNIT}", *matches).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def wait_records(self, *matches: str, count: int = 1, timeout: float = 30) -> list[dict]:
+        """The unit's journal records matching, once there are at least `count` (journald receives
+        them asynchronously: a record sent before READY=1 may be stored after the unit is active)."""
+        def enough() -> list[dict] | None:
+            records = self.records(*matches)
+            return records if len(records) >= count else None
+
+        return self.wait_for(enough, timeout=timeout, what=f"{count} journal record(s) {' '.join(matches)}")
+
     def wait_for(self, predicate, timeout: float = 30, what: str = "condition"):
         deadline = time.monotonic() + timeout
         while True:

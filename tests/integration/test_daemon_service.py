@@ -68,8 +68,10 @@ def test_active_only_after_the_first_sync_and_before_the_ssm_agent(host):
     host.control(delay=0.6)  # 4 pages of users + 1 of groups: about 3 s
     # A stand-in for the SSM agent, enabled like the real one: started in the same transaction.
     # Both are pulled in by one target, as multi-user.target does at boot.
+    # Its first act is to note which accounts exist: what the first session could find.
     host.ct.write_file("/etc/systemd/system/amazon-ssm-agent.service",
-                       "[Unit]\nDescription=stand-in\n[Service]\nExecStart=/bin/sleep infinity\n")
+                       "[Unit]\nDescription=stand-in\n[Service]\n"
+                       "ExecStart=/bin/sh -c 'getent passwd > /run/ssm-saw-passwd; exec sleep infinity'\n")
     host.ct.write_file("/etc/systemd/system/test-boot.target",
                        f"[Unit]\nDescription=first boot\nWants=amazon-ssm-agent.service {UNIT}\n")
     host.sh("systemctl", "daemon-reload")
@@ -87,17 +89,17 @@ def test_active_only_after_the_first_sync_and_before_the_ssm_agent(host):
         time.sleep(0.1)
     assert state == "active"
     assert any(s == "activating" and n < len(names) for s, _, n in seen), seen
-    # every account existed the moment the unit became active
-    assert sorted(host.accounts()) == names
     props = host.show("ActiveEnterTimestampMonotonic", "StatusText")
     assert "20 created" in props["StatusText"]
-    (record,) = host.records(f"MESSAGE_ID={MESSAGE_SYNC}")
+    (record,) = host.wait_records(f"MESSAGE_ID={MESSAGE_SYNC}")
     assert record["SYNC_CREATED"] == "20" and record["SYNC_RESULT"] == "ok"
-    assert int(record["__MONOTONIC_TIMESTAMP"]) <= int(props["ActiveEnterTimestampMonotonic"])
-    host.wait_for(lambda: host.sh("systemctl", "is-active", "amazon-ssm-agent.service", check=False).stdout.strip() == "active",
+    host.wait_for(lambda: host.sh("test", "-s", "/run/ssm-saw-passwd", check=False).returncode == 0,
                   what="the SSM agent stand-in")
     ssm = host.sh("systemctl", "show", "amazon-ssm-agent.service", "--property=ExecMainStartTimestampMonotonic").stdout
     assert int(ssm.strip().split("=")[1]) >= int(props["ActiveEnterTimestampMonotonic"])
+    # every account existed when the SSM agent started
+    saw = {line.split(":")[0] for line in host.ct.read_file("/run/ssm-saw-passwd").decode().splitlines()}
+    assert set(names) <= saw
 
 
 def test_failed_first_sync_is_reported_then_ready_and_nothing_changes(host):
@@ -111,8 +113,8 @@ def test_failed_first_sync_is_reported_then_ready_and_nothing_changes(host):
     status = host.show("StatusText")["StatusText"]
     assert "failed, nothing changed" in status and "InternalServerException" in status
     assert host.ct.read_file("/etc/passwd") == passwd
-    failed = host.records(f"MESSAGE_ID={MESSAGE_SYNC_FAILED}")
-    assert failed and failed[-1]["SYNC_RESULT"] == "failed" and failed[-1]["PRIORITY"] == "3"
+    failed = host.wait_records(f"MESSAGE_ID={MESSAGE_SYNC_FAILED}")
+    assert failed[-1]["SYNC_RESULT"] == "failed" and failed[-1]["PRIORITY"] == "3"
     # retried with backoff while failing; recovers on its own
     host.control()
     host.wait_for(lambda: len(host.records(f"MESSAGE_ID={MESSAGE_SYNC}")) >= 2, what="a sync after the outage")
@@ -138,7 +140,7 @@ def test_sandbox_allows_create_disable_and_reenable(host):
     host.sh("systemctl", "reload", UNIT)
     host.wait_for(lambda: "user002" in host.accounts(), what="user002 re-enabled")
     assert host.accounts()["user002"][2] == accounts["user002"][2]  # same UID
-    results = [r["SYNC_RESULT"] for r in host.records(f"MESSAGE_ID={MESSAGE_SYNC}")]
+    results = [r["SYNC_RESULT"] for r in host.wait_records(f"MESSAGE_ID={MESSAGE_SYNC}", count=3)]
     assert results == ["ok", "ok", "ok"], results
     counts = [(r["SYNC_CREATED"], r["SYNC_DISABLED"], r["SYNC_ENABLED"]) for r in host.records(f"MESSAGE_ID={MESSAGE_SYNC}")]
     assert counts == [("3", "0", "0"), ("0", "1", "0"), ("0", "0", "1")]
@@ -160,7 +162,7 @@ def test_reload_with_a_good_and_a_bad_config(host):
     host.sh("systemctl", "reload", UNIT)
     host.wait_for(lambda: host.accounts()["user001"][6] == "/bin/sh", what="the new shell")
     assert host.show("MainPID")["MainPID"] == pid
-    assert [r["RELOAD_RESULT"] for r in host.records(f"MESSAGE_ID={MESSAGE_RELOAD}")] == ["ok"]
+    assert [r["RELOAD_RESULT"] for r in host.wait_records(f"MESSAGE_ID={MESSAGE_RELOAD}")] == ["ok"]
 
     # a bad config: `systemctl reload` fails and the daemon is not even signalled
     host.write_config(config(daemon={"interval_seconds": 1}))
@@ -267,7 +269,7 @@ def test_sigterm_mid_sync_leaves_a_valid_host_and_exits_zero(host):
     assert 5 <= changed < len(names), f"{changed} accounts changed: the stop did not land mid-sync"
     props = host.show("ActiveState", "Result", "ExecMainStatus")
     assert props == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}, props
-    assert host.records("SYNC_RESULT=abandoned")
+    assert host.wait_records("SYNC_RESULT=abandoned")
     _consistent(host)
     # the next start completes the work
     host.sh("systemctl", "start", UNIT, timeout=120)
@@ -380,7 +382,7 @@ def test_each_capability_is_needed(host, dropped):
     host.set_directory(directory(names))
     host.write_config(config(sessions={"end_sessions_of_disabled_people": True}))
     host.sh("systemctl", "start", UNIT, timeout=90)
-    records = host.records(f"MESSAGE_ID={MESSAGE_SYNC}") + host.records(f"MESSAGE_ID={MESSAGE_SYNC_FAILED}")
+    records = host.wait_records(f"MESSAGE_ID={MESSAGE_SYNC}", f"MESSAGE_ID={MESSAGE_SYNC_FAILED}")
     assert len(records) == 1, host.sh("journalctl", "--no-pager", "-u", UNIT).stdout
     first = records[0]
     owners = host.sh("stat", "-c", "%U", *[f"/home/{n}" for n in names], check=False).stdout.split()
