@@ -465,7 +465,7 @@ def _repack_with_new_default_config(deb: Path, version: str, out: Path) -> Path:
             f"{hashlib.md5((tree / rel).read_bytes()).hexdigest()}  {rel}\n"
             for rel in (line.split(None, 1)[1].strip() for line in sums.read_text().splitlines() if line.strip())))
     target = out / f"runas-agent_{version}_all.deb"
-    proc = _run(["dpkg-deb", "--root-owner-group", "-b", tree, target])
+    proc = _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", tree, target])
     assert proc.returncode == 0, proc.stderr
     return target
 
