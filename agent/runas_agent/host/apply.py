@@ -109,7 +109,14 @@ class Applier:
                    and (u.uid, u.gid, u.home, u.shell) == (a.uid, a.gid, a.home, a.shell)]
         if not created:
             return []
-        self.run(["chpasswd", "-e"], input="".join(f"{a.name}:!\n" for a in created))
+        try:
+            self.run(["chpasswd", "-e"], input="".join(f"{a.name}:!\n" for a in created))
+        except CommandError as exc:
+            # The accounts exist (they are in the ledger already and stay owned) but their shadow
+            # entries are in doubt: report each, and let the operator look before anyone relies on them.
+            for a in created:
+                outcome.failed.append((a, f"created by newusers, but setting no password failed: {exc}"))
+            return created
         entries = self._skel_entries()
         for a in created:
             try:
