@@ -26,12 +26,10 @@ chmod 0755 "$new"
 
 "$PYTHON" -m venv --without-pip --system-site-packages "$new"
 
+# Any pip wheel will do (during an rpm upgrade the old package's may still be there).
 set -- "$WHEELS"/pip-*.whl
-[ "$#" -eq 1 ] && [ -f "$1" ] || { echo "runas-agent: expected one pip wheel in $WHEELS" >&2; exit 1; }
+[ -f "$1" ] || { echo "runas-agent: no pip wheel in $WHEELS" >&2; exit 1; }
 pip_wheel=$1
-set -- "$WHEELS"/runas_agent-*.whl
-[ "$#" -eq 1 ] && [ -f "$1" ] || { echo "runas-agent: expected one runas_agent wheel in $WHEELS" >&2; exit 1; }
-agent_wheel=$1
 
 # pip runs from its wheel and is not installed. PIP_CONFIG_FILE=/dev/null: no pip.conf of this
 # host (an index, constraints) applies; no cache is left in root's home (nor in images built here). --ignore-installed: the venv gets its own copies even where
@@ -41,8 +39,11 @@ pip() {
         "$new/bin/python" "$pip_wheel/pip" install --quiet --no-index --find-links "$WHEELS" \
         --no-warn-script-location "$@"
 }
+# Exact pins (requirements.txt, agent.txt): the wheels of a package being upgraded may still be
+# next to them. The agent itself without its dependency metadata: PyYAML, psutil and systemd-python
+# are the distribution's, whatever their version.
 pip --ignore-installed -r "$WHEELS/requirements.txt"
-pip --no-deps "$agent_wheel"
+pip --no-deps -r "$WHEELS/agent.txt"
 
 # Refuse a venv that cannot run the agent: the distribution's modules must import, and botocore
 # must know the Identity Store fields the agent depends on.

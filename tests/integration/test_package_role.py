@@ -29,9 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "agent/runas_agent/samples/directory.json"
 OLD, NEW = "0.1.0", "0.1.1"
 REGION = "eu-west-1"
-#: Debian packages the .deb depends on beyond the harness's base tree, and python3-apt for
-#: Ansible's apt module (cloud images have it; the container has no network to fetch it).
-EXTRA_PACKAGES = ("python3-yaml", "python3-psutil", "python3-apt")
+#: Debian packages the .deb depends on beyond the harness's base tree, python3-apt for Ansible's apt
+#: module (cloud images have it; the container has no network to fetch it), and rpm, to run the .rpm's
+#: scriptlets with rpm's own calling conventions (no RPM-based system can be booted here).
+EXTRA_PACKAGES = ("python3-yaml", "python3-psutil", "python3-apt", "rpm")
 MESSAGE_SYNC = "0e6032291cf94883be9c2a9b28aa4889"
 
 
@@ -55,15 +56,16 @@ def packages(tmp_path_factory) -> dict[str, Path]:
     """dist of two builds: OLD (deb and rpm) and NEW (deb), the version set through the environment."""
     out = tmp_path_factory.mktemp("dist")
     built = {}
-    for version, formats in ((OLD, "deb,rpm"), (NEW, "deb")):
+    for version, formats in ((OLD, "deb,rpm"), (NEW, "deb,rpm")):
         env = {**os.environ, "RUNAS_AGENT_VERSION": version}
         proc = _run([sys.executable, REPO / "packaging/build", "--formats", formats, "--out", out], env=env,
                     timeout=900)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         built[f"deb-{version}"] = out / f"runas-agent_{version}_all.deb"
         assert built[f"deb-{version}"].is_file(), proc.stdout
-    built["rpm"] = out / f"runas-agent-{OLD}.noarch.rpm"
-    assert built["rpm"].is_file()
+        built[f"rpm-{version}"] = out / f"runas-agent-{version}.noarch.rpm"
+        assert built[f"rpm-{version}"].is_file(), proc.stdout
+    built["rpm"] = built[f"rpm-{OLD}"]
     return built
 
 
@@ -503,6 +505,47 @@ def test_removal_and_purge_keep_accounts_homes_sudoers_and_ledger(host):
     assert host.sh("test", "-d", "/home/iret", check=False).returncode == 0
     assert host.sh("ls", "/etc/sudoers.d").stdout.split() == sudoers_before
     assert host.sh("test", "-f", "/var/lib/runas-agent/ledger.json", check=False).returncode == 0
+    host.sh("visudo", "-c")
+
+
+@pytest.mark.container
+def test_rpm_scriptlets_install_upgrade_and_erase(host, packages):
+    """The .rpm's scriptlets run by rpm itself (install: $1=1, upgrade: new %post $1=2 then the old
+    %preun/%postun with $1=1, erase: $1=0), in the container the .deb has just left."""
+    rpm = ["rpm", "--nodeps", "--force-debian"]   # Debian's rpm: no RPM database of the system's packages
+    for version in (OLD, NEW):
+        host.ct.copy_in(packages[f"rpm-{version}"], f"/root/runas-agent-{version}.noarch.rpm")
+    host.sh(*rpm, "-i", f"/root/runas-agent-{OLD}.noarch.rpm")
+    assert host.sh("runas-agent", "--version").stdout.strip() == f"runas-agent {OLD}"
+    assert host.sh("systemctl", "is-enabled", "runas-agent", check=False).stdout.strip() == "disabled"
+    assert "/usr/lib/systemd/system/runas-agent.service" in host.sh("rpm", "-ql", "runas-agent").stdout.split()
+    assert host.sh("systemctl", "show", "-p", "LoadState", "--value", "runas-agent").stdout.strip() == "loaded"
+
+    config = ("source: {type: file, path: /usr/share/runas-agent/directory.json}\n"
+              "run_as: {expression: '${path:enterprise.organization}'}\n"
+              "sudo: {rules: [{run_as: iret, commands: [/usr/bin/journalctl], nopasswd: true}]}\n"
+              "# operator's configuration\n")
+    host.ct.write_file("/etc/runas-agent/config.yaml", config, mode=0o640)
+    host.sh("systemctl", "enable", "--now", "runas-agent")
+    pid = host.main_pid()
+
+    host.sh(*rpm, "-U", f"/root/runas-agent-{NEW}.noarch.rpm")
+    # The old package's %preun/%postun ran after the new %post: they must not have undone it.
+    assert host.sh("runas-agent", "--version").stdout.strip() == f"runas-agent {NEW}"
+    assert host.sh("cat", "/etc/runas-agent/config.yaml").stdout == config
+    assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+    assert host.sh("systemctl", "is-enabled", "runas-agent").stdout.strip() == "enabled"
+    assert host.main_pid() != pid
+
+    passwd = host.sh("getent", "passwd", "iret", "acme").stdout
+    host.sh(*rpm, "-e", "runas-agent")
+    assert host.sh("systemctl", "is-active", "runas-agent", check=False).stdout.strip() == "inactive"
+    for gone in ("/usr/lib/runas-agent", "/usr/bin/runas-agent", "/usr/lib/systemd/system/runas-agent.service"):
+        assert host.sh("test", "-e", gone, check=False).returncode == 1, gone
+    assert host.sh("cat", "/etc/runas-agent/config.yaml.rpmsave").stdout == config
+    assert host.sh("getent", "passwd", "iret", "acme").stdout == passwd
+    assert host.sh("test", "-d", "/home/iret", check=False).returncode == 0
+    assert any(d.startswith("runas-agent-iret-") for d in host.sh("ls", "/etc/sudoers.d").stdout.split())
     host.sh("visudo", "-c")
 
 
