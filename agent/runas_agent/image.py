@@ -52,7 +52,9 @@ class Item:
 
 def items(state_dir: str, audit_file: str, runtime_dir: str = RUNTIME_DIR) -> list[Item]:
     """What image-clean removes and what it keeps (pure)."""
-    state = lambda name: os.path.join(state_dir, name)  # noqa: E731
+    def state(name: str) -> str:
+        return os.path.join(state_dir, name)
+
     return [
         Item(state("directory.json"), "last directory snapshot", True),
         Item(state("sessions.json"), "session tracking state", True),

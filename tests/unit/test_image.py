@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from runas_agent import cli, image
 from runas_agent.host.subp import Result
 
