@@ -347,3 +347,19 @@ def test_sessions_that_ignore_sigterm_are_killed_after_one_grace_period(stage):
     assert 1.5 <= out["seconds"] < 4.0, out["seconds"]
     alive = stage.call("pids_alive", pids=shells + [colleague])["alive"]
     assert alive == {**{str(p): False for p in shells}, str(colleague): True}
+
+
+def test_a_session_started_before_the_first_snapshot_ends_attributed(stage):
+    (stage.host.state_dir / "directory.json").unlink()
+    stage.call("watcher", config=str(stage.config))
+    sid = session_id(ALICE, 120)
+    stage.call("start", sid=sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.deb_root))
+    stage.call("poll")
+    start = one(stage.wait_journal(1, MESSAGE_ID=MESSAGE_ID_START), RUNAS_IDENTITY_USER=ALICE, RUNAS_ACCOUNT="acme")
+    assert "no directory snapshot" in start["RUNAS_UNRESOLVED_REASON"] and "RUNAS_IDENTITY_ID" not in start
+    write_snapshot_atomically(stage, directory())
+    stage.call("end", sid=sid)
+    stage.call("poll")
+    end = one(stage.wait_journal(1, MESSAGE_ID=MESSAGE_ID_END), RUNAS_IDENTITY_USER=ALICE,
+              RUNAS_IDENTITY_ID="9067a1b2c3-aaaaaaaa-1111-2222-3333-444444444444", RUNAS_ORGANIZATION="acme")
+    assert "RUNAS_UNRESOLVED_REASON" not in end

@@ -25,7 +25,8 @@ from runas_agent.host.files import StateDir
 from runas_agent.sessions import host
 from runas_agent.sessions.inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF,
                                           IN_MOVED_FROM, IN_MOVED_TO, IN_Q_OVERFLOW, Inotify)
-from runas_agent.sessions.model import Session, StateFileError, StateInfo, attribute, parse_state, record
+from runas_agent.sessions.model import (Session, StateFileError, StateInfo, attribute, parse_owner, parse_state,
+                                        record, resolve)
 from runas_agent.sessions.records import OpenSessions, RecordSink
 from runas_agent.sessions.s3tags import S3Tagger
 
@@ -245,7 +246,7 @@ class SessionWatcher:
         self._disabled_checked = key
         disabled = {u.user_name for u in directory.users if not u.enabled}
         with self._lock:
-            targets = {s.identity.user_name for s in self.live.values() if s.identity} & disabled
+            targets = {s.identity.user_name if s.identity else s.identity_user for s in self.live.values()} & disabled
         if targets:
             self.end_sessions_of(targets, poll=False)
 
@@ -457,6 +458,13 @@ class SessionWatcher:
     def _end(self, sid: str, reason: str) -> None:
         session = self.live.pop(sid)
         session.end_reason = session.end_reason or reason
+        if session.identity is None and session.identity_user:
+            # Started before the first directory snapshot (or before the person was in it): the end
+            # record and the S3 tags carry the identity if the snapshot knows it now.
+            directory, _ = self._snapshot.get()
+            identity, _ = resolve(parse_owner(session.owner_arn), directory)
+            if identity is not None:
+                session.identity, session.unresolved_reason = identity, ""
         message, message_id, fields = record(session, "end", now=self.clock())
         self.sink.emit(message, message_id, fields, priority=5 if session.unresolved_reason else 6)
         self.stats["ends"] += 1
