@@ -34,6 +34,7 @@ REGION = "eu-west-1"
 #: scriptlets with rpm's own calling conventions (no RPM-based system can be booted here).
 EXTRA_PACKAGES = ("python3-yaml", "python3-psutil", "python3-apt", "rpm")
 MESSAGE_SYNC = "0e6032291cf94883be9c2a9b28aa4889"
+MESSAGE_RELOAD = "5a92e7e8eb604a3199c154af424f3c59"
 
 
 def _tool(name: str) -> str:
@@ -301,6 +302,36 @@ def test_invalid_configuration_never_lands(host, packages):
     assert "daemon.interval_seconds: must be at least 10" in out, out
     assert host.sh("cat", "/etc/runas-agent/config.yaml").stdout == before
     assert host.sh("systemctl", "is-active", "runas-agent").stdout.strip() == "active"
+
+
+@pytest.mark.container
+def test_a_changed_configuration_is_applied_by_a_reload(host, packages):
+    """A fleet snapshot as the source (runas_agent_directory_file), then back to the Identity Store:
+    each change lands through the handler's reload, the service keeps running in the same process."""
+    pid = host.main_pid()
+    since = host.sh("date", "+%Y-%m-%d %H:%M:%S").stdout.strip()
+    file_vars = host.role_vars(packages[f"deb-{OLD}"],
+                               runas_agent_source={"type": "file", "path": "/etc/runas-agent/directory.json"},
+                               runas_agent_directory_file=str(SAMPLE))
+    recap, out = host.play(file_vars)
+    assert recap["failed"] == 0 and recap["changed"] >= 3, out   # document, config, reload
+    assert "RUNNING HANDLER [runas_agent : Apply runas-agent changes]" in out
+    assert host.sh("stat", "-c", "%a %U", "/etc/runas-agent/directory.json").stdout.split() == ["640", "root"]
+    assert "type: file" in host.sh("cat", "/etc/runas-agent/config.yaml").stdout
+    assert host.main_pid() == pid
+    reloads = host.journal(f"MESSAGE_ID={MESSAGE_RELOAD}", "--since", since)
+    assert [r["RELOAD_RESULT"] for r in reloads] == ["ok"], reloads
+    syncs = host.journal(f"MESSAGE_ID={MESSAGE_SYNC}", "SYNC_SOURCE=file /etc/runas-agent/directory.json",
+                         "--since", since)
+    assert syncs and syncs[-1]["SYNC_RESULT"] in ("ok", "partial"), syncs
+    # The document spells the extension "aws:identitystore:Enterprise"; the file source matches it
+    # case-insensitively, so heidi's organization now gets its account.
+    host.sh("id", "globex")
+
+    recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]))
+    assert recap["failed"] == 0 and recap["changed"] >= 1, out
+    assert f"endpoint_url: {host.endpoint_url}" in host.sh("cat", "/etc/runas-agent/config.yaml").stdout
+    assert host.main_pid() == pid
 
 
 @pytest.mark.container
