@@ -185,14 +185,10 @@ class Doctor:
         return self._session
 
     def _client(self, service: str, region: str | None, endpoint_url: str | None = None) -> Any:
-        from botocore.config import Config
+        from runas_agent import aws
 
-        from runas_agent import __version__
-
-        source = self.cfg.source
-        config = Config(region_name=region, connect_timeout=source.connect_timeout, read_timeout=source.read_timeout,
-                        retries={"total_max_attempts": 2, "mode": "standard"}, user_agent_extra=f"runas-agent/{__version__} doctor")
-        return self.session.client(service, config=config, **({"endpoint_url": endpoint_url} if endpoint_url else {}))
+        return aws.client(service, self.cfg.source, session=self.session, region=region,
+                          endpoint_url=endpoint_url, attempts=2, agent="doctor")
 
     @property
     def principal(self) -> str:

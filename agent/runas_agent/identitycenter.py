@@ -89,21 +89,9 @@ def _raise(message: str, kind: str) -> str:
 def client(source_cfg: SimpleNamespace, session: Any = None, service: str = "sso-admin") -> Any:
     """A client for `service` in source.region, honouring source.endpoint_url like the Identity Store
     source does (one endpoint serves identitystore and sso-admin in tests and behind proxies)."""
-    import boto3
-    from botocore.config import Config
+    from runas_agent import aws
 
-    from runas_agent import __version__
-
-    config = Config(
-        region_name=source_cfg.region,
-        connect_timeout=source_cfg.connect_timeout,
-        read_timeout=source_cfg.read_timeout,
-        retries={"total_max_attempts": 3, "mode": "standard"},
-        user_agent_extra=f"runas-agent/{__version__}",
-    )
-    session = session or boto3.session.Session(region_name=source_cfg.region)
-    endpoint = {"endpoint_url": source_cfg.endpoint_url} if source_cfg.endpoint_url else {}
-    return session.client(service, config=config, **endpoint)
+    return aws.client(service, source_cfg, session=session)
 
 
 def _failure(exc: Exception, what: str, action: str) -> AbacError:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
-from runas_agent import __version__
 from runas_agent.directory import ENTERPRISE_EXTENSION, make_document, parse_document
 from runas_agent.errors import SourceError
 from runas_agent.sources import Fetched, Source
@@ -143,24 +142,14 @@ class IdentityStoreSource(Source):
         """Build the source from the `source` config section. Credentials come from the default chain
         (the instance profile on EC2). endpoint_url, when set, serves sso-admin discovery too; when
         unset, boto3 itself honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_IDENTITYSTORE."""
-        import boto3
-        from botocore.config import Config
+        from runas_agent import aws
 
         check_botocore()
-        config = Config(
-            region_name=source_cfg.region,
-            connect_timeout=source_cfg.connect_timeout,
-            read_timeout=source_cfg.read_timeout,
-            # One HTTP attempt per call: the retry loop here honours RetryAfterSeconds and the deadline.
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            user_agent_extra=f"runas-agent/{__version__}",
-        )
-        session = session or boto3.session.Session(region_name=source_cfg.region)
-        endpoint = {"endpoint_url": source_cfg.endpoint_url} if source_cfg.endpoint_url else {}
-        identitystore = session.client("identitystore", config=config, **endpoint)
+        # One HTTP attempt per call: the retry loop here honours RetryAfterSeconds and the deadline.
+        identitystore = aws.client("identitystore", source_cfg, session=session, attempts=1)
         sso_admin = None
         if not source_cfg.identity_store_id:
-            sso_admin = session.client("sso-admin", config=config, **endpoint)
+            sso_admin = aws.client("sso-admin", source_cfg, session=session, attempts=1)
         return cls(
             identitystore,
             source_cfg.identity_store_id,
