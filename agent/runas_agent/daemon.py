@@ -28,7 +28,6 @@ import os
 import random
 import select
 import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field

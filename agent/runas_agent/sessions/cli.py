@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
