@@ -55,12 +55,18 @@ def timed_sync(host: IsolatedHost, cfg: Path) -> tuple[float, dict]:
     return elapsed, json.loads(proc.stdout)
 
 
+def prepared_host(tmp: str, n: int) -> tuple[IsolatedHost, Path]:
+    """An isolated host with a generated directory of n people and a per-person config."""
+    host = IsolatedHost(Path(tmp) / "host")
+    path = host.write_directory(directory(n))
+    cfg = host.write_config({"source": {"type": "file", "path": str(path)},
+                             "run_as": {"expression": "${path:userName}"}})
+    return host, cfg
+
+
 def bench_size(n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
-        host = IsolatedHost(Path(tmp) / "host")
-        path = host.write_directory(directory(n))
-        cfg = host.write_config({"source": {"type": "file", "path": str(path)},
-                                 "run_as": {"expression": "${path:userName}"}})
+        host, cfg = prepared_host(tmp, n)
         first, data = timed_sync(host, cfg)
         created = data["counts"]["created"]
         assert created == n, data["counts"]
@@ -100,10 +106,7 @@ print(json.dumps(out))
 def where_time_goes(n: int) -> dict:
     """A first sync of n identities under cProfile, inside an isolated host: seconds per stage."""
     with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
-        host = IsolatedHost(Path(tmp) / "host")
-        path = host.write_directory(directory(n))
-        cfg = host.write_config({"source": {"type": "file", "path": str(path)},
-                                 "run_as": {"expression": "${path:userName}"}})
+        host, cfg = prepared_host(tmp, n)
         env = dict(os.environ, PYTHONPATH=str(REPO / "agent"))
         proc = host.run([sys.executable, "-c", _PROFILE, str(cfg)], env=env, timeout=7200)
         return json.loads(proc.stdout.strip().splitlines()[-1])
