@@ -85,6 +85,19 @@ def cmd_export(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
     data = fetched.directory.canonical_bytes()
     if args.output == "-":
         sys.stdout.buffer.write(data)
+    elif args.output.startswith("s3://"):
+        from runas_agent import aws
+        from runas_agent.sources.s3 import publish, split_url
+
+        try:
+            split_url(args.output)
+        except ValueError as exc:
+            raise AgentError(f"--output: {exc}") from None
+        # The snapshot bucket is not the Identity Store: no endpoint override from source.endpoint_url
+        # (AWS_ENDPOINT_URL_S3 is still honoured by boto3).
+        etag = publish(aws.client("s3", cfg.source, endpoint_url=None), args.output, data)
+        print(f"{args.output}: {len(fetched.directory.users)} users, {len(fetched.directory.groups)} groups, "
+              f"ETag {etag}", file=sys.stderr)
     else:
         write_atomic(args.output, data, mode=0o640)
         print(f"{args.output}: {len(fetched.directory.users)} users, {len(fetched.directory.groups)} groups, "
@@ -127,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan, needs_config=True)
 
     p = sub.add_parser("export", help="write the directory from the configured source as a directory document")
-    p.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
+    p.add_argument("--output", "-o", default="-", help="file or s3://bucket/key to write (default: standard output)")
     p.set_defaults(func=cmd_export, needs_config=True)
 
     p = sub.add_parser("check-config", help="validate a configuration file, listing every problem")

@@ -78,12 +78,13 @@ SUDO_RULE = {
 
 SCHEMA: dict[str, Any] = {
     "source": {
-        "type": Key(STR, "identitystore", "Where the directory comes from.", choices=("identitystore", "file")),
+        "type": Key(STR, "identitystore", "Where the directory comes from: the Identity Store, a directory document on disk, or one in S3 that a publisher writes with `runas-agent export --output s3://...`.", choices=("identitystore", "file", "s3")),
         "region": Key(OPT_STR, None, "The Identity Center home region (may differ from the instance's region)."),
         "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890."),
         "instance_arn": Key(OPT_STR, None, "The IAM Identity Center instance ARN (arn:aws:sso:::instance/ssoins-...), for reading its attributes for access control; when unset, sso-admin ListInstances finds it."),
         "endpoint_url": Key(OPT_STR, None, "Identity Store endpoint override; AWS_ENDPOINT_URL is honoured too."),
         "path": Key(OPT_STR, None, "type: file: the directory document (JSON or YAML)."),
+        "url": Key(OPT_STR, None, "type: s3: s3://bucket/key of the directory document; read with conditional GETs (region: the bucket's region)."),
         "max_attempts": Key(INT, 8, "Attempts per Identity Store call before the read fails (throttling, 5xx, timeouts).", check=_positive),
         "connect_timeout": Key(NUM, 5, "Seconds to wait for a connection to the Identity Store.", check=_positive),
         "read_timeout": Key(NUM, 20, "Seconds to wait for one Identity Store response.", check=_positive),
@@ -214,6 +215,15 @@ def _cross_checks(cfg: SimpleNamespace, problems: list[str]) -> None:
             problems.append("source.path: required for type file")
         elif not os.path.isabs(source.path):
             problems.append("source.path: must be an absolute path")
+    elif source.type == "s3":
+        from runas_agent.sources.s3 import split_url
+
+        try:
+            split_url(source.url or "")
+        except ValueError as exc:
+            problems.append(f"source.url: required for type s3: {exc}")
+    if source.url is not None and source.type != "s3":
+        problems.append("source.url: only for type s3")
     if cfg.accounts.uid_min >= cfg.accounts.uid_max:
         problems.append("accounts.uid_min: must be lower than accounts.uid_max")
     if source.instance_arn is not None and not _INSTANCE_ARN.match(source.instance_arn):

@@ -49,4 +49,8 @@ def make_source(source_cfg: SimpleNamespace) -> Source:
         from runas_agent.sources.identitystore import IdentityStoreSource
 
         return IdentityStoreSource.from_config(source_cfg)
+    if source_cfg.type == "s3":
+        from runas_agent.sources.s3 import S3Source
+
+        return S3Source.from_config(source_cfg)
     raise ValueError(f"unknown source type {source_cfg.type!r}")
