@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from runas_agent.core.ledger import Ledger
 from runas_agent.errors import AgentError
+
+T = TypeVar("T")
 
 
 def read_bytes(path: str) -> bytes | None:
@@ -52,6 +54,18 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> bool:
     return True
 
 
+def load_state(path: str, from_dict: Callable[[Any], T], empty: Callable[[], T], owns: str) -> T:
+    """A JSON state file parsed by `from_dict`; `empty()` when there is none yet. A damaged file is an
+    error: guessing would risk changing what the agent does not own."""
+    data = read_bytes(path)
+    if data is None:
+        return empty()
+    try:
+        return from_dict(json.loads(data))
+    except ValueError as exc:
+        raise AgentError(f"{path}: {exc}; refusing to guess {owns}") from None
+
+
 def dump_json(data: Any) -> bytes:
     return (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
@@ -75,13 +89,7 @@ class StateDir:
         return os.path.join(self.path, "sync.lock")
 
     def load_ledger(self) -> Ledger:
-        data = read_bytes(self.ledger_path)
-        if data is None:
-            return Ledger()
-        try:
-            return Ledger.from_dict(json.loads(data))
-        except ValueError as exc:
-            raise AgentError(f"{self.ledger_path}: {exc}; refusing to guess what the agent owns") from None
+        return load_state(self.ledger_path, Ledger.from_dict, Ledger, "what the agent owns")
 
     def save_ledger(self, ledger: Ledger) -> bool:
         return write_atomic(self.ledger_path, dump_json(ledger.to_dict()))

@@ -8,7 +8,6 @@ and a drop-in only appears under its real name by rename after visudo accepted i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
@@ -21,7 +20,7 @@ from runas_agent.core.sudoers import (MODE, Observed, RemoveSsmUserBlanket, Remo
                                       WriteSudoers)
 from runas_agent.errors import AgentError, CommandError
 from runas_agent.host import subp
-from runas_agent.host.files import dump_json, read_bytes, write_atomic
+from runas_agent.host.files import dump_json, load_state, read_bytes, write_atomic
 
 #: visudo reports problems as `<file>:<line>:<column>: <message>` or `<file>: <message>` (permissions).
 _VISUDO_PROBLEM = re.compile(r"^(?P<file>/[^:\n]*):(?:(?P<line>\d+):(?:\d+:)?)?\s*(?P<msg>.*)$", re.M)
@@ -70,13 +69,7 @@ class SudoersHost:
         return os.path.join(self.state_dir, "sudoers-backup")
 
     def load_ledger(self) -> SudoLedger:
-        data = read_bytes(self.ledger_path)
-        if data is None:
-            return SudoLedger()
-        try:
-            return SudoLedger.from_dict(json.loads(data))
-        except ValueError as exc:
-            raise AgentError(f"{self.ledger_path}: {exc}; refusing to guess which drop-ins the agent owns") from None
+        return load_state(self.ledger_path, SudoLedger.from_dict, SudoLedger, "which drop-ins the agent owns")
 
     def save_ledger(self, ledger: SudoLedger) -> bool:
         return write_atomic(self.ledger_path, dump_json(ledger.to_dict()))
