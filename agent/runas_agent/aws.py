@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Mapping
 
 from runas_agent import __version__
+
+
+def client_error(exc: Exception) -> tuple[str, str]:
+    """(error code, message) of a botocore ClientError; ("", str(exc)) for anything else."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        error = response.get("Error", {}) or {}
+        return str(error.get("Code", "")), str(error.get("Message", "")) or str(exc)
+    return "", str(exc)
 
 
 #: endpoint_url default: the source's endpoint_url

@@ -27,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping
 
 from runas_agent import config as config_mod
+from runas_agent.aws import client_error
 from runas_agent.exitcodes import Exit
 
 log = logging.getLogger("runas_agent.doctor")
@@ -94,14 +95,6 @@ class Probe:
     user_exists: Callable[[str], bool] = _user_exists
     run: Callable[..., Any] | None = None
     euid: Callable[[], int] = os.geteuid
-
-
-def _client_error(exc: Exception) -> tuple[str, str]:
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        error = response.get("Error", {}) or {}
-        return str(error.get("Code", "")), str(error.get("Message", "")) or str(exc)
-    return "", str(exc)
 
 
 _DENIED = {"AccessDeniedException", "AccessDenied"}
@@ -353,7 +346,7 @@ class Doctor:
             try:
                 response = getattr(client, _snake(operation))(**params)
             except ClientError as exc:
-                code, message = _client_error(exc)
+                code, message = client_error(exc)
                 if code in _DENIED:
                     denied.append(f"identitystore:{operation}" + (" (and kms:Decrypt via identitystore)" if "kms" in message.lower() else ""))
                     continue
@@ -409,7 +402,7 @@ class Doctor:
         try:
             instances = [i for page in sso_admin.get_paginator("list_instances").paginate() for i in page.get("Instances", [])]
         except Exception as exc:
-            code, message = _client_error(exc)
+            code, message = client_error(exc)
             remedy = "set source.identity_store_id"
             if code in _DENIED:
                 remedy += f", or allow {LIST_INSTANCES_ACTION} to {self.principal}"
@@ -513,7 +506,7 @@ class Doctor:
         try:
             document = ssm.get_document(Name=PREFERENCES_DOCUMENT, DocumentFormat="JSON")
         except ClientError as exc:
-            code, message = _client_error(exc)
+            code, message = client_error(exc)
             if code == "InvalidDocument":
                 self.run_as_enabled = False
                 self.add("session-preferences", FAILED, f"{where}: none are saved, so Run As is off and every session "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Mapping
 
+from runas_agent.aws import client_error
 from runas_agent.errors import SourceError
 
 #: The value of run_as.expression that means "read it from Identity Center at every sync".
@@ -98,8 +99,7 @@ def _failure(exc: Exception, what: str, action: str) -> AbacError:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+        code, message = client_error(exc)
         if code in ("AccessDeniedException", "AccessDenied"):
             return AbacError(f"{what}: access denied ({message}); the instance role needs {action}", "access_denied", action)
         if code == "ResourceNotFoundException":
@@ -113,8 +113,7 @@ def _failure(exc: Exception, what: str, action: str) -> AbacError:
 
 
 def _client_message(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Message", "")) or str(exc)
+    return client_error(exc)[1]
 
 
 def find_instance_arn(sso_admin: Any, identity_store_id: str | None = None) -> str:

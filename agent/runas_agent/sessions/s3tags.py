@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable
 
+from runas_agent.aws import client_error
 from runas_agent.sessions.model import Session, merge_tags, s3_tags
 
 log = logging.getLogger("runas_agent.sessions")
@@ -123,7 +124,7 @@ class S3Tagger:
             self._client.put_object_tagging(Bucket=bucket, Key=job.key,
                                             Tagging={"TagSet": merge_tags(existing, job.tags)})
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
+            code = client_error(exc)[0]
             if code in _FATAL:
                 return self._give_up(job, f"{code}: {exc}")
             problem = "the object is not there yet" if code in _MISSING else f"{code}: {exc}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
+from runas_agent.aws import client_error
 from runas_agent.directory import ENTERPRISE_EXTENSION, make_document, parse_document
 from runas_agent.errors import SourceError
 from runas_agent.sources import Fetched, Source
@@ -324,10 +325,7 @@ class IdentityStoreSource(Source):
 
 
 def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, Mapping):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
+    return client_error(exc)[0]
 
 
 def _classify(exc: Exception) -> _Failure:
@@ -345,8 +343,7 @@ def _classify(exc: Exception) -> _Failure:
     )
 
     if isinstance(exc, ClientError):
-        code = _code(exc)
-        message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+        code, message = client_error(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         what = f"{code or 'HTTP ' + str(status)}: {message}"
         if code in _THROTTLING:

@@ -12,6 +12,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from runas_agent.aws import client_error
 from runas_agent.errors import SourceError
 from runas_agent.sources import Fetched, Source
 from runas_agent.sources.file import parse_bytes
@@ -31,9 +32,8 @@ def _failure(url: str, call: str, exc: Exception, action: str) -> SourceError:
     from botocore.exceptions import ClientError
 
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        detail = f"{code}: {error.get('Message', '')}".rstrip(": ")
+        code, message = client_error(exc)
+        detail = f"{code}: {message}"
         if code in ("AccessDenied", "403"):
             detail += f" (the instance role needs {action} on {url})"
         return SourceError(f"{url}: {call}: {detail}")
