@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from runas_agent.core.observed import HostGroup, HostState, HostUser
 
-__all__ = ["HostGroup", "HostState", "HostUser", "parse_group", "parse_passwd", "read_host", "read_os_release"]
+__all__ = ["HostGroup", "HostState", "HostUser", "parse_group", "parse_passwd", "read_groups", "read_host", "read_os_release", "read_users"]
 
 
 def _fields(line: str, count: int) -> list[str] | None:
@@ -65,10 +65,18 @@ def _read(path: str) -> str:
         return ""
 
 
+def read_users(etc: str = "/etc") -> dict[str, HostUser]:
+    return {u.name: u for u in parse_passwd(_read(f"{etc}/passwd"))}
+
+
+def read_groups(etc: str = "/etc") -> dict[str, HostGroup]:
+    return {g.name: g for g in parse_group(_read(f"{etc}/group"))}
+
+
 def read_host(etc: str = "/etc") -> HostState:
     return HostState.build(
-        parse_passwd(_read(f"{etc}/passwd")),
-        parse_group(_read(f"{etc}/group")),
+        list(read_users(etc).values()),
+        list(read_groups(etc).values()),
         login_defs_uid_min(_read(f"{etc}/login.defs")),
     )
 

@@ -16,7 +16,7 @@ from runas_agent.core.plan import (NOLOGIN, Action, CreateAccount, DisableAccoun
                                    ForgetAccount, SetGroupMembers, UpdateAccount)
 from runas_agent.errors import CommandError
 from runas_agent.host import subp
-from runas_agent.host.accounts import parse_group, parse_passwd
+from runas_agent.host.accounts import read_groups, read_users
 
 #: usermod's exit status when the account has running processes (it then refuses to rename).
 USERMOD_BUSY = 8
@@ -104,8 +104,7 @@ class Applier:
                      timeout=max(600.0, 0.2 * len(creates)))
         except CommandError:
             return []
-        with open(os.path.join(self.etc, "passwd"), encoding="utf-8", errors="surrogateescape") as handle:
-            present = {u.name: u for u in parse_passwd(handle.read())}
+        present = read_users(self.etc)
         created = [a for a in creates if (u := present.get(a.name)) is not None
                    and (u.uid, u.gid, u.home, u.shell) == (a.uid, a.gid, a.home, a.shell)]
         if not created:
@@ -213,8 +212,7 @@ class Applier:
     def _SetGroupMembers(self, a: SetGroupMembers, outcome: Outcome) -> None:
         # Read the member list afresh and set it whole in one call: one rewrite of /etc/group per
         # group instead of one per member, and memberships an admin added are carried over as they are.
-        with open(os.path.join(self.etc, "group"), encoding="utf-8", errors="surrogateescape") as handle:
-            current = {g.name: g for g in parse_group(handle.read())}
+        current = read_groups(self.etc)
         if a.group not in current:
             raise CommandError(["gpasswd", "-M", "...", a.group], None, "", f"group {a.group} no longer exists")
         failed = outcome.failed_accounts()
