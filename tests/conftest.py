@@ -39,6 +39,15 @@ def _need_root_tools():
         pytest.skip("isolated-host tests need root, unshare and useradd")
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> Path:
+    """The runas-agent wheel built from this tree and its runtime dependencies, built once per run
+    for every test that installs the agent into a booted container."""
+    from tests.hosts.wheels import agent_wheelhouse
+
+    return agent_wheelhouse(tmp_path_factory.mktemp("wheels"))
+
+
 @pytest.fixture
 def isolated_host(tmp_path):
     """A throwaway host: a private copy of /etc in a mount namespace (see tests/hosts/namespace.py)."""

@@ -23,14 +23,8 @@ if str(_REPO) not in sys.path:
 from tests.hosts.fixtures import container_factory, container_rootfs  # noqa: E402,F401
 from tests.hosts.service import (  # noqa: E402
     AWS_ENV, MESSAGE_RELOAD, MESSAGE_SYNC, MESSAGE_SYNC_FAILED, UNIT, Host, binds, config, directory, install)
-from tests.hosts.wheels import agent_wheelhouse  # noqa: E402
 
 pytestmark = pytest.mark.container
-
-
-@pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory) -> Path:
-    return agent_wheelhouse(tmp_path_factory.mktemp("wheels"))
 
 
 @pytest.fixture

@@ -16,14 +16,8 @@ if str(_REPO) not in sys.path:
 
 from tests.hosts.fixtures import container_factory, container_rootfs  # noqa: E402,F401,F811
 from tests.hosts.service import AWS_ENV, MESSAGE_SYNC, PORT, UNIT, Host, binds, config, install  # noqa: E402
-from tests.hosts.wheels import agent_wheelhouse  # noqa: E402
 
 pytestmark = pytest.mark.container
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory) -> Path:
-    return agent_wheelhouse(tmp_path_factory.mktemp("wheels"))
 
 
 @pytest.fixture
