@@ -145,6 +145,32 @@ def _exit_status(epilog: str) -> list[str]:
     return lines
 
 
+def _synopsis(parser: argparse.ArgumentParser) -> list[str]:
+    lines = [".SH SYNOPSIS", ".nh", ".ad l", *_usage((parser.prog,), parser)[1:]]
+    for path, _help_text, child in commands(parser):
+        lines += _usage((parser.prog, *path), child)
+    return lines + [".hy", ".ad b"]
+
+
+def _commands_section(parser: argparse.ArgumentParser) -> list[str]:
+    lines = [".SH COMMANDS", "Every command also accepts \\fB\\-h\\fR, \\fB\\-\\-help\\fR."]
+    for path, help_text, child in commands(parser):
+        lines += [f'.SS "{literal(" ".join(path))}"', text(help_text)]
+        for action in options(child, with_help=False):
+            lines += _option_item(action, parser.prog)
+    return lines
+
+
+def _files_section(parser: argparse.ArgumentParser) -> list[str]:
+    config = next((a.default for a in parser._actions if "--config" in a.option_strings), None)
+    lines = [".SH FILES"]
+    if config:
+        lines += [".TP", f"\\fI{literal(config)}\\fR", "the configuration (see \\fB\\-\\-config\\fR)"]
+    for path, what in FILES:
+        lines += [".TP", f"\\fI{literal(path)}\\fR", text(what)]
+    return lines
+
+
 def render(parser: argparse.ArgumentParser, date: str, version: str = "") -> str:
     """The whole page in roff (man macros)."""
     prog = parser.prog
@@ -152,26 +178,13 @@ def render(parser: argparse.ArgumentParser, date: str, version: str = "") -> str
     title = f"{prog} {version}".strip()
     lines = [f'.TH "{prog.upper()}" "{SECTION}" "{date}" "{text(title)}" "System Administration"',
              ".SH NAME", f"{literal(prog)} \\- {text(summary[:1].lower() + summary[1:])}",
-             ".SH SYNOPSIS", ".nh", ".ad l"]
-    lines += _usage((prog,), parser)[1:]
-    for path, _help_text, child in commands(parser):
-        lines += _usage((prog, *path), child)
-    lines += [".hy", ".ad b", ".SH DESCRIPTION", text(parser.description or "")]
-    lines += [".SH OPTIONS"]
+             *_synopsis(parser), ".SH DESCRIPTION", text(parser.description or ""), ".SH OPTIONS"]
     for action in options(parser):
         lines += _option_item(action, prog)
-    lines += [".SH COMMANDS", "Every command also accepts \\fB\\-h\\fR, \\fB\\-\\-help\\fR."]
-    for path, help_text, child in commands(parser):
-        lines += [f'.SS "{literal(" ".join(path))}"', text(help_text)]
-        for action in options(child, with_help=False):
-            lines += _option_item(action, prog)
+    lines += _commands_section(parser)
     if parser.epilog:
         lines += _exit_status(parser.epilog)
-    config = next((a.default for a in parser._actions if "--config" in a.option_strings), None)
-    lines += [".SH FILES"]
-    for path, what in ((config, "the configuration (see \\fB\\-\\-config\\fR)"), *FILES):
-        if path:
-            lines += [".TP", f"\\fI{literal(path)}\\fR", text(what) if path != config else what]
+    lines += _files_section(parser)
     lines += [".SH \"SEE ALSO\"", ", ".join(f"\\fB{literal(p.split('(')[0])}\\fR({p.split('(')[1]}" for p in SEE_ALSO)]
     return "\n".join(lines) + "\n"
 
