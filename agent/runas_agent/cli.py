@@ -171,9 +171,15 @@ def _load_extra_commands() -> None:
             EXTRA_COMMANDS.append(register)
 
 
-def main(argv: list[str] | None = None) -> int:
+def full_parser() -> argparse.ArgumentParser:
+    """The parser with every command, those of the feature modules included (runas-agent(8) is
+    generated from it)."""
     _load_extra_commands()
-    parser = build_parser()
+    return build_parser()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = full_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="runas-agent: %(levelname)s: %(message)s", stream=sys.stderr)

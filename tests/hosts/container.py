@@ -655,6 +655,12 @@ class BootedContainer:
         ``SRC[:DEST[:OPTS]]`` strings for ``--bind-ro=`` / ``--bind=``.
         ``bind`` is read-write on the *host* path: prefer ``bind_ro``.
     :param nspawn_args: extra ``systemd-nspawn`` options (before ``-b``).
+    :param ip_firewall: let the container's systemd enforce ``IPAddressDeny=``
+        and ``IPAddressAllow=``: its BPF firewall needs a pure cgroup v2
+        hierarchy (``SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1``; on a host with hybrid
+        cgroups the v1 controllers, memory among them, are then not available
+        in the container) and the ``bpf`` system call with ``CAP_BPF``, which
+        nspawn withholds by default.
     """
 
     def __init__(
@@ -665,6 +671,7 @@ class BootedContainer:
         bind_ro: Iterable[BindSpec] = (),
         bind: Iterable[BindSpec] = (),
         nspawn_args: Sequence[str] = (),
+        ip_firewall: bool = False,
         boot_timeout: float = 90.0,
         wait_ssh: bool = True,
         ssh_key: Path | str | None = None,
@@ -675,6 +682,7 @@ class BootedContainer:
         self._bind_ro = [_bind_arg(b) for b in bind_ro]
         self._bind = [_bind_arg(b) for b in bind]
         self._nspawn_args = list(nspawn_args)
+        self._ip_firewall = ip_firewall
         self.boot_timeout = boot_timeout
         self._wait_ssh = wait_ssh
         self._ssh_key = Path(ssh_key) if ssh_key else None
@@ -808,6 +816,8 @@ class BootedContainer:
         ]
         argv += [f"--bind-ro={b}" for b in self._bind_ro]
         argv += [f"--bind={b}" for b in self._bind]
+        if self._ip_firewall:
+            argv += ["--system-call-filter=bpf", "--capability=CAP_BPF"]
         argv += self._nspawn_args
         argv += ["-b"]
         return argv
@@ -817,6 +827,8 @@ class BootedContainer:
         self.console_log_path = self.workdir / "console.log"
         argv = self._nspawn_argv(keys)
         env = {"PATH": CONTAINER_PATH, "LANG": "C.UTF-8", "SYSTEMD_LOG_LEVEL": "notice"}
+        if self._ip_firewall:
+            env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
         self._cgroups = _cgroup_dirs(self.name)
         for d in self._cgroups:
             d.mkdir(parents=True, exist_ok=True)

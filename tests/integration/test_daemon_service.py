@@ -36,7 +36,9 @@ def host(container_factory, wheelhouse) -> Host:  # noqa: F811
 
 
 def test_unit_passes_systemd_analyze_verify(host):
-    proc = host.sh("systemd-analyze", "verify", f"/etc/systemd/system/{UNIT}", check=False)
+    # --man=no: the unit's Documentation=man:runas-agent(8) is installed by the packages (their tests
+    # check it with man); this container has the project but not the packages.
+    proc = host.sh("systemd-analyze", "verify", "--man=no", f"/etc/systemd/system/{UNIT}", check=False)
     assert proc.returncode == 0, proc.stderr
     assert "runas-agent" not in proc.stderr, proc.stderr
     before = host.show("Before")["Before"].split()

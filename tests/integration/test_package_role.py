@@ -35,6 +35,9 @@ REGION = "eu-west-1"
 EXTRA_PACKAGES = ("python3-yaml", "python3-psutil", "python3-apt", "rpm")
 MESSAGE_SYNC = "0e6032291cf94883be9c2a9b28aa4889"
 MESSAGE_RELOAD = "5a92e7e8eb604a3199c154af424f3c59"
+#: Stands in for a proxy URL with credentials: what only root may read, quoted and escaped as the
+#: service must see it.
+PROXY_VALUE = 'http://agent:p@ss"w$rd`%\\x@10.0.0.1:3128'
 
 
 def _tool(name: str) -> str:
@@ -62,9 +65,9 @@ def packages(tmp_path_factory) -> dict[str, Path]:
         proc = _run([sys.executable, REPO / "packaging/build", "--formats", formats, "--out", out], env=env,
                     timeout=900)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        built[f"deb-{version}"] = out / f"runas-agent_{version}_all.deb"
+        built[f"deb-{version}"] = out / f"runas-agent_{version}-1_all.deb"
         assert built[f"deb-{version}"].is_file(), proc.stdout
-        built[f"rpm-{version}"] = out / f"runas-agent-{version}.noarch.rpm"
+        built[f"rpm-{version}"] = out / f"runas-agent-{version}-1.noarch.rpm"
         assert built[f"rpm-{version}"].is_file(), proc.stdout
     built["rpm"] = built[f"rpm-{OLD}"]
     return built
@@ -81,7 +84,11 @@ def test_deb_metadata(packages):
     assert _run(["dpkg-deb", "--info", deb, "triggers"]).stdout.split() == ["interest-noawait", "/usr/bin/python3"]
     listing = _run(["dpkg-deb", "--contents", deb]).stdout
     assert "./lib/systemd/system/runas-agent.service" in listing
-    assert "./usr/bin/runas-agent -> /usr/lib/runas-agent/venv/bin/runas-agent" in listing
+    assert re.search(r"^-rwxr-xr-x root/root .* \./usr/bin/runas-agent$", listing, re.M), listing
+    assert re.search(r"^-rw-r----- root/root .* \./etc/runas-agent/config.yaml$", listing, re.M), listing
+    for path in ("./usr/share/man/man8/runas-agent.8.gz", "./usr/share/doc/runas-agent/copyright",
+                 "./usr/share/doc/runas-agent/changelog.Debian.gz", "./usr/share/lintian/overrides/runas-agent"):
+        assert path in listing, path
     wheels = re.findall(r"usr/lib/runas-agent/wheels/(\S+\.whl)", listing)
     assert f"runas_agent-{OLD}-py3-none-any.whl" in wheels
     assert all(w.endswith("-none-any.whl") for w in wheels), wheels
@@ -119,13 +126,93 @@ def test_rpm_inspected(packages):
 
     scripts = query("--scripts").stdout
     post = scripts.split("postinstall scriptlet", 1)[1].split("scriptlet (using", 1)[0]
-    assert "venv --without-pip --system-site-packages" in post and "--no-index --find-links" in post
+    assert "/usr/lib/runas-agent/build-venv" in post
     code = "\n".join(line for line in post.splitlines() if not line.lstrip().startswith("#"))
     assert "try-restart" in code and "enable" not in code, "the package must never enable the service"
     preun = scripts.split("preuninstall scriptlet", 1)[1].split("scriptlet (using", 1)[0]
-    assert "0) ;;" in preun and "systemctl stop" in preun
+    assert "-eq 0" in preun and "disable --now" in preun
     postun = scripts.split("postuninstall scriptlet", 1)[1]
     assert "userdel" not in postun and "ledger" in postun
+
+    assert query("--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]").stdout.count("-rw-r----- /etc/runas-agent/config.yaml") == 1
+    assert query("-L").stdout.split() == ["/usr/share/licenses/runas-agent/LICENSE"]
+    assert "/usr/share/man/man8/runas-agent.8.gz" in query("-d").stdout.split()
+    changelog = query("--changelog").stdout
+    assert f"- {OLD}-1" in changelog.splitlines()[0], changelog
+
+
+def _lint_findings(output: str) -> list[str]:
+    """Errors and warnings (not infos, experimental tags or overridden ones), and overrides that no
+    longer match anything: every suppressed tag must still be needed."""
+    return [line for line in output.splitlines()
+            if re.match(r"^(\S+: )?(E|W): ", line)
+            or any(tag in line for tag in ("unused-override", "mismatched-override", "unused-rpmlintrc-filter"))]
+
+
+def test_lintian_is_clean(packages):
+    """lintian --pedantic: no error or warning left but those the package's own overrides give a
+    reason for (/usr/share/lintian/overrides/runas-agent)."""
+    if not shutil.which("lintian"):
+        pytest.fail("lintian is not installed (apt-get install lintian; dev/setup does)", pytrace=False)
+    for deb in (packages[f"deb-{OLD}"], packages[f"deb-{NEW}"]):
+        proc = _run(["lintian", "--pedantic", "-I", "-E", "--show-overrides", deb], timeout=300)
+        assert "O: runas-agent:" in proc.stdout, proc.stdout + proc.stderr   # the overrides were read
+        findings = _lint_findings(proc.stdout)
+        if deb == packages[f"deb-{NEW}"]:
+            # A development build's changelog has two entries: the override for the first upload's
+            # (released OLD is checked for it) does not apply to it.
+            findings = [f for f in findings if "unused-override initial-upload-closes-no-bugs" not in f]
+        assert findings == [], proc.stdout + proc.stderr
+
+
+def test_rpmlint_is_clean(packages):
+    """rpmlint: no error or warning left but those packaging/runas-agent.rpmlintrc gives a reason for."""
+    if not shutil.which("rpmlint"):
+        pytest.fail("rpmlint is not installed (apt-get install rpmlint; dev/setup does)", pytrace=False)
+    rc = REPO / "packaging/runas-agent.rpmlintrc"
+    for rpm in (packages[f"rpm-{OLD}"], packages[f"rpm-{NEW}"]):
+        proc = _run(["rpmlint", "-r", rc, rpm], timeout=300, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        assert re.search(r"0 errors, 0 warnings", proc.stdout), proc.stdout + proc.stderr
+        assert _lint_findings(proc.stdout) == [], proc.stdout + proc.stderr
+    for line in rc.read_text().splitlines():
+        if line.startswith("addFilter"):
+            previous = rc.read_text().splitlines()[rc.read_text().splitlines().index(line) - 1]
+            assert previous.startswith("# ") and len(previous) > 10, f"no reason above {line}"
+
+
+def test_copyright_covers_every_shipped_wheel(packages):
+    """Every wheel the .deb carries falls under a Files: paragraph of its own (not the catch-all),
+    and every licence named has its text."""
+    import fnmatch
+
+    deb = packages[f"deb-{OLD}"]
+    text = _run(["sh", "-c", f"dpkg-deb --fsys-tarfile '{deb}' | tar -xOf - ./usr/share/doc/runas-agent/copyright"]).stdout
+    assert text.startswith("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
+    paragraphs = [dict(re.findall(r"^(\S[^:\n]*):[ \t]*(.*(?:\n[ \t].*)*)", para, re.M)) for para in text.split("\n\n")]
+    globs = [g for para in paragraphs if "Files" in para for g in para["Files"].split() if g != "*"]
+    listing = _run(["dpkg-deb", "--contents", deb]).stdout
+    wheels = re.findall(r"\./(usr/lib/runas-agent/wheels/\S+\.whl)", listing)
+    assert wheels
+    for wheel in wheels:
+        if f"runas_agent-{OLD}-" in wheel:
+            continue
+        assert any(fnmatch.fnmatch(wheel, g) for g in globs), f"{wheel} has no Files: paragraph"
+    named = {name for para in paragraphs if "Files" in para
+             for name in re.split(r"\s+and\s+|\s+or\s+", para["License"].split("\n")[0].strip())}
+    texts = {para["License"].split("\n")[0].strip() for para in paragraphs if "Files" not in para and "License" in para}
+    assert named <= texts, named - texts
+
+
+def test_man_page_in_the_packages_is_the_generated_one(packages, tmp_path):
+    deb = packages[f"deb-{OLD}"]
+    page = _run(["sh", "-c", f"dpkg-deb --fsys-tarfile '{deb}' | tar -xOf - ./usr/share/man/man8/runas-agent.8.gz | gzip -d"]).stdout
+    assert page.startswith('.TH "RUNAS-AGENT" "8"') and f"runas-agent {OLD}" in page.splitlines()[0]
+    for command in ("plan", "check\\-config", "doctor", "image\\-clean", "sessions watch"):
+        assert f'.SS "{command}"' in page, command
+    (tmp_path / "runas-agent.8").write_text(page)
+    proc = _run(["man", "--warnings", "-E", "UTF-8", "-l", "-Tutf8", "-Z", tmp_path / "runas-agent.8"],
+                env={**os.environ, "MANROFFSEQ": "", "MANWIDTH": "80", "LC_ALL": "C.UTF-8"})
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
 # -- the host ----------------------------------------------------------------------------------
@@ -156,7 +243,7 @@ class Host:
                                    "endpoint_url": self.endpoint_url, "max_attempts": 3},
             "runas_agent_run_as_expression": "${path:enterprise.organization}",
             "runas_agent_sudo_rules": [{"run_as": "iret", "commands": ["/usr/bin/journalctl"], "nopasswd": True}],
-            "runas_agent_environment": {"AWS_EC2_METADATA_DISABLED": "true"},
+            "runas_agent_environment": {"AWS_EC2_METADATA_DISABLED": "true", "RUNAS_TEST_PROXY": PROXY_VALUE},
             "runas_agent_run_once": True,
             **extra,
         }
@@ -375,13 +462,22 @@ def test_testinfra_users_sudoers_unit_and_journal(host):
     assert service.is_running and service.is_enabled
     props = dict(line.split("=", 1) for line in th.check_output(
         "systemctl show runas-agent -p Type -p Result -p ProtectSystem -p NoNewPrivileges -p Environment "
-        "-p WatchdogUSec -p FragmentPath -p DropInPaths -p ExecMainStatus").splitlines())
+        "-p WatchdogUSec -p FragmentPath -p DropInPaths -p ExecMainStatus -p EnvironmentFiles -p MainPID")
+        .splitlines())
     assert props["Type"] == "notify" and props["Result"] == "success"
     assert props["ProtectSystem"] == "strict" and props["NoNewPrivileges"] == "yes"
     assert props["WatchdogUSec"] != "0" and props["WatchdogUSec"] != "infinity"
     assert props["FragmentPath"] == "/lib/systemd/system/runas-agent.service"
-    assert "AWS_EC2_METADATA_DISABLED=true" in props["Environment"]
+    # The environment's values are in a file only root reads, and not in the unit's properties
+    # that any user can query; the service sees them exactly.
+    assert "RUNAS_TEST_PROXY" not in props["Environment"] and "p@ss" not in props["Environment"]
+    assert props["EnvironmentFiles"].startswith("/etc/runas-agent/environment ")
     assert props["DropInPaths"].endswith("runas-agent.service.d/environment.conf")
+    envfile = th.file("/etc/runas-agent/environment")
+    assert envfile.mode == 0o600 and envfile.user == "root"
+    assert "p@ss" not in th.file(props["DropInPaths"]).content_string
+    environ = th.check_output(f"tr '\\0' '\\n' < /proc/{props['MainPID']}/environ").splitlines()
+    assert f"RUNAS_TEST_PROXY={PROXY_VALUE}" in environ and "AWS_EC2_METADATA_DISABLED=true" in environ
 
     records = [json.loads(line) for line in th.check_output(
         f"journalctl -o json --no-pager _SYSTEMD_UNIT=runas-agent.service MESSAGE_ID={MESSAGE_SYNC}").splitlines()]
@@ -463,8 +559,8 @@ def test_upgrade_keeps_the_operators_config(host, packages):
     old_venv = host.sh("readlink", "/usr/lib/runas-agent/venv").stdout.strip()
     old_pid = host.main_pid()
 
-    host.ct.copy_in(packages[f"deb-{NEW}"], f"/root/runas-agent_{NEW}_all.deb")
-    upgrade = host.sh("dpkg", "-i", f"/root/runas-agent_{NEW}_all.deb")
+    host.ct.copy_in(packages[f"deb-{NEW}"], f"/root/runas-agent_{NEW}-1_all.deb")
+    upgrade = host.sh("dpkg", "-i", f"/root/runas-agent_{NEW}-1_all.deb")
     assert "Setting up runas-agent" in upgrade.stdout
 
     assert host.sh("cat", config).stdout == edited
@@ -497,7 +593,7 @@ def _repack_with_new_default_config(deb: Path, version: str, out: Path) -> Path:
         sums.write_text("".join(
             f"{hashlib.md5((tree / rel).read_bytes()).hexdigest()}  {rel}\n"
             for rel in (line.split(None, 1)[1].strip() for line in sums.read_text().splitlines() if line.strip())))
-    target = out / f"runas-agent_{version}_all.deb"
+    target = out / f"runas-agent_{version}-1_all.deb"
     proc = _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", tree, target])
     assert proc.returncode == 0, proc.stderr
     return target
@@ -528,7 +624,11 @@ def test_removal_and_purge_keep_accounts_homes_sudoers_and_ledger(host):
         assert host.sh("test", "-e", gone, check=False).returncode == 1, gone
     assert host.sh("test", "-f", "/etc/runas-agent/config.yaml", check=False).returncode == 0  # conffile kept
 
+    # Removal keeps the enablement (a reinstall resumes it, as Debian packages do); purge drops it.
+    wants = "/etc/systemd/system/multi-user.target.wants/runas-agent.service"
+    assert host.sh("test", "-L", wants, check=False).returncode == 0
     host.sh("dpkg", "--purge", "runas-agent")
+    assert host.sh("test", "-L", wants, check=False).returncode == 1
     assert host.sh("test", "-e", "/etc/runas-agent/config.yaml", check=False).returncode == 1
     assert host.sh("test", "-e", "/var/lib/runas-agent/directory.json", check=False).returncode == 1
 
@@ -545,8 +645,8 @@ def test_rpm_scriptlets_install_upgrade_and_erase(host, packages):
     %preun/%postun with $1=1, erase: $1=0), in the container the .deb has just left."""
     rpm = ["rpm", "--nodeps", "--force-debian"]   # Debian's rpm: no RPM database of the system's packages
     for version in (OLD, NEW):
-        host.ct.copy_in(packages[f"rpm-{version}"], f"/root/runas-agent-{version}.noarch.rpm")
-    host.sh(*rpm, "-i", f"/root/runas-agent-{OLD}.noarch.rpm")
+        host.ct.copy_in(packages[f"rpm-{version}"], f"/root/runas-agent-{version}-1.noarch.rpm")
+    host.sh(*rpm, "-i", f"/root/runas-agent-{OLD}-1.noarch.rpm")
     assert host.sh("runas-agent", "--version").stdout.strip() == f"runas-agent {OLD}"
     assert host.sh("systemctl", "is-enabled", "runas-agent", check=False).stdout.strip() == "disabled"
     assert "/usr/lib/systemd/system/runas-agent.service" in host.sh("rpm", "-ql", "runas-agent").stdout.split()
@@ -560,7 +660,7 @@ def test_rpm_scriptlets_install_upgrade_and_erase(host, packages):
     host.sh("systemctl", "enable", "--now", "runas-agent")
     pid = host.main_pid()
 
-    host.sh(*rpm, "-U", f"/root/runas-agent-{NEW}.noarch.rpm")
+    host.sh(*rpm, "-U", f"/root/runas-agent-{NEW}-1.noarch.rpm")
     # The old package's %preun/%postun ran after the new %post: they must not have undone it.
     assert host.sh("runas-agent", "--version").stdout.strip() == f"runas-agent {NEW}"
     assert host.sh("cat", "/etc/runas-agent/config.yaml").stdout == config
