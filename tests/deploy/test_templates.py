@@ -149,7 +149,7 @@ def test_session_preferences_turn_run_as_on_and_log_where_tagging_looks():
     assert inputs["runAsDefaultUser"] == {"Ref": "RunAsDefaultUser"}
     assert inputs["s3BucketName"] == {"Ref": "SessionLogsBucket"}
     assert inputs["s3KeyPrefix"] == {"Fn::If": ["SessionLogs", {"Ref": "SessionLogsPrefix"}, ""]}
-    tagging = resource("member.yaml", "InstancePolicy")["Properties"]["PolicyDocument"]["Statement"][2]["Fn::If"][1]
+    (tagging,) = resource("member.yaml", "SessionLogsTaggingPolicy")["Properties"]["PolicyDocument"]["Statement"]
     assert tagging["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${SessionLogsBucket}/${SessionLogsPrefix}/*"}
 
 
