@@ -17,6 +17,8 @@ PUBLISHER_ACCOUNT = "111122223333"  # the snapshot publisher, as a member accoun
 ORGANIZATION = "o-a1b2c3d4e5"
 STORE = "d-1234567890"
 MOTO_SERVICES = ("cloudformation", "events", "ssm", "kms", "s3", "iam")
+#: moto warns of each resource type it skips (the tests check what it created)
+SKIPPED_TYPES_WARNING = r"ignore:Tried to parse AWS\W+(S3\W+BucketPolicy|SSO\W+)"
 
 
 class Stack:
@@ -31,10 +33,14 @@ class Stack:
 
 
 def deploy(session: boto3.session.Session, url: str, name: str, template: str, parameters: dict[str, str]) -> Stack:
+    """Create the stack and wait for nothing: moto creates it within the call. CREATE_COMPLETE or
+    AssertionError."""
     cfn = session.client("cloudformation", endpoint_url=url)
     cfn.create_stack(StackName=name, TemplateBody=template_text(template), Capabilities=["CAPABILITY_IAM"],
                      Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])
-    return Stack(cfn, name)
+    stack = Stack(cfn, name)
+    assert stack.status == "CREATE_COMPLETE", (name, stack.status)
+    return stack
 
 
 def policy_document(raw: Any) -> dict:

@@ -9,7 +9,7 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -73,18 +73,15 @@ def doc_policies() -> dict[str, dict[str, Any]]:
 
 
 class CallRecorder:
-    """Every API call the clients of one boto3 session make, as (service, operation) pairs, whatever
-    their outcome. Register before creating clients: they copy the session's handlers."""
+    """Every API call the clients of one boto3 session make, as (service, operation, parameters),
+    whatever their outcome. Register before creating clients: they copy the session's handlers."""
 
     def __init__(self, session: Any):
-        self.calls: list[tuple[str, str]] = []
-        session.events.register("before-call", self._record)
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+        session.events.register("before-parameter-build", self._record)
 
-    def _record(self, model: Any = None, **_: Any) -> None:
-        self.calls.append((model.service_model.service_name, model.name))
+    def _record(self, params: Any = None, model: Any = None, **_: Any) -> None:
+        self.calls.append((model.service_model.service_name, model.name, dict(params or {})))
 
     def actions(self) -> set[str]:
-        return {iam_action(service, operation) for service, operation in self.calls}
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self.calls)
+        return {iam_action(service, operation) for service, operation, _ in self.calls}

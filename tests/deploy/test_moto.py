@@ -8,15 +8,14 @@ the deployed rules' patterns are run against the events AWS sends (TestEventPatt
 from __future__ import annotations
 
 import json
-import warnings
 
-import boto3
 import pytest
 
 from tests.deploy import aws
 from tests.deploy.templates import ssm_document, template
 
 pytest_plugins = ["tests.endpoint.fixtures"]
+pytestmark = pytest.mark.filterwarnings(aws.SKIPPED_TYPES_WARNING)
 
 SNAPSHOT_BUCKET = f"runas-agent-snapshots-{aws.PUBLISHER_ACCOUNT}-eu-west-1"
 SNAPSHOT_KEY = "runas/directory.json"
@@ -27,19 +26,8 @@ MEMBER = {"PublisherAccountId": aws.PUBLISHER_ACCOUNT, "SnapshotBucket": SNAPSHO
 PUBLISHER = {"IdentityStoreId": aws.STORE, "OrganizationId": aws.ORGANIZATION, "ReadLiveExpression": "true"}
 
 
-@pytest.fixture
-def session(identitystore_endpoint):
-    aws.reset_moto()
-    yield boto3.session.Session(region_name=identitystore_endpoint.region)
-    aws.reset_moto()
-
-
 def deploy(session, endpoint, name: str, template_name: str, parameters: dict) -> aws.Stack:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
-        stack = aws.deploy(session, endpoint.url, name, template_name, parameters)
-    assert stack.status == "CREATE_COMPLETE"
-    return stack
+    return aws.deploy(session, endpoint.url, name, template_name, parameters)
 
 
 def rule_pattern(events, name: str, bus: str = "default") -> str:
