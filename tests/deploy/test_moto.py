@@ -11,8 +11,10 @@ import json
 
 import pytest
 
+from runas_agent.doctor import OK
 from tests.deploy import aws
 from tests.deploy.templates import ssm_document, template
+from tests.integration.test_doctor_links import world  # noqa: F401  (the doctor's staged host)
 
 pytest_plugins = ["tests.endpoint.fixtures"]
 pytestmark = pytest.mark.filterwarnings(aws.SKIPPED_TYPES_WARNING)
@@ -194,3 +196,14 @@ def test_identity_center_stack_forwards_changes_to_the_publisher_account(session
     alone = deploy(session, identitystore_endpoint, "runas-identity-center-alone", "identity-center.yaml",
                    {"InstanceArn": "arn:aws:sso:::instance/ssoins-1234567890abcdef"})
     assert "ForwardChangesRule" not in alone.physical
+
+
+# ---- what the agent makes of it -------------------------------------------------------------------
+
+def test_doctor_accepts_the_deployed_session_preferences(world, session, identitystore_endpoint):
+    """`runas-agent doctor` reads the SSM-SessionManagerRunShell that member.yaml deployed, as it reads
+    the one the console saves (test_doctor_links' staged host, whose accounts include ops)."""
+    deploy(session, identitystore_endpoint, "runas-member", "member.yaml", dict(MEMBER, RunAsDefaultUser="ops"))
+    check = world.run()["session-preferences"]
+    assert check.status == OK, check.summary
+    assert check.summary.endswith("Run As on; the default user ops exists on this host")

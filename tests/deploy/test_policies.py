@@ -21,7 +21,7 @@ from runas_agent.sessions.s3tags import S3Tagger
 from runas_agent.sources.identitystore import IdentityStoreSource
 from runas_agent.sources.s3 import S3Source, publish
 from tests.deploy import aws
-from tests.deploy.templates import CallRecorder, actions, iam_action
+from tests.deploy.templates import CallRecorder, actions, doc_policies, iam_action
 from tests.endpoint import ssoadmin_abac
 from tests.endpoint.directories import make_directory
 
@@ -140,3 +140,30 @@ def test_the_publisher_may_make_exactly_the_calls_runas_agent_makes(fleet, ident
     assert granted(policy["Statement"], "s3:PutObject", s3_resource(put))
     (sign,) = [s for s in policy["Statement"] if "kms:Sign" in s["Action"]]
     assert sign["Resource"] == fleet.publisher.outputs["SigningKeyArn"]
+
+
+def test_the_documented_policies_are_the_calls_too(fleet):
+    """docs/deploy-aws.md's policy JSON: the single-account instance (it reads the Identity Store
+    itself, and the live expression), the fleet instance, the publisher."""
+    documented = doc_policies()
+    session, calls = recorded_session()
+    cfg = source_config(type="identitystore", identity_store_id=aws.STORE, endpoint_url=fleet.url)
+    IdentityStoreSource.from_config(cfg.source, session=session).fetch()
+    fetch_abac(cfg.source, session.client("sso-admin", endpoint_url=fleet.url))
+    assert actions(documented["instance-single-account"]["Statement"]) == calls.actions()
+
+    member = fleet.member.physical
+    role = fleet.publisher.physical["PublisherRole"]
+    deployed = {
+        "instance": managed_policy(fleet.iam, member["InstancePolicy"]),
+        "instance-session-log-tagging": managed_policy(fleet.iam, member["SessionLogsTaggingPolicy"]),
+        "ssm-agent-session-logs": managed_policy(fleet.iam, member["SessionLogsPolicy"]),
+        "publisher": aws.policy_document(fleet.iam.get_role_policy(
+            RoleName=role, PolicyName="runas-agent-publisher")["PolicyDocument"]),
+        "publisher-run-as-expression": aws.policy_document(fleet.iam.get_role_policy(
+            RoleName=role, PolicyName="runas-agent-publisher-run-as-expression")["PolicyDocument"]),
+    }
+    assert set(documented) == set(deployed) | {"instance-single-account"}
+    for name, policy in deployed.items():
+        assert actions(documented[name]["Statement"]) == actions(policy["Statement"]), name
+        assert [s["Sid"] for s in documented[name]["Statement"]] == [s["Sid"] for s in policy["Statement"]], name
