@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Mapping
 
 from runas_agent import __version__
+from runas_agent.settings import SourceSettings
 
 
 def client_error(exc: Exception) -> tuple[str, str]:
@@ -18,10 +18,10 @@ def client_error(exc: Exception) -> tuple[str, str]:
 
 
 #: endpoint_url default: the source's endpoint_url
-SOURCE_ENDPOINT = object()
+SOURCE_ENDPOINT: Any = object()
 
 
-def client(service: str, source_cfg: SimpleNamespace, *, session: Any = None, region: str | None = None,
+def client(service: str, source_cfg: SourceSettings, *, session: Any = None, region: str | None = None,
            endpoint_url: Any = SOURCE_ENDPOINT, attempts: int = 3, agent: str = "") -> Any:
     """A boto3 client for `service` with the configured timeouts. `region` defaults to the Identity
     Center home region (source.region) and `endpoint_url` to source.endpoint_url (None: no override); without one

@@ -31,10 +31,10 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 from runas_agent import __version__, config
+from runas_agent.settings import Config, SourceSettings
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
 from runas_agent.exitcodes import Exit
 
@@ -164,7 +164,7 @@ class Daemon:
     def __init__(
         self,
         config_path: str,
-        cfg: SimpleNamespace,
+        cfg: Config,
         *,
         notify: Callable[..., None] | None = None,
         journal: Journal | None = None,
@@ -175,8 +175,8 @@ class Daemon:
         sync_fn: Callable[..., Any] | None = None,
         source_factory: Callable[..., Any] | None = None,
         lock_factory: Callable[[str], Any] | None = None,
-        load_config: Callable[[str], SimpleNamespace] = config.load,
-        watcher_factory: Callable[[SimpleNamespace], Any] | None = None,
+        load_config: Callable[[str], Config] = config.load,
+        watcher_factory: Callable[[Config], Any] | None = None,
     ):
         self.config_path = config_path
         self.cfg = cfg
@@ -477,7 +477,7 @@ class Daemon:
 # defaults wired to the real host
 
 
-def _default_sync(cfg: SimpleNamespace, *, source: Any, progress: Callable[[], None]) -> Any:
+def _default_sync(cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
     from runas_agent.sync import sync
 
     return sync(cfg, apply=True, source=source, progress=progress)
@@ -489,7 +489,7 @@ def _default_lock(path: str) -> Any:
     return SyncLock(path, wait=0)
 
 
-def _describe(source: Any, source_cfg: SimpleNamespace) -> str:
+def _describe(source: Any, source_cfg: SourceSettings) -> str:
     if source is not None:
         try:
             return str(source.describe())
@@ -498,7 +498,7 @@ def _describe(source: Any, source_cfg: SimpleNamespace) -> str:
     return str(source_cfg.type)
 
 
-def build_source(source_cfg: SimpleNamespace, *, checkpoint: Callable[[], None], nap: Callable[[float], None]) -> Any:
+def build_source(source_cfg: SourceSettings, *, checkpoint: Callable[[], None], nap: Callable[[float], None]) -> Any:
     """The configured source, wired to the loop: an Identity Store read checks in before every HTTP
     request and sleeps its backoff through `nap`, so the watchdog sees a read that makes progress
     and never one that is stuck inside a request longer than the watchdog interval."""
@@ -516,7 +516,7 @@ def build_source(source_cfg: SimpleNamespace, *, checkpoint: Callable[[], None],
     return IdentityStoreSource.from_config(source_cfg, session=session, sleep=nap)
 
 
-def make_session_watcher(cfg: SimpleNamespace) -> Any:
+def make_session_watcher(cfg: Config) -> Any:
     """The session watcher (runas_agent.sessions.SessionWatcher), or None when this build has none.
     It runs beside the sync loop with start()/stop(); the loop's watchdog pings do not depend on it."""
     try:

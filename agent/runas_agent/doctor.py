@@ -23,12 +23,12 @@ import pwd
 import sys
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from runas_agent import config as config_mod
 from runas_agent.aws import client_error
 from runas_agent.exitcodes import Exit
+from runas_agent.settings import Config
 
 log = logging.getLogger("runas_agent.doctor")
 
@@ -141,9 +141,9 @@ class Doctor:
         self._session = session
         self.ssm_region = ssm_region
         self.checks: dict[str, Check] = {}
-        self.cfg: SimpleNamespace | None = None
+        self.cfg: Optional[Config] = None
         #: the config with run_as.expression resolved (the live value for from-identity-center)
-        self.resolved: SimpleNamespace | None = None
+        self.resolved: Optional[Config] = None
         self.directory: Any = None
         self.desired: Any = None
         self.plan: Any = None
@@ -236,7 +236,7 @@ class Doctor:
         self.add("config", OK, f"{self.config_path} is valid (source {self.cfg.source.type}, "
                                f"run_as.expression {self.cfg.run_as.expression})")
 
-    def _defaults(self) -> SimpleNamespace:
+    def _defaults(self) -> Config:
         """The configured values, or every default when the configuration is invalid (local checks
         then look where an unconfigured agent would)."""
         if self.cfg is not None:
@@ -419,7 +419,8 @@ class Doctor:
 
     def check_abac(self) -> None:
         from runas_agent.core.expression import ExpressionError, parse
-        from runas_agent.identitycenter import FROM_IDENTITY_CENTER, RUN_AS_KEY, AbacError, expression_from, fetch_abac
+        from runas_agent.identitycenter import (FROM_IDENTITY_CENTER, RUN_AS_KEY, AbacError, expression_from, fetch_abac,
+                                                with_expression)
 
         live = self.cfg.run_as.expression == FROM_IDENTITY_CENTER
         written = self.cfg.run_as.expression
@@ -460,7 +461,7 @@ class Doctor:
                 self.add("abac", FAILED, f"Identity Center's {RUN_AS_KEY} is {value!r}, which {error}",
                          f"{console}: use one of the documented ${{path:...}} attributes")
                 return
-            self.resolved = _with_expression(self.cfg, value)
+            self.resolved = with_expression(self.cfg, value)
             self.add("abac", OK, f"{RUN_AS_KEY} = {value} (read live at every sync: run_as.expression is {FROM_IDENTITY_CENTER})")
             return
         if value != written:
@@ -567,7 +568,8 @@ class Doctor:
     def read_directory(self) -> None:
         from runas_agent.core.desired import compute
         from runas_agent.errors import AgentError
-        from runas_agent.sync import desired_settings, name_rules
+        from runas_agent.settings import desired_settings
+        from runas_agent.sync import name_rules
 
         if self.resolved is None:
             self.skip("identities", "the live run_as expression could not be read (see abac)")
@@ -819,15 +821,6 @@ class Doctor:
                                                  "`journalctl -u runas-agent` for failed actions")
         else:
             self.add("last-sync", OK, text)
-
-
-def _with_expression(cfg: SimpleNamespace, expression: str) -> SimpleNamespace:
-    import copy
-
-    resolved = copy.copy(cfg)
-    resolved.run_as = SimpleNamespace(**vars(cfg.run_as))
-    resolved.run_as.expression = expression
-    return resolved
 
 
 def _store_remedy(code: str, region: str) -> str:

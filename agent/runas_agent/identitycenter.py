@@ -12,13 +12,12 @@ they can never disagree about what Identity Center sends.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from runas_agent.aws import client_error
 from runas_agent.errors import SourceError
+from runas_agent.settings import Config, SourceSettings
 
 #: The value of run_as.expression that means "read it from Identity Center at every sync".
 FROM_IDENTITY_CENTER = "from-identity-center"
@@ -87,7 +86,7 @@ def _raise(message: str, kind: str) -> str:
     raise AbacError(message, kind)
 
 
-def client(source_cfg: SimpleNamespace, session: Any = None, service: str = "sso-admin") -> Any:
+def client(source_cfg: SourceSettings, session: Any = None, service: str = "sso-admin") -> Any:
     """A client for `service` in source.region, honouring source.endpoint_url like the Identity Store
     source does (one endpoint serves identitystore and sso-admin in tests and behind proxies)."""
     from runas_agent import aws
@@ -139,11 +138,11 @@ def find_instance_arn(sso_admin: Any, identity_store_id: str | None = None) -> s
     return arns[0]
 
 
-def fetch_abac(source_cfg: SimpleNamespace, sso_admin: Any) -> AbacConfig:
+def fetch_abac(source_cfg: SourceSettings, sso_admin: Any) -> AbacConfig:
     """Read the attributes for access control of the configured (or the only) instance."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    arn = getattr(source_cfg, "instance_arn", None) or find_instance_arn(sso_admin, source_cfg.identity_store_id)
+    arn = source_cfg.instance_arn or find_instance_arn(sso_admin, source_cfg.identity_store_id)
     try:
         response = sso_admin.describe_instance_access_control_attribute_configuration(InstanceArn=arn)
     except (ClientError, BotoCoreError) as exc:
@@ -158,7 +157,7 @@ def fetch_abac(source_cfg: SimpleNamespace, sso_admin: Any) -> AbacConfig:
     return parse_abac(arn, response)
 
 
-def resolve_run_as(cfg: SimpleNamespace, sso_admin: Any = None) -> SimpleNamespace:
+def resolve_run_as(cfg: Config, sso_admin: Any = None) -> Config:
     """`cfg` itself, or, with `run_as.expression: from-identity-center`, a copy holding the live
     SSMSessionRunAs expression. AbacError (a SourceError: the sync then changes nothing) when it
     cannot be read or is not one the agent can evaluate."""
@@ -172,8 +171,9 @@ def resolve_run_as(cfg: SimpleNamespace, sso_admin: Any = None) -> SimpleNamespa
         parse(live)
     except ExpressionError as exc:
         raise AbacError(f"Identity Center's {RUN_AS_KEY} value {live!r} {exc}", "bad_value") from None
-    resolved = copy.copy(cfg)
-    resolved.run_as = SimpleNamespace(**vars(cfg.run_as))
-    resolved.run_as.expression = live
-    resolved.run_as_source = FROM_IDENTITY_CENTER
-    return resolved
+    return with_expression(cfg, live)
+
+
+def with_expression(cfg: Config, expression: str) -> Config:
+    """`cfg` with run_as.expression replaced (e.g. by the live value)."""
+    return replace(cfg, run_as=replace(cfg.run_as, expression=expression))

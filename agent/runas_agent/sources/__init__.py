@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 from runas_agent.directory import Directory
+from runas_agent.settings import SourceSettings
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,12 @@ class Source(abc.ABC):
         return self.kind
 
 
-def make_source(source_cfg: SimpleNamespace) -> Source:
+def make_source(source_cfg: SourceSettings) -> Source:
     """The source a config section names."""
     if source_cfg.type == "file":
         from runas_agent.sources.file import FileSource
 
+        assert source_cfg.path is not None  # the configuration requires it
         return FileSource(source_cfg.path)
     if source_cfg.type == "identitystore":
         from runas_agent.sources.identitystore import IdentityStoreSource

@@ -15,12 +15,12 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator, Mapping
 
 from runas_agent.aws import client_error
 from runas_agent.directory import ENTERPRISE_EXTENSION, make_document, parse_document
 from runas_agent.errors import SourceError
+from runas_agent.settings import SourceSettings
 from runas_agent.sources import Fetched, Source
 
 #: The first botocore whose identitystore model has User.UserStatus and ListUsers(Extensions).
@@ -139,7 +139,7 @@ class IdentityStoreSource(Source):
         self.last_stats: dict[str, Any] = {}
 
     @classmethod
-    def from_config(cls, source_cfg: SimpleNamespace, session: Any = None, **kwargs: Any) -> "IdentityStoreSource":
+    def from_config(cls, source_cfg: SourceSettings, session: Any = None, **kwargs: Any) -> "IdentityStoreSource":
         """Build the source from the `source` config section. Credentials come from the default chain
         (the instance profile on EC2). endpoint_url, when set, serves sso-admin discovery too; when
         unset, boto3 itself honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_IDENTITYSTORE."""

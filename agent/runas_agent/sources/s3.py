@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from runas_agent.aws import client_error
 from runas_agent.errors import SourceError
+from runas_agent.settings import SourceSettings
 from runas_agent.sources import Fetched, Source
 from runas_agent.sources.file import parse_bytes
 
@@ -50,9 +50,10 @@ class S3Source(Source):
         self._last: Fetched | None = None
 
     @classmethod
-    def from_config(cls, source_cfg: SimpleNamespace, session: Any = None) -> "S3Source":
+    def from_config(cls, source_cfg: SourceSettings, session: Any = None) -> "S3Source":
         from runas_agent import aws
 
+        assert source_cfg.url is not None  # the configuration requires it
         return cls(aws.client("s3", source_cfg, session=session), source_cfg.url)
 
     def describe(self) -> str:
