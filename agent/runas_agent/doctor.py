@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from runas_agent import aws
 from runas_agent import config as config_mod
-from runas_agent.aws import client_error
 from runas_agent.exitcodes import Exit
 from runas_agent.settings import Config
 
@@ -95,11 +95,6 @@ class Probe:
     user_exists: Callable[[str], bool] = _user_exists
     run: Callable[..., Any] | None = None
     euid: Callable[[], int] = os.geteuid
-
-
-_DENIED = {"AccessDeniedException", "AccessDenied"}
-_BAD_CREDENTIALS = {"UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException", "ExpiredToken",
-                    "InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature"}
 
 
 def fields_verdict(raw_users: list[Mapping[str, Any]], parsed_users: list[Mapping[str, Any]],
@@ -346,11 +341,12 @@ class Doctor:
             try:
                 response = getattr(client, _snake(operation))(**params)
             except ClientError as exc:
-                code, message = client_error(exc)
-                if code in _DENIED:
-                    denied.append(f"identitystore:{operation}" + (" (and kms:Decrypt via identitystore)" if "kms" in message.lower() else ""))
+                failure = aws.classify(exc)
+                if failure.kind is aws.Kind.ACCESS_DENIED:
+                    denied.append(f"identitystore:{operation}" + (" (and kms:Decrypt via identitystore)" if "kms" in failure.message.lower() else ""))
                     continue
-                self.add("identitystore", FAILED, f"{where}: {operation}: {code}: {message}", _store_remedy(code, region))
+                self.add("identitystore", FAILED, f"{where}: {operation}: {failure.code}: {failure.message}",
+                         _store_remedy(failure, region))
                 self.skip("identitystore-fields", "the Identity Store is not readable")
                 return
             except ParamValidationError as exc:
@@ -395,27 +391,25 @@ class Doctor:
         status, summary, remedy = fields_verdict(*self._first_page, wants_enterprise)
         self.add("identitystore-fields", status, summary, remedy)
 
-    def _discover_store(self) -> str | None:
-        from runas_agent.identitycenter import LIST_INSTANCES_ACTION
+    def _discover_store(self) -> Optional[str]:
+        from runas_agent.identitycenter import IdentityCenterError, discover, list_instances
 
-        sso_admin = self._client("sso-admin", self.cfg.source.region, self.cfg.source.endpoint_url)
+        source = self.cfg.source
+        sso_admin = self._client("sso-admin", source.region, source.endpoint_url)
         try:
-            instances = [i for page in sso_admin.get_paginator("list_instances").paginate() for i in page.get("Instances", [])]
-        except Exception as exc:
-            code, message = client_error(exc)
+            instances = list_instances(sso_admin)
+        except IdentityCenterError as exc:
             remedy = "set source.identity_store_id"
-            if code in _DENIED:
-                remedy += f", or allow {LIST_INSTANCES_ACTION} to {self.principal}"
-            self.add("identitystore", FAILED, f"source.identity_store_id is not set and sso-admin ListInstances failed: "
-                                              f"{code or type(exc).__name__}: {message}", remedy)
+            if exc.action:
+                remedy += f", or allow {exc.action} to {self.principal}"
+            self.add("identitystore", FAILED, f"source.identity_store_id is not set and {exc}", remedy)
             return None
-        stores = sorted({i["IdentityStoreId"] for i in instances if i.get("IdentityStoreId")})
-        if len(stores) != 1:
-            self.add("identitystore", FAILED, f"sso-admin ListInstances in {self.cfg.source.region} shows "
-                                              f"{len(stores) or 'no'} Identity Store(s) {', '.join(stores)}".rstrip(),
+        try:
+            return discover(instances, source.region, "source.identity_store_id").identity_store_id
+        except IdentityCenterError as exc:
+            self.add("identitystore", FAILED, str(exc),
                      "set source.identity_store_id (and check source.region is the Identity Center home region)")
             return None
-        return stores[0]
 
     def check_abac(self) -> None:
         from runas_agent.core.expression import ExpressionError, parse
@@ -507,13 +501,14 @@ class Doctor:
         try:
             document = ssm.get_document(Name=PREFERENCES_DOCUMENT, DocumentFormat="JSON")
         except ClientError as exc:
-            code, message = client_error(exc)
+            failure = aws.classify(exc)
+            code, message = failure.code, failure.message
             if code == "InvalidDocument":
                 self.run_as_enabled = False
                 self.add("session-preferences", FAILED, f"{where}: none are saved, so Run As is off and every session "
                                                         "lands in ssm-user",
                          f"{console}: tick 'Enable Run As support for Linux instances' and save")
-            elif code in _DENIED:
+            elif failure.kind is aws.Kind.ACCESS_DENIED:
                 self.add("session-preferences", WARNING, f"{where}: cannot be read ({code}: {message})",
                          f"allow ssm:GetDocument on document/{PREFERENCES_DOCUMENT} to {self.principal}, or check "
                          f"by hand that Run As is enabled in {console}")
@@ -823,10 +818,10 @@ class Doctor:
             self.add("last-sync", OK, text)
 
 
-def _store_remedy(code: str, region: str) -> str:
-    if code == "ResourceNotFoundException":
+def _store_remedy(failure: aws.Failure, region: str) -> str:
+    if failure.kind is aws.Kind.NOT_FOUND:
         return f"check source.identity_store_id, and that {region} (source.region) is the Identity Center home region"
-    if code in _BAD_CREDENTIALS:
+    if failure.kind is aws.Kind.BAD_CREDENTIALS:
         return "the credentials were rejected: check the instance profile, the clock (signatures expire) and AWS_* variables"
     return ""
 

@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from runas_agent.aws import client_error
+from runas_agent import aws
 from runas_agent.errors import SourceError
 from runas_agent.settings import SourceSettings
 from runas_agent.sources import Fetched, Source
@@ -29,15 +29,13 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 def _failure(url: str, call: str, exc: Exception, action: str) -> SourceError:
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        code, message = client_error(exc)
-        detail = f"{code}: {message}"
-        if code in ("AccessDenied", "403"):
-            detail += f" (the instance role needs {action} on {url})"
-        return SourceError(f"{url}: {call}: {detail}")
-    return SourceError(f"{url}: {call}: {exc}")
+    failure = aws.classify(exc)
+    if not failure.answered:
+        return SourceError(f"{url}: {call}: {exc}")
+    detail = f"{failure.code}: {failure.message}"
+    if failure.kind is aws.Kind.ACCESS_DENIED:
+        detail += f" (the instance role needs {action} on {url})"
+    return SourceError(f"{url}: {call}: {detail}")
 
 
 class S3Source(Source):
@@ -51,8 +49,6 @@ class S3Source(Source):
 
     @classmethod
     def from_config(cls, source_cfg: SourceSettings, session: Any = None) -> "S3Source":
-        from runas_agent import aws
-
         assert source_cfg.url is not None  # the configuration requires it
         return cls(aws.client("s3", source_cfg, session=session), source_cfg.url)
 
