@@ -60,7 +60,7 @@ def bench_size(url: str, users: int, repeat: int) -> dict:
     minimum = minimum_calls(document)
     cfg = config.validate({"source": {"region": REGION, "identity_store_id": store_id, "endpoint_url": url},
                            "run_as": {"expression": "${path:userName}"}})
-    source = IdentityStoreSource.from_config(cfg.source)
+    source = IdentityStoreSource.from_settings(cfg.source)
     runs = []
     for _ in range(repeat):
         control(url, "reset-calls", "POST")

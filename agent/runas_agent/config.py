@@ -1,11 +1,15 @@
 """Configuration (pure apart from `load`): the schema, every key described, and validation that names
-the key of each problem and reports all of them at once. The result is a `settings.Config`."""
+the key of each problem and reports all of them at once. The result is a `settings.Config`.
+
+The `source` section is the keys every source type shares plus, for each source type (`sources/`),
+the keys only that type has; those checks are the type's own.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import yaml
 
@@ -15,13 +19,13 @@ from runas_agent.core.sudoers import command_problem, name_problem
 from runas_agent.errors import ConfigError
 from runas_agent.identitycenter import FROM_IDENTITY_CENTER
 from runas_agent.schema import (ABSENT as _ABSENT, BOOL, INT, LIST, NUM, OPT_STR, STR, Key, Section, absolute as _absolute,
-                                fraction as _fraction, not_empty, not_negative, positive as _positive,
-                                region as _region, uid as _uid)
+                                describe, fraction as _fraction, not_empty, not_negative, positive as _positive,
+                                region as _region, uid as _uid, validate_keys)
 from runas_agent.settings import Config
+from runas_agent.sources import SourceType, source_type, types as source_types
 
 DEFAULT_PATH = "/etc/runas-agent/config.yaml"
 
-_STORE_ID = re.compile(r"^d-[0-9a-f]{10}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _INSTANCE_ARN = re.compile(r"^arn:aws[a-z-]*:sso:::instance/(sso)?ins-[a-zA-Z0-9-.]{16}$")
 
 
@@ -43,19 +47,56 @@ def _sudo_command(value: Any) -> Optional[str]:
     return f"{value!r}: {problem}" if problem else None
 
 
-SOURCE = Section(settings.SourceSettings, {
-    "type": Key(STR, "identitystore", "Where the directory comes from: the Identity Store, a directory document on disk, or one in S3 that a publisher writes with `runas-agent export --output s3://...`.", choices=("identitystore", "file", "s3")),
-    "region": Key(OPT_STR, None, "The Identity Center home region (may differ from the instance's region)."),
+SOURCE_KEYS = {
+    "region": Key(OPT_STR, None, "The Identity Center home region (may differ from the instance's region). With type s3 and no source.bucket_region, also the bucket's region (what configurations written before bucket_region meant by it)."),
     "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890."),
     "instance_arn": Key(OPT_STR, None, "The IAM Identity Center instance ARN (arn:aws:sso:::instance/ssoins-...), for reading its attributes for access control; when unset, sso-admin ListInstances finds it.", check=_instance_arn),
-    "endpoint_url": Key(OPT_STR, None, "Identity Store endpoint override; AWS_ENDPOINT_URL is honoured too."),
-    "path": Key(OPT_STR, None, "type: file: the directory document (JSON or YAML)."),
-    "url": Key(OPT_STR, None, "type: s3: s3://bucket/key of the directory document; read with conditional GETs (region: the bucket's region)."),
+    "endpoint_url": Key(OPT_STR, None, "Endpoint override for the source's AWS calls (the Identity Store and sso-admin; S3 for type s3); AWS_ENDPOINT_URL is honoured too."),
     "max_attempts": Key(INT, 8, "Attempts per Identity Store call before the read fails (throttling, 5xx, timeouts).", check=_positive),
-    "connect_timeout": Key(NUM, 5, "Seconds to wait for a connection to the Identity Store.", check=_positive),
-    "read_timeout": Key(NUM, 20, "Seconds to wait for one Identity Store response.", check=_positive),
+    "connect_timeout": Key(NUM, 5, "Seconds to wait for a connection to the Identity Store (or the bucket, for type s3).", check=_positive),
+    "read_timeout": Key(NUM, 20, "Seconds to wait for one Identity Store response (or the bucket's, for type s3).", check=_positive),
     "read_deadline": Key(NUM, 600, "Seconds a whole directory read may take, retries included.", check=_positive),
-})
+}
+
+
+class SourceSection:
+    """`source`: the keys every source type shares, plus each type's own (`Source.keys`). A type's own
+    key is refused under any other type; the section builds the settings class of its type."""
+
+    def __init__(self, common: Mapping[str, Key], types: Mapping[str, SourceType]):
+        summary = "; ".join(f"{name}: {cls.summary}" for name, cls in types.items())
+        self.types = dict(types)
+        self.common: dict[str, Key] = {
+            "type": Key(STR, "identitystore", f"Where the directory comes from ({summary}).", choices=tuple(types)),
+            **common,
+        }
+        self.owned = {key: cls for cls in types.values() for key in cls.keys}
+        self.keys: dict[str, Key] = {**self.common, **{k: spec for cls in types.values() for k, spec in cls.keys.items()}}
+
+    def __getitem__(self, name: str) -> Key:
+        return self.keys[name]
+
+    def validate(self, data: Any, prefix: str, problems: list[str]) -> settings.SourceSettings:
+        values = validate_keys(data, self.keys, prefix, problems)
+        chosen = self.types.get(values["type"])
+        for key, owner in self.owned.items():
+            if owner is not chosen and isinstance(data, Mapping) and data.get(key) is not None:
+                problems.append(f"{prefix}{key}: only for type {owner.kind}")
+        if chosen is None:  # an unknown type, reported above: the shared keys are all there is
+            return settings.SourceSettings(**{k: values[k] for k in self.common})
+        return chosen.settings_class(**{k: values[k] for k in (*self.common, *chosen.keys)})
+
+    def rows(self, prefix: str) -> list[tuple[str, Any, str]]:
+        return describe(self.keys, prefix)
+
+    def field_problems(self) -> list[str]:
+        out = []
+        for cls in self.types.values():
+            fields = {f.name for f in dataclasses.fields(cls.settings_class)}
+            wanted = set(self.common) | set(cls.keys)
+            if fields != wanted:
+                out.append(f"{cls.settings_class.__name__}: fields {sorted(fields ^ wanted)} do not match the keys of type {cls.kind}")
+        return out
 
 
 def _group_rule_checks(rule: settings.GroupRule, where: str, problems: list[str]) -> None:
@@ -94,7 +135,7 @@ SUDO_RULE = Section(settings.SudoRule, {
 }, check=_sudo_rule_checks)
 
 SCHEMA = Section(Config, {
-    "source": SOURCE,
+    "source": SourceSection(SOURCE_KEYS, source_types()),
     "run_as": Section(settings.RunAs, {
         "expression": Key(STR, _ABSENT, "Exactly the SSMSessionRunAs value configured in Identity Center, e.g. ${path:userName}; or from-identity-center to read it live at every sync (needs sso:DescribeInstanceAccessControlAttributeConfiguration).", required=True),
         "account_kind": Key(STR, "auto", "person: one account per identity (UID from the UserId); shared: several people may share one account (UID from the name); auto: person for ${path:userName}, shared otherwise.", choices=("auto", "person", "shared")),
@@ -147,40 +188,12 @@ SCHEMA = Section(Config, {
 }, extra=("path",))
 
 
-def _source_checks(source: settings.SourceSettings, problems: list[str]) -> None:
-    if source.type == "identitystore":
-        if not source.region:
-            problems.append("source.region: required for type identitystore (the Identity Center home region)")
-        else:
-            problem = _region(source.region)
-            if problem:
-                problems.append(f"source.region: {problem}")
-        if source.identity_store_id is not None and not _STORE_ID.match(source.identity_store_id):
-            problems.append(f"source.identity_store_id: {source.identity_store_id!r} is not an Identity Store id (d-xxxxxxxxxx)")
-        if source.path is not None:
-            problems.append("source.path: only for type file")
-    elif source.type == "file":
-        if not source.path:
-            problems.append("source.path: required for type file")
-        elif _absolute(source.path):
-            problems.append("source.path: must be an absolute path")
-    elif source.type == "s3":
-        from runas_agent.sources.s3 import split_url
-
-        try:
-            split_url(source.url or "")
-        except ValueError as exc:
-            problems.append(f"source.url: required for type s3: {exc}")
-    if source.url is not None and source.type != "s3":
-        problems.append("source.url: only for type s3")
-
-
 def _cross_checks(cfg: Config, problems: list[str]) -> None:
-    _source_checks(cfg.source, problems)
+    source_type(cfg.source.type).check(cfg.source, problems)
     if cfg.accounts.uid_min >= cfg.accounts.uid_max:
         problems.append("accounts.uid_min: must be lower than accounts.uid_max")
     if cfg.run_as.expression == FROM_IDENTITY_CENTER:
-        if not cfg.source.region and cfg.source.type != "identitystore":
+        if not cfg.source.region and not any(p.startswith("source.region:") for p in problems):
             problems.append("source.region: required with run_as.expression: from-identity-center (the Identity Center home region)")
     else:
         try:

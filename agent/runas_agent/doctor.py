@@ -29,6 +29,7 @@ from runas_agent import aws
 from runas_agent import config as config_mod
 from runas_agent.exitcodes import Exit
 from runas_agent.settings import Config
+from runas_agent.sources import SourceType, source_type
 
 log = logging.getLogger("runas_agent.doctor")
 
@@ -183,10 +184,28 @@ class Doctor:
         return self.role or "the instance role"
 
     @property
+    def source_type(self) -> SourceType:
+        """The class of the configured source type."""
+        return source_type(self.cfg.source.type)
+
+    @property
     def needs_aws(self) -> bool:
         from runas_agent.identitycenter import FROM_IDENTITY_CENTER
 
-        return self.cfg.source.type == "identitystore" or self.cfg.run_as.expression == FROM_IDENTITY_CENTER
+        return self.source_type.needs_aws_credentials or self.cfg.run_as.expression == FROM_IDENTITY_CENTER
+
+    def _probed(self, name: str) -> bool:
+        """Whether the link `name` probes the configured source type; if not, it is skipped saying so."""
+        if name in self.source_type.probes:
+            return True
+        source = self.cfg.source
+        reason = f"source.type is {source.type}"
+        if name == "identitystore":
+            reason += f" (the directory comes from {self.source_type.origin(source)})"
+        elif name == "botocore":
+            reason += ": no Identity Store calls"
+        self.skip(name, reason)
+        return False
 
     def run(self) -> list[Check]:
         self.check_config()
@@ -279,8 +298,7 @@ class Doctor:
         from runas_agent.errors import SourceError
         from runas_agent.sources.identitystore import check_botocore
 
-        if self.cfg.source.type != "identitystore":
-            self.skip("botocore", "source.type is file: no Identity Store calls")
+        if not self._probed("botocore"):
             return
         import botocore
 
@@ -303,9 +321,8 @@ class Doctor:
 
         from runas_agent.directory import ENTERPRISE_EXTENSION
 
-        if self.cfg.source.type != "identitystore":
-            self.skip("identitystore", f"source.type is file (the directory comes from {self.cfg.source.path})")
-            self.skip("identitystore-fields", "source.type is file")
+        if not self._probed("identitystore"):
+            self._probed("identitystore-fields")
             return
         if not self._aws_ready("identitystore"):
             self.skip("identitystore-fields", "no AWS credentials")
@@ -569,7 +586,7 @@ class Doctor:
         if self.resolved is None:
             self.skip("identities", "the live run_as expression could not be read (see abac)")
             return
-        if self.cfg.source.type == "identitystore" and not self.ok("identitystore"):
+        if "identitystore" in self.source_type.probes and not self.ok("identitystore"):
             self.skip("identities", "the Identity Store is not readable (see identitystore)")
             return
         try:
@@ -600,13 +617,8 @@ class Doctor:
         self.add("identities", OK, summary)
 
     def _source(self) -> Any:
-        if self.cfg.source.type == "identitystore":
-            from runas_agent.sources.identitystore import IdentityStoreSource
-
-            return IdentityStoreSource.from_config(self.cfg.source, session=self.session)
-        from runas_agent.sources import make_source
-
-        return make_source(self.cfg.source)
+        session = self.session if self.source_type.needs_aws_credentials else None
+        return self.source_type.from_settings(self.cfg.source, session=session)
 
     def check_accounts(self) -> None:
         from runas_agent.core.desired import Skip

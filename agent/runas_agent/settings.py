@@ -6,6 +6,8 @@ value here has passed the schema in `config` (which holds each key's type, defau
 changed copy is made with `dataclasses.replace`, e.g. `replace(cfg, run_as=replace(cfg.run_as,
 expression=live))`. Lists of the configuration file are tuples here.
 
+The source section's class depends on `source.type`: `SourceSettings` holds the keys every source type
+shares, and a source type with keys of its own (`sources/`) subclasses it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from runas_agent.core.sudoers import Rule
 
 @dataclass(frozen=True)
 class SourceSettings:
-    """`source`: where the directory comes from."""
+    """`source`: the keys every source type has."""
 
     type: str
     #: the Identity Center home region
@@ -32,10 +34,6 @@ class SourceSettings:
     identity_store_id: Optional[str]
     instance_arn: Optional[str]
     endpoint_url: Optional[str]
-    #: type file: the directory document
-    path: Optional[str]
-    #: type s3: s3://bucket/key of the directory document
-    url: Optional[str]
     max_attempts: int
     connect_timeout: float
     read_timeout: float

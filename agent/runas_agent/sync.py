@@ -103,7 +103,7 @@ def _settle(plan_ledger: Ledger, outcome: Outcome) -> Ledger:
     return ledger
 
 
-def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Optional[Source] = None,
+def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Optional[Source[Any]] = None,
          etc: str = "/etc", progress: Callable[[], None] | None = None) -> SyncResult:
     """Read the directory, plan, and (when `apply`) apply. Raises SourceError when the directory
     could not be read completely; then nothing is changed.

@@ -54,7 +54,7 @@ def cfg(endpoint: Any, **overrides: Any) -> SourceSettings:
 
 
 def make(endpoint: Any, sleep: Any = None, **overrides: Any) -> IdentityStoreSource:
-    return IdentityStoreSource.from_config(cfg(endpoint, **overrides), **({"sleep": sleep} if sleep else {}))
+    return IdentityStoreSource.from_settings(cfg(endpoint, **overrides), **({"sleep": sleep} if sleep else {}))
 
 
 def without_assigned(record: Any) -> dict:
@@ -415,7 +415,7 @@ def test_the_endpoint_runs_as_a_module_with_a_seed_file(tmp_path):
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        source = IdentityStoreSource.from_config(
+        source = IdentityStoreSource.from_settings(
             config.validate({"source": {"region": REGION, "endpoint_url": url, "max_attempts": 2, "connect_timeout": 2,
                                         "read_timeout": 5, "read_deadline": 30},
                              "run_as": {"expression": "${path:userName}"}}).source,

@@ -321,8 +321,8 @@ def source_cfg(**overrides: Any) -> SourceSettings:
     return config.validate({"source": values, "run_as": {"expression": "${path:userName}"}}).source
 
 
-def test_from_config_switches_botocore_retries_off_and_applies_timeouts():
-    src = IdentityStoreSource.from_config(source_cfg(endpoint_url="http://127.0.0.1:9"))
+def test_from_settings_switches_botocore_retries_off_and_applies_timeouts():
+    src = IdentityStoreSource.from_settings(source_cfg(endpoint_url="http://127.0.0.1:9"))
     config = src._client.meta.config
     assert config.retries["total_max_attempts"] == 1
     assert (config.connect_timeout, config.read_timeout) == (2, 3)
@@ -350,7 +350,7 @@ def test_an_old_botocore_is_refused(monkeypatch, member, shape, named):
 
     monkeypatch.setattr(botocore.loaders.Loader, "load_service_model", _without(member, shape))
     with pytest.raises(SourceError) as raised:
-        IdentityStoreSource.from_config(source_cfg())
+        IdentityStoreSource.from_settings(source_cfg())
     message = str(raised.value)
     assert named in message and f"botocore>={identitystore.MIN_BOTOCORE}" in message and f"botocore {botocore.__version__}" in message
 

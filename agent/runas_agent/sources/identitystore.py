@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import datetime
 import random
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from runas_agent import aws, identitycenter
 from runas_agent.directory import ENTERPRISE_EXTENSION, make_document, parse_document
 from runas_agent.errors import SourceError
+from runas_agent.schema import region as region_problem
 from runas_agent.settings import SourceSettings
-from runas_agent.sources import Fetched, Source
+from runas_agent.sources import Fetched, Source, Step, register
 
 #: The first botocore whose identitystore model has User.UserStatus and ListUsers(Extensions).
 MIN_BOTOCORE = "1.42.5"
@@ -32,6 +34,7 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
 MANAGED_POLICY = "AWSSSODirectoryReadOnly"
 
+_STORE_ID = re.compile(r"^d-[0-9a-f]{10}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: IAM action behind each call, for access-denied messages.
 _IAM_ACTION = {
     "ListUsers": "identitystore:ListUsers",
@@ -81,8 +84,12 @@ class _Read:
     slept: float = 0.0
 
 
-class IdentityStoreSource(Source):
+@register
+class IdentityStoreSource(Source[SourceSettings]):
     kind = "identitystore"
+    summary = "the Identity Store, read through its API (the default)"
+    needs_aws_credentials = True
+    probes = ("botocore", "identitystore", "identitystore-fields")
 
     def __init__(
         self,
@@ -119,25 +126,62 @@ class IdentityStoreSource(Source):
         self.last_stats: dict[str, Any] = {}
 
     @classmethod
-    def from_config(cls, source_cfg: SourceSettings, session: Any = None, **kwargs: Any) -> "IdentityStoreSource":
-        """Build the source from the `source` config section. Credentials come from the default chain
-        (the instance profile on EC2). endpoint_url, when set, serves sso-admin discovery too; when
-        unset, boto3 itself honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_IDENTITYSTORE."""
+    def check(cls, settings: SourceSettings, problems: list[str]) -> None:
+        if not settings.region:
+            problems.append("source.region: required for type identitystore (the Identity Center home region)")
+        else:
+            problem = region_problem(settings.region)
+            if problem:
+                problems.append(f"source.region: {problem}")
+        if settings.identity_store_id is not None and not _STORE_ID.match(settings.identity_store_id):
+            problems.append(f"source.identity_store_id: {settings.identity_store_id!r} is not an Identity Store id (d-xxxxxxxxxx)")
+
+    @classmethod
+    def from_settings(cls, settings: SourceSettings, *, session: Any = None, checkpoint: Optional[Callable[[], None]] = None,
+                      nap: Optional[Callable[[float], None]] = None, **kwargs: Any) -> "IdentityStoreSource":
+        """Build the source from the `source` settings. Credentials come from the default chain (the
+        instance profile on EC2). endpoint_url, when set, serves sso-admin discovery too; when unset,
+        boto3 itself honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_IDENTITYSTORE.
+
+        For the service loop: `checkpoint` is called before every HTTP request (botocore's before-send
+        event), so the watchdog sees a read that makes progress and never one stuck inside a request
+        longer than the watchdog interval; backoffs sleep through `nap`. `kwargs` go to the
+        constructor (sleep, clock, rng: for tests)."""
         check_botocore()
+        if checkpoint is not None:
+            import boto3
+
+            hook = checkpoint
+            session = session or boto3.session.Session(region_name=settings.region)
+            # Clients copy the session's handlers when they are created.
+            session.events.register("before-send", lambda **_: hook())
+        if nap is not None:
+            kwargs.setdefault("sleep", nap)
         # One HTTP attempt per call: the retry loop here honours RetryAfterSeconds and the deadline.
-        identitystore = aws.client("identitystore", source_cfg, session=session, attempts=1)
+        identitystore = aws.client("identitystore", settings, session=session, attempts=1)
         sso_admin = None
-        if not source_cfg.identity_store_id:
-            sso_admin = aws.client("sso-admin", source_cfg, session=session, attempts=1)
+        if not settings.identity_store_id:
+            sso_admin = aws.client("sso-admin", settings, session=session, attempts=1)
         return cls(
             identitystore,
-            source_cfg.identity_store_id,
+            settings.identity_store_id,
             sso_admin=sso_admin,
-            region=source_cfg.region,
-            max_attempts=source_cfg.max_attempts,
-            read_deadline=source_cfg.read_deadline,
+            region=settings.region,
+            max_attempts=settings.max_attempts,
+            read_deadline=settings.read_deadline,
             **kwargs,
         )
+
+    @classmethod
+    def origin(cls, settings: SourceSettings) -> str:
+        return f"Identity Store {settings.identity_store_id or '(discovered)'} in {settings.region}"
+
+    @classmethod
+    def longest_step(cls, settings: SourceSettings) -> Step:
+        # The service checks in before every request, and retries sleep through its naps: the
+        # longest stretch without a proof of progress is one request.
+        return Step(settings.connect_timeout + settings.read_timeout, "source.connect_timeout + source.read_timeout",
+                    "one slow Identity Store response")
 
     def describe(self) -> str:
         return f"identitystore {self.identity_store_id or '(to be discovered)'} in {self.region}"
