@@ -20,13 +20,13 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from runas_agent import config  # noqa: E402
 from runas_agent.sources.identitystore import IdentityStoreSource  # noqa: E402
 from tests.endpoint.directories import make_directory  # noqa: E402
 
@@ -58,11 +58,9 @@ def bench_size(url: str, users: int, repeat: int) -> dict:
     store_id = control(url, "seed", "POST", document)["IdentityStoreId"]
     seed_seconds = time.perf_counter() - started
     minimum = minimum_calls(document)
-    cfg = types.SimpleNamespace(
-        region=REGION, identity_store_id=store_id, endpoint_url=url,
-        max_attempts=8, connect_timeout=5, read_timeout=20, read_deadline=600,
-    )
-    source = IdentityStoreSource.from_config(cfg)
+    cfg = config.validate({"source": {"region": REGION, "identity_store_id": store_id, "endpoint_url": url},
+                           "run_as": {"expression": "${path:userName}"}})
+    source = IdentityStoreSource.from_settings(cfg.source)
     runs = []
     for _ in range(repeat):
         control(url, "reset-calls", "POST")

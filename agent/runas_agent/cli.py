@@ -6,10 +6,10 @@ import argparse
 import json
 import logging
 import sys
-from types import SimpleNamespace
 from typing import Callable
 
 from runas_agent import __version__, config
+from runas_agent.settings import Config
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
 
@@ -32,7 +32,7 @@ def _print_json(data) -> None:
     sys.stdout.write("\n")
 
 
-def cmd_plan(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
+def cmd_plan(args: argparse.Namespace, cfg: Config) -> Exit:
     from runas_agent.sync import sync
 
     result = sync(cfg, apply=False, force=args.force)
@@ -45,7 +45,7 @@ def cmd_plan(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
     return result.exit
 
 
-def cmd_once(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
+def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
     from runas_agent.host.files import StateDir
     from runas_agent.host.lock import SyncLock
     from runas_agent.sync import sync
@@ -75,13 +75,14 @@ def cmd_once(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
     return result.exit
 
 
-def cmd_export(args: argparse.Namespace, cfg: SimpleNamespace) -> Exit:
+def cmd_export(args: argparse.Namespace, cfg: Config) -> Exit:
     """Write the configured source's directory as a directory document: the file source's format,
     and the snapshot a fleet publisher puts where instances read it."""
     from runas_agent.host.files import write_atomic
     from runas_agent.sources import make_source
 
     fetched = make_source(cfg.source).fetch()
+    assert fetched is not None  # no known version was given
     data = fetched.directory.canonical_bytes()
     if args.output == "-":
         sys.stdout.buffer.write(data)

@@ -31,10 +31,11 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 from runas_agent import __version__, config
+from runas_agent.settings import Config, SourceSettings
+from runas_agent.sources import make_source, source_type
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
 from runas_agent.exitcodes import Exit
 
@@ -164,7 +165,7 @@ class Daemon:
     def __init__(
         self,
         config_path: str,
-        cfg: SimpleNamespace,
+        cfg: Config,
         *,
         notify: Callable[..., None] | None = None,
         journal: Journal | None = None,
@@ -175,8 +176,8 @@ class Daemon:
         sync_fn: Callable[..., Any] | None = None,
         source_factory: Callable[..., Any] | None = None,
         lock_factory: Callable[[str], Any] | None = None,
-        load_config: Callable[[str], SimpleNamespace] = config.load,
-        watcher_factory: Callable[[SimpleNamespace], Any] | None = None,
+        load_config: Callable[[str], Config] = config.load,
+        watcher_factory: Callable[[Config], Any] | None = None,
     ):
         self.config_path = config_path
         self.cfg = cfg
@@ -375,12 +376,13 @@ class Daemon:
         return step / 2 + self.rng.random() * step / 2
 
     def _check_watchdog_margin(self) -> None:
-        if not self.watchdog or self.cfg.source.type != "identitystore":
+        """Warn when the source can block, without proving progress, for most of the watchdog interval."""
+        if not self.watchdog:
             return
-        step = self.cfg.source.connect_timeout + self.cfg.source.read_timeout
-        if step >= self.watchdog * 0.75:
-            log.warning("source.connect_timeout + source.read_timeout (%gs) is close to the watchdog interval "
-                        "(%gs): one slow Identity Store response may get the service restarted", step, self.watchdog)
+        step = source_type(self.cfg.source.type).longest_step(self.cfg.source)
+        if step is not None and step.seconds >= self.watchdog * 0.75:
+            log.warning("%s (%gs) is close to the watchdog interval (%gs): %s may get the service restarted",
+                        step.what, step.seconds, self.watchdog, step.step)
 
     # -- the lock ---------------------------------------------------------------------------------
 
@@ -477,7 +479,7 @@ class Daemon:
 # defaults wired to the real host
 
 
-def _default_sync(cfg: SimpleNamespace, *, source: Any, progress: Callable[[], None]) -> Any:
+def _default_sync(cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
     from runas_agent.sync import sync
 
     return sync(cfg, apply=True, source=source, progress=progress)
@@ -489,7 +491,7 @@ def _default_lock(path: str) -> Any:
     return SyncLock(path, wait=0)
 
 
-def _describe(source: Any, source_cfg: SimpleNamespace) -> str:
+def _describe(source: Any, source_cfg: SourceSettings) -> str:
     if source is not None:
         try:
             return str(source.describe())
@@ -498,25 +500,13 @@ def _describe(source: Any, source_cfg: SimpleNamespace) -> str:
     return str(source_cfg.type)
 
 
-def build_source(source_cfg: SimpleNamespace, *, checkpoint: Callable[[], None], nap: Callable[[float], None]) -> Any:
-    """The configured source, wired to the loop: an Identity Store read checks in before every HTTP
-    request and sleeps its backoff through `nap`, so the watchdog sees a read that makes progress
-    and never one that is stuck inside a request longer than the watchdog interval."""
-    from runas_agent.sources import make_source
-
-    if source_cfg.type != "identitystore":
-        return make_source(source_cfg)
-    import boto3
-
-    from runas_agent.sources.identitystore import IdentityStoreSource
-
-    session = boto3.session.Session(region_name=source_cfg.region)
-    # Clients copy the session's handlers when they are created.
-    session.events.register("before-send", lambda **kwargs: checkpoint())
-    return IdentityStoreSource.from_config(source_cfg, session=session, sleep=nap)
+def build_source(source_cfg: SourceSettings, *, checkpoint: Callable[[], None], nap: Callable[[float], None]) -> Any:
+    """The configured source, wired to the loop: the source type calls `checkpoint` where its read
+    proves progress and sleeps its backoffs through `nap` (see Source.from_settings)."""
+    return make_source(source_cfg, checkpoint=checkpoint, nap=nap)
 
 
-def make_session_watcher(cfg: SimpleNamespace) -> Any:
+def make_session_watcher(cfg: Config) -> Any:
     """The session watcher (runas_agent.sessions.SessionWatcher), or None when this build has none.
     It runs beside the sync loop with start()/stop(); the loop's watchdog pings do not depend on it."""
     try:

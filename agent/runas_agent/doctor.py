@@ -23,12 +23,13 @@ import pwd
 import sys
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
+from runas_agent import aws
 from runas_agent import config as config_mod
-from runas_agent.aws import client_error
 from runas_agent.exitcodes import Exit
+from runas_agent.settings import Config
+from runas_agent.sources import SourceType, source_type
 
 log = logging.getLogger("runas_agent.doctor")
 
@@ -97,11 +98,6 @@ class Probe:
     euid: Callable[[], int] = os.geteuid
 
 
-_DENIED = {"AccessDeniedException", "AccessDenied"}
-_BAD_CREDENTIALS = {"UnrecognizedClientException", "InvalidClientTokenId", "ExpiredTokenException", "ExpiredToken",
-                    "InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature"}
-
-
 def fields_verdict(raw_users: list[Mapping[str, Any]], parsed_users: list[Mapping[str, Any]],
                    wants_enterprise: bool) -> tuple[str, str, str]:
     """Whether UserStatus and Extensions arrive, from one ListUsers page as it came over the wire
@@ -141,9 +137,9 @@ class Doctor:
         self._session = session
         self.ssm_region = ssm_region
         self.checks: dict[str, Check] = {}
-        self.cfg: SimpleNamespace | None = None
+        self.cfg: Optional[Config] = None
         #: the config with run_as.expression resolved (the live value for from-identity-center)
-        self.resolved: SimpleNamespace | None = None
+        self.resolved: Optional[Config] = None
         self.directory: Any = None
         self.desired: Any = None
         self.plan: Any = None
@@ -188,10 +184,28 @@ class Doctor:
         return self.role or "the instance role"
 
     @property
+    def source_type(self) -> SourceType:
+        """The class of the configured source type."""
+        return source_type(self.cfg.source.type)
+
+    @property
     def needs_aws(self) -> bool:
         from runas_agent.identitycenter import FROM_IDENTITY_CENTER
 
-        return self.cfg.source.type == "identitystore" or self.cfg.run_as.expression == FROM_IDENTITY_CENTER
+        return self.source_type.needs_aws_credentials or self.cfg.run_as.expression == FROM_IDENTITY_CENTER
+
+    def _probed(self, name: str) -> bool:
+        """Whether the link `name` probes the configured source type; if not, it is skipped saying so."""
+        if name in self.source_type.probes:
+            return True
+        source = self.cfg.source
+        reason = f"source.type is {source.type}"
+        if name == "identitystore":
+            reason += f" (the directory comes from {self.source_type.origin(source)})"
+        elif name == "botocore":
+            reason += ": no Identity Store calls"
+        self.skip(name, reason)
+        return False
 
     def run(self) -> list[Check]:
         self.check_config()
@@ -236,7 +250,7 @@ class Doctor:
         self.add("config", OK, f"{self.config_path} is valid (source {self.cfg.source.type}, "
                                f"run_as.expression {self.cfg.run_as.expression})")
 
-    def _defaults(self) -> SimpleNamespace:
+    def _defaults(self) -> Config:
         """The configured values, or every default when the configuration is invalid (local checks
         then look where an unconfigured agent would)."""
         if self.cfg is not None:
@@ -284,8 +298,7 @@ class Doctor:
         from runas_agent.errors import SourceError
         from runas_agent.sources.identitystore import check_botocore
 
-        if self.cfg.source.type != "identitystore":
-            self.skip("botocore", "source.type is file: no Identity Store calls")
+        if not self._probed("botocore"):
             return
         import botocore
 
@@ -308,9 +321,8 @@ class Doctor:
 
         from runas_agent.directory import ENTERPRISE_EXTENSION
 
-        if self.cfg.source.type != "identitystore":
-            self.skip("identitystore", f"source.type is file (the directory comes from {self.cfg.source.path})")
-            self.skip("identitystore-fields", "source.type is file")
+        if not self._probed("identitystore"):
+            self._probed("identitystore-fields")
             return
         if not self._aws_ready("identitystore"):
             self.skip("identitystore-fields", "no AWS credentials")
@@ -346,11 +358,12 @@ class Doctor:
             try:
                 response = getattr(client, _snake(operation))(**params)
             except ClientError as exc:
-                code, message = client_error(exc)
-                if code in _DENIED:
-                    denied.append(f"identitystore:{operation}" + (" (and kms:Decrypt via identitystore)" if "kms" in message.lower() else ""))
+                failure = aws.classify(exc)
+                if failure.kind is aws.Kind.ACCESS_DENIED:
+                    denied.append(f"identitystore:{operation}" + (" (and kms:Decrypt via identitystore)" if "kms" in failure.message.lower() else ""))
                     continue
-                self.add("identitystore", FAILED, f"{where}: {operation}: {code}: {message}", _store_remedy(code, region))
+                self.add("identitystore", FAILED, f"{where}: {operation}: {failure.code}: {failure.message}",
+                         _store_remedy(failure, region))
                 self.skip("identitystore-fields", "the Identity Store is not readable")
                 return
             except ParamValidationError as exc:
@@ -395,31 +408,30 @@ class Doctor:
         status, summary, remedy = fields_verdict(*self._first_page, wants_enterprise)
         self.add("identitystore-fields", status, summary, remedy)
 
-    def _discover_store(self) -> str | None:
-        from runas_agent.identitycenter import LIST_INSTANCES_ACTION
+    def _discover_store(self) -> Optional[str]:
+        from runas_agent.identitycenter import IdentityCenterError, discover, list_instances
 
-        sso_admin = self._client("sso-admin", self.cfg.source.region, self.cfg.source.endpoint_url)
+        source = self.cfg.source
+        sso_admin = self._client("sso-admin", source.region, source.endpoint_url)
         try:
-            instances = [i for page in sso_admin.get_paginator("list_instances").paginate() for i in page.get("Instances", [])]
-        except Exception as exc:
-            code, message = client_error(exc)
+            instances = list_instances(sso_admin)
+        except IdentityCenterError as exc:
             remedy = "set source.identity_store_id"
-            if code in _DENIED:
-                remedy += f", or allow {LIST_INSTANCES_ACTION} to {self.principal}"
-            self.add("identitystore", FAILED, f"source.identity_store_id is not set and sso-admin ListInstances failed: "
-                                              f"{code or type(exc).__name__}: {message}", remedy)
+            if exc.action:
+                remedy += f", or allow {exc.action} to {self.principal}"
+            self.add("identitystore", FAILED, f"source.identity_store_id is not set and {exc}", remedy)
             return None
-        stores = sorted({i["IdentityStoreId"] for i in instances if i.get("IdentityStoreId")})
-        if len(stores) != 1:
-            self.add("identitystore", FAILED, f"sso-admin ListInstances in {self.cfg.source.region} shows "
-                                              f"{len(stores) or 'no'} Identity Store(s) {', '.join(stores)}".rstrip(),
+        try:
+            return discover(instances, source.region, "source.identity_store_id").identity_store_id
+        except IdentityCenterError as exc:
+            self.add("identitystore", FAILED, str(exc),
                      "set source.identity_store_id (and check source.region is the Identity Center home region)")
             return None
-        return stores[0]
 
     def check_abac(self) -> None:
         from runas_agent.core.expression import ExpressionError, parse
-        from runas_agent.identitycenter import FROM_IDENTITY_CENTER, RUN_AS_KEY, AbacError, expression_from, fetch_abac
+        from runas_agent.identitycenter import (FROM_IDENTITY_CENTER, RUN_AS_KEY, AbacError, expression_from, fetch_abac,
+                                                with_expression)
 
         live = self.cfg.run_as.expression == FROM_IDENTITY_CENTER
         written = self.cfg.run_as.expression
@@ -460,7 +472,7 @@ class Doctor:
                 self.add("abac", FAILED, f"Identity Center's {RUN_AS_KEY} is {value!r}, which {error}",
                          f"{console}: use one of the documented ${{path:...}} attributes")
                 return
-            self.resolved = _with_expression(self.cfg, value)
+            self.resolved = with_expression(self.cfg, value)
             self.add("abac", OK, f"{RUN_AS_KEY} = {value} (read live at every sync: run_as.expression is {FROM_IDENTITY_CENTER})")
             return
         if value != written:
@@ -506,13 +518,14 @@ class Doctor:
         try:
             document = ssm.get_document(Name=PREFERENCES_DOCUMENT, DocumentFormat="JSON")
         except ClientError as exc:
-            code, message = client_error(exc)
+            failure = aws.classify(exc)
+            code, message = failure.code, failure.message
             if code == "InvalidDocument":
                 self.run_as_enabled = False
                 self.add("session-preferences", FAILED, f"{where}: none are saved, so Run As is off and every session "
                                                         "lands in ssm-user",
                          f"{console}: tick 'Enable Run As support for Linux instances' and save")
-            elif code in _DENIED:
+            elif failure.kind is aws.Kind.ACCESS_DENIED:
                 self.add("session-preferences", WARNING, f"{where}: cannot be read ({code}: {message})",
                          f"allow ssm:GetDocument on document/{PREFERENCES_DOCUMENT} to {self.principal}, or check "
                          f"by hand that Run As is enabled in {console}")
@@ -567,12 +580,13 @@ class Doctor:
     def read_directory(self) -> None:
         from runas_agent.core.desired import compute
         from runas_agent.errors import AgentError
-        from runas_agent.sync import desired_settings, name_rules
+        from runas_agent.settings import desired_settings
+        from runas_agent.sync import name_rules
 
         if self.resolved is None:
             self.skip("identities", "the live run_as expression could not be read (see abac)")
             return
-        if self.cfg.source.type == "identitystore" and not self.ok("identitystore"):
+        if "identitystore" in self.source_type.probes and not self.ok("identitystore"):
             self.skip("identities", "the Identity Store is not readable (see identitystore)")
             return
         try:
@@ -603,13 +617,8 @@ class Doctor:
         self.add("identities", OK, summary)
 
     def _source(self) -> Any:
-        if self.cfg.source.type == "identitystore":
-            from runas_agent.sources.identitystore import IdentityStoreSource
-
-            return IdentityStoreSource.from_config(self.cfg.source, session=self.session)
-        from runas_agent.sources import make_source
-
-        return make_source(self.cfg.source)
+        session = self.session if self.source_type.needs_aws_credentials else None
+        return self.source_type.from_settings(self.cfg.source, session=session)
 
     def check_accounts(self) -> None:
         from runas_agent.core.desired import Skip
@@ -821,19 +830,10 @@ class Doctor:
             self.add("last-sync", OK, text)
 
 
-def _with_expression(cfg: SimpleNamespace, expression: str) -> SimpleNamespace:
-    import copy
-
-    resolved = copy.copy(cfg)
-    resolved.run_as = SimpleNamespace(**vars(cfg.run_as))
-    resolved.run_as.expression = expression
-    return resolved
-
-
-def _store_remedy(code: str, region: str) -> str:
-    if code == "ResourceNotFoundException":
+def _store_remedy(failure: aws.Failure, region: str) -> str:
+    if failure.kind is aws.Kind.NOT_FOUND:
         return f"check source.identity_store_id, and that {region} (source.region) is the Identity Center home region"
-    if code in _BAD_CREDENTIALS:
+    if failure.kind is aws.Kind.BAD_CREDENTIALS:
         return "the credentials were rejected: check the instance profile, the clock (signatures expire) and AWS_* variables"
     return ""
 

@@ -1,5 +1,10 @@
-"""IAM Identity Center's attributes for access control (shell: talks to sso-admin): the live
-SSMSessionRunAs expression, for `run_as.expression: from-identity-center` and for `doctor`.
+"""IAM Identity Center (shell: talks to sso-admin): which instance and Identity Store a host talks to,
+and the instance's attributes for access control, whose SSMSessionRunAs is the live Run As expression
+for `run_as.expression: from-identity-center` and for `doctor`.
+
+Discovery: sso-admin ListInstances lists the instances visible in a region; `discover` picks the one
+the configuration means (the only one, or the one whose Identity Store is configured) or says why
+there is none. The Identity Store source, the ABAC reader and `doctor` all pick through it.
 
 Identity Center turns each configured attribute into an STS session tag; Session Manager reads the
 one keyed SSMSessionRunAs as the Run As user. `DescribeInstanceAccessControlAttributeConfiguration`
@@ -12,13 +17,12 @@ they can never disagree about what Identity Center sends.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Optional
 
-from runas_agent.aws import client_error
+from runas_agent import aws
 from runas_agent.errors import SourceError
+from runas_agent.settings import Config, SourceSettings
 
 #: The value of run_as.expression that means "read it from Identity Center at every sync".
 FROM_IDENTITY_CENTER = "from-identity-center"
@@ -28,15 +32,55 @@ DESCRIBE_ACTION = "sso:DescribeInstanceAccessControlAttributeConfiguration"
 LIST_INSTANCES_ACTION = "sso:ListInstances"
 
 
-class AbacError(SourceError):
-    """The ABAC configuration could not be read, or has no usable SSMSessionRunAs attribute.
-    `kind` says which (access_denied, not_found, no_instance, several_instances, unreachable, refused,
-    not_enabled, no_key, bad_value) and `action` names the IAM action that was denied, if any."""
+class IdentityCenterError(SourceError):
+    """Identity Center could not be read, its instance not be found, or its ABAC configuration has no
+    usable SSMSessionRunAs attribute. `kind` says which (access_denied, not_found, no_instance,
+    several_instances, unreachable, refused, not_enabled, no_key, bad_value) and `action` names the
+    IAM action that was denied, if any."""
 
     def __init__(self, message: str, kind: str, action: str = ""):
         super().__init__(message)
         self.kind = kind
         self.action = action
+
+
+#: The name this error had when only the ABAC reader raised it.
+AbacError = IdentityCenterError
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One IAM Identity Center instance as sso-admin ListInstances shows it."""
+
+    arn: str
+    identity_store_id: str
+
+
+def instances_from(records: Iterable[Mapping[str, Any]]) -> tuple[Instance, ...]:
+    """The instances of ListInstances' `Instances` records (pure); records without both ids are left out."""
+    return tuple(Instance(r["InstanceArn"], r["IdentityStoreId"]) for r in records
+                 if isinstance(r.get("InstanceArn"), str) and isinstance(r.get("IdentityStoreId"), str))
+
+
+def discover(instances: Iterable[Instance], region: Optional[str], setting: str,
+             identity_store_id: Optional[str] = None) -> Instance:
+    """The instance the configuration means (pure): the one whose store is `identity_store_id`, or
+    the only one visible. IdentityCenterError (no_instance, several_instances) otherwise, telling to
+    set `setting` (the key that would name it)."""
+    found = sorted(set(i for i in instances if identity_store_id is None or i.identity_store_id == identity_store_id),
+                   key=lambda i: (i.identity_store_id, i.arn))
+    where = f"sso-admin ListInstances in {region}"
+    store = f" for Identity Store {identity_store_id}" if identity_store_id else ""
+    if not found:
+        raise IdentityCenterError(f"{where} shows no IAM Identity Center instance{store}: set {setting}, and check that "
+                                  "source.region is the Identity Center home region", "no_instance")
+    if len(found) > 1:
+        if setting == "source.identity_store_id":
+            listed = f"several Identity Stores ({', '.join(sorted({i.identity_store_id for i in found}))})"
+        else:
+            listed = f"several instances{store} ({', '.join(sorted(i.arn for i in found))})"
+        raise IdentityCenterError(f"{where} shows {listed}: set {setting} to the one to use", "several_instances")
+    return found[0]
 
 
 @dataclass(frozen=True)
@@ -84,66 +128,51 @@ def expression_from(abac: AbacConfig) -> str:
 
 
 def _raise(message: str, kind: str) -> str:
-    raise AbacError(message, kind)
+    raise IdentityCenterError(message, kind)
 
 
-def client(source_cfg: SimpleNamespace, session: Any = None, service: str = "sso-admin") -> Any:
+def client(source_cfg: SourceSettings, session: Any = None, service: str = "sso-admin") -> Any:
     """A client for `service` in source.region, honouring source.endpoint_url like the Identity Store
     source does (one endpoint serves identitystore and sso-admin in tests and behind proxies)."""
-    from runas_agent import aws
-
     return aws.client(service, source_cfg, session=session)
 
 
-def _failure(exc: Exception, what: str, action: str) -> AbacError:
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    if isinstance(exc, ClientError):
-        code, message = client_error(exc)
-        if code in ("AccessDeniedException", "AccessDenied"):
-            return AbacError(f"{what}: access denied ({message}); the instance role needs {action}", "access_denied", action)
-        if code == "ResourceNotFoundException":
-            return AbacError(f"{what}: not found ({message})", "not_found")
-        return AbacError(f"{what}: {code or 'error'}: {message}", "refused")
-    if isinstance(exc, NoCredentialsError):
-        return AbacError(f"{what}: no AWS credentials", "unreachable")
-    if isinstance(exc, BotoCoreError):
-        return AbacError(f"{what}: {exc}", "unreachable")
-    raise exc
+def _failure(exc: Exception, what: str, action: str) -> IdentityCenterError:
+    failure = aws.classify(exc)
+    if failure.kind is aws.Kind.ACCESS_DENIED:
+        return IdentityCenterError(f"{what}: access denied ({failure.message}); the instance role needs {action}",
+                                   "access_denied", action)
+    if failure.kind is aws.Kind.NOT_FOUND:
+        return IdentityCenterError(f"{what}: not found ({failure.message})", "not_found")
+    if failure.answered:
+        return IdentityCenterError(f"{what}: {failure.code or 'error'}: {failure.message}", "refused")
+    if failure.kind is aws.Kind.NO_CREDENTIALS:
+        return IdentityCenterError(f"{what}: no AWS credentials ({failure.message})", "unreachable")
+    return IdentityCenterError(f"{what}: {failure.message}", "unreachable")
 
 
-def _client_message(exc: Exception) -> str:
-    return client_error(exc)[1]
-
-
-def find_instance_arn(sso_admin: Any, identity_store_id: str | None = None) -> str:
-    """The Identity Center instance whose store is `identity_store_id`, or the only one visible."""
+def list_instances(sso_admin: Any) -> tuple[Instance, ...]:
+    """Every instance sso-admin ListInstances shows, all pages; IdentityCenterError when it cannot."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    region = sso_admin.meta.region_name
     try:
-        instances = [i for page in sso_admin.get_paginator("list_instances").paginate() for i in page.get("Instances", [])]
+        records = [i for page in sso_admin.get_paginator("list_instances").paginate() for i in page.get("Instances", [])]
     except (ClientError, BotoCoreError) as exc:
-        raise _failure(exc, f"sso-admin ListInstances in {region}", LIST_INSTANCES_ACTION) from None
-    if identity_store_id:
-        instances = [i for i in instances if i.get("IdentityStoreId") == identity_store_id]
-    arns = sorted({i["InstanceArn"] for i in instances if isinstance(i.get("InstanceArn"), str)})
-    store = f" for Identity Store {identity_store_id}" if identity_store_id else ""
-    if not arns:
-        raise AbacError(f"sso-admin ListInstances in {region} shows no IAM Identity Center instance{store}; "
-                        "set source.instance_arn, and check that source.region is the Identity Center home region",
-                        "no_instance")
-    if len(arns) > 1:
-        raise AbacError(f"sso-admin ListInstances in {region} shows several instances{store} ({', '.join(arns)}); "
-                        "set source.instance_arn", "several_instances")
-    return arns[0]
+        raise _failure(exc, f"sso-admin ListInstances in {sso_admin.meta.region_name}", LIST_INSTANCES_ACTION) from None
+    return instances_from(records)
 
 
-def fetch_abac(source_cfg: SimpleNamespace, sso_admin: Any) -> AbacConfig:
+def find_instance_arn(sso_admin: Any, identity_store_id: Optional[str] = None) -> str:
+    """The Identity Center instance whose store is `identity_store_id`, or the only one visible."""
+    instances = list_instances(sso_admin)
+    return discover(instances, sso_admin.meta.region_name, "source.instance_arn", identity_store_id).arn
+
+
+def fetch_abac(source_cfg: SourceSettings, sso_admin: Any) -> AbacConfig:
     """Read the attributes for access control of the configured (or the only) instance."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    arn = getattr(source_cfg, "instance_arn", None) or find_instance_arn(sso_admin, source_cfg.identity_store_id)
+    arn = source_cfg.instance_arn or find_instance_arn(sso_admin, source_cfg.identity_store_id)
     try:
         response = sso_admin.describe_instance_access_control_attribute_configuration(InstanceArn=arn)
     except (ClientError, BotoCoreError) as exc:
@@ -151,17 +180,18 @@ def fetch_abac(source_cfg: SimpleNamespace, sso_admin: Any) -> AbacConfig:
         if failure.kind == "not_found":
             # What the service answers for an instance without ABAC is UNCONFIRMED; a missing
             # configuration and a wrong instance ARN both land here, and the message says both.
-            failure = AbacError(f"attributes for access control are not enabled on {arn}, or source.instance_arn "
-                                f"names another instance (DescribeInstanceAccessControlAttributeConfiguration: "
-                                f"{_client_message(exc)})", "not_enabled")
+            failure = IdentityCenterError(
+                f"attributes for access control are not enabled on {arn}, or source.instance_arn names another "
+                f"instance (DescribeInstanceAccessControlAttributeConfiguration: {aws.client_error(exc)[1]})",
+                "not_enabled")
         raise failure from None
     return parse_abac(arn, response)
 
 
-def resolve_run_as(cfg: SimpleNamespace, sso_admin: Any = None) -> SimpleNamespace:
+def resolve_run_as(cfg: Config, sso_admin: Any = None) -> Config:
     """`cfg` itself, or, with `run_as.expression: from-identity-center`, a copy holding the live
-    SSMSessionRunAs expression. AbacError (a SourceError: the sync then changes nothing) when it
-    cannot be read or is not one the agent can evaluate."""
+    SSMSessionRunAs expression. IdentityCenterError (a SourceError: the sync then changes nothing)
+    when it cannot be read or is not one the agent can evaluate."""
     if cfg.run_as.expression != FROM_IDENTITY_CENTER:
         return cfg
     from runas_agent.core.expression import ExpressionError, parse
@@ -171,9 +201,10 @@ def resolve_run_as(cfg: SimpleNamespace, sso_admin: Any = None) -> SimpleNamespa
     try:
         parse(live)
     except ExpressionError as exc:
-        raise AbacError(f"Identity Center's {RUN_AS_KEY} value {live!r} {exc}", "bad_value") from None
-    resolved = copy.copy(cfg)
-    resolved.run_as = SimpleNamespace(**vars(cfg.run_as))
-    resolved.run_as.expression = live
-    resolved.run_as_source = FROM_IDENTITY_CENTER
-    return resolved
+        raise IdentityCenterError(f"Identity Center's {RUN_AS_KEY} value {live!r} {exc}", "bad_value") from None
+    return with_expression(cfg, live)
+
+
+def with_expression(cfg: Config, expression: str) -> Config:
+    """`cfg` with run_as.expression replaced (e.g. by the live value)."""
+    return replace(cfg, run_as=replace(cfg.run_as, expression=expression))

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from runas_agent.core import naming
-from runas_agent.core.desired import Desired, GroupRule, Settings, compute, resolve_kind
-from runas_agent.core.expression import parse
+from runas_agent.core.desired import Desired, compute
 from runas_agent.core.ledger import Ledger
 from runas_agent.core.sudoers import RemoveSsmUserBlanket, RemoveSudoers, SudoAction, WriteSudoers
-from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, Plan, PlanSettings, SetGroupMembers, plan
+from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, Plan, SetGroupMembers, plan
 from runas_agent.directory import Directory
 from runas_agent.exitcodes import Exit
 from runas_agent.host.accounts import read_host, read_os_release
@@ -21,6 +19,7 @@ from runas_agent.host.apply import Applier, Outcome
 from runas_agent.host.sudoers import apply_sudo, plan_sudo
 from runas_agent.host.files import StateDir
 from runas_agent.identitycenter import resolve_run_as
+from runas_agent.settings import Config, desired_settings, plan_settings
 from runas_agent.sources import Source, make_source
 
 
@@ -56,31 +55,14 @@ class SyncResult:
         }
 
 
-def name_rules(cfg: SimpleNamespace, etc: str = "/etc") -> naming.NameRules:
+def name_rules(cfg: Config, etc: str = "/etc") -> naming.NameRules:
+    """The configured account name rules, or those of the host's os-release for `auto`."""
     if cfg.accounts.name_rules != "auto":
         return naming.RULES[cfg.accounts.name_rules]
     return naming.rules_for_os_release(read_os_release(f"{etc}/os-release"))
 
 
-def desired_settings(cfg: SimpleNamespace, rules: naming.NameRules) -> Settings:
-    expression = parse(cfg.run_as.expression)
-    return Settings(
-        expression=expression,
-        account_kind=resolve_kind(cfg.run_as.account_kind, expression),
-        rules=rules,
-        scope_groups=tuple(cfg.scope.groups),
-        group_rules=tuple(GroupRule(r.identity_store_group, r.run_as, tuple(r.local_groups)) for r in cfg.groups),
-    )
-
-
-def plan_settings(cfg: SimpleNamespace) -> PlanSettings:
-    a, s = cfg.accounts, cfg.safety
-    return PlanSettings(shell=a.shell, home_base=a.home_base, skel=a.skel, uid_min=a.uid_min, uid_max=a.uid_max,
-                        refuse_empty_directory=s.refuse_empty_directory,
-                        max_disable_fraction=s.max_disable_fraction, max_disable_count=s.max_disable_count)
-
-
-def compute_plan(cfg: SimpleNamespace, directory: Directory, ledger: Ledger, etc: str = "/etc",
+def compute_plan(cfg: Config, directory: Directory, ledger: Ledger, etc: str = "/etc",
                  force: bool = False) -> tuple[Desired, Plan]:
     desired = compute(directory, desired_settings(cfg, name_rules(cfg, etc)))
     host = read_host(etc)
@@ -121,7 +103,7 @@ def _settle(plan_ledger: Ledger, outcome: Outcome) -> Ledger:
     return ledger
 
 
-def sync(cfg: SimpleNamespace, *, apply: bool = True, force: bool = False, source: Source | None = None,
+def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Optional[Source[Any]] = None,
          etc: str = "/etc", progress: Callable[[], None] | None = None) -> SyncResult:
     """Read the directory, plan, and (when `apply`) apply. Raises SourceError when the directory
     could not be read completely; then nothing is changed.

@@ -512,3 +512,50 @@ def test_a_check_that_raises_is_reported_and_the_rest_still_run(world):
     checks = world.run()
     assert_only(checks, {"ssm-agent": FAILED})
     assert "installed (deb/rpm) but not running" in checks["ssm-agent"].summary
+
+
+# --- the source type decides -----------------------------------------------------------------------
+
+SNAPSHOT_BUCKET = "fleet-snapshots"
+SNAPSHOT = f"s3://{SNAPSHOT_BUCKET}/runas/directory.json"
+
+
+@pytest.fixture
+def snapshot(world):
+    """The directory as a fleet snapshot in S3, served by the same endpoint (source.endpoint_url)."""
+    s3 = boto3.client("s3", endpoint_url=world.endpoint.url, region_name=world.region)
+    s3.create_bucket(Bucket=SNAPSHOT_BUCKET, CreateBucketConfiguration={"LocationConstraint": world.region})
+    s3.put_object(Bucket=SNAPSHOT_BUCKET, Key="runas/directory.json", Body=json.dumps(directory(USERS)).encode())
+    yield {"type": "s3", "url": SNAPSHOT, "bucket_region": world.region}
+    for item in s3.list_objects_v2(Bucket=SNAPSHOT_BUCKET).get("Contents", []):
+        s3.delete_object(Bucket=SNAPSHOT_BUCKET, Key=item["Key"])
+    s3.delete_bucket(Bucket=SNAPSHOT_BUCKET)
+
+
+def test_an_s3_source_is_described_as_s3(world, snapshot):
+    checks = world.run(source=snapshot)
+    assert_only(checks, {"botocore": SKIPPED, "identitystore": SKIPPED, "identitystore-fields": SKIPPED})
+    assert checks["identitystore"].summary == f"not checked: source.type is s3 (the directory comes from {SNAPSHOT})"
+    assert checks["identitystore-fields"].summary == "not checked: source.type is s3"
+    assert checks["botocore"].summary == "not checked: source.type is s3: no Identity Store calls"
+    assert checks["identities"].summary.startswith("2 enabled of 2 users map to 2 accounts")
+    assert "ListUsers" not in world.endpoint.calls()
+
+
+def test_an_s3_source_without_credentials_fails_the_credentials_link(world, snapshot, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    checks = world.run(source=snapshot)
+    assert checks["credentials"].status == FAILED
+    assert world.exit == Exit.UNHEALTHY
+
+
+def test_a_file_source_without_credentials_only_warns(world, tmp_path, monkeypatch):
+    path = tmp_path / "directory.json"
+    path.write_text(json.dumps(directory(USERS)))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    checks = world.run(source={"type": "file", "path": str(path), "identity_store_id": None, "endpoint_url": None})
+    assert checks["credentials"].status == WARNING
+    assert checks["identitystore"].summary == f"not checked: source.type is file (the directory comes from {path})"
+    assert checks["identities"].status == OK

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-import types
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from runas_agent import config
 from runas_agent.directory import ENTERPRISE_EXTENSION
 from runas_agent.errors import SourceError
+from runas_agent.settings import SourceSettings
 from runas_agent.sources import make_source
 from runas_agent.sources.identitystore import IdentityStoreSource
 from tests.endpoint import shapes
@@ -43,17 +44,17 @@ class Sleeps:
         self.calls.append(seconds)
 
 
-def cfg(endpoint: Any, **overrides: Any) -> types.SimpleNamespace:
+def cfg(endpoint: Any, **overrides: Any) -> SourceSettings:
     values = dict(
-        type="identitystore", region=endpoint.region, identity_store_id=STORE, endpoint_url=endpoint.url, path=None,
+        type="identitystore", region=endpoint.region, identity_store_id=STORE, endpoint_url=endpoint.url,
         max_attempts=3, connect_timeout=2, read_timeout=2, read_deadline=60,
     )
     values.update(overrides)
-    return types.SimpleNamespace(**values)
+    return config.validate({"source": values, "run_as": {"expression": "${path:userName}"}}).source
 
 
 def make(endpoint: Any, sleep: Any = None, **overrides: Any) -> IdentityStoreSource:
-    return IdentityStoreSource.from_config(cfg(endpoint, **overrides), **({"sleep": sleep} if sleep else {}))
+    return IdentityStoreSource.from_settings(cfg(endpoint, **overrides), **({"sleep": sleep} if sleep else {}))
 
 
 def without_assigned(record: Any) -> dict:
@@ -414,9 +415,10 @@ def test_the_endpoint_runs_as_a_module_with_a_seed_file(tmp_path):
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        source = IdentityStoreSource.from_config(
-            types.SimpleNamespace(region=REGION, identity_store_id=None, endpoint_url=url, max_attempts=2,
-                                  connect_timeout=2, read_timeout=5, read_deadline=30),
+        source = IdentityStoreSource.from_settings(
+            config.validate({"source": {"region": REGION, "endpoint_url": url, "max_attempts": 2, "connect_timeout": 2,
+                                        "read_timeout": 5, "read_deadline": 30},
+                             "run_as": {"expression": "${path:userName}"}}).source,
             session=boto3.session.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name=REGION),
         )
         assert len(source.fetch().directory.users) == 120

@@ -48,7 +48,7 @@ BOB = user("id-bob", "bob")
 GROUPS = {"Ops": ["id-john", "id-jane"], "Dev": ["id-jane"]}
 
 OPS_RULE = {"identity_store_group": "Ops", "commands": ["/usr/bin/journalctl", "/usr/bin/kill --signal=HUP 1"], "nopasswd": True}
-JANE_RULE = {"user": "jane", "commands": ['/usr/bin/id ""'], "runas": ["root", "nobody"], "noexec": True, "setenv": True}
+JANE_RULE = {"user": "jane", "commands": ['/usr/bin/id ""'], "sudo_as": ["root", "nobody"], "noexec": True, "setenv": True}
 DEV_RULE = {"identity_store_group": "Dev", "commands": ["/usr/bin/systemctl restart nginx"], "nopasswd": True}
 
 
@@ -95,7 +95,7 @@ def rights(host, name):
 def expected(*rules):
     out = []
     for r in rules:
-        runas = r.get("runas", ["root"])
+        runas = r.get("sudo_as", r.get("runas", ["root"]))  # runas: the deprecated spelling
         runas = (runas,) if isinstance(runas, str) else tuple(runas)
         options = frozenset(["!authenticate" if r.get("nopasswd") else "authenticate",
                              "noexec" if r.get("noexec") else "!noexec",
@@ -160,7 +160,7 @@ def test_policy_change_rewrites_only_changed_files(isolated_host):
     plan = host.agent("--config", str(cfg), "plan")
     assert plan.returncode == Exit.CHANGES
     added = core.Rule(1, tuple(DEV_RULE["commands"]), nopasswd=True).spec()
-    removed = core.Rule(1, tuple(JANE_RULE["commands"]), tuple(JANE_RULE["runas"]), noexec=True, setenv=True).spec()
+    removed = core.Rule(1, tuple(JANE_RULE["commands"]), tuple(JANE_RULE["sudo_as"]), noexec=True, setenv=True).spec()
     assert [l for l in plan.stdout.splitlines() if "sudoers" in l and not l.startswith("Plan")] == [
         f"~ sudoers jane: {core.file_name('jane')}: + {added}; - {removed}"]
     once(host, cfg)
@@ -213,6 +213,7 @@ def test_hostile_names_never_produce_a_file_that_grants_anything(isolated_host):
     hostile = ["ALL", "%sudo", "#0", "+admins", "a b", "a,b", "a=b", "a!b", "a\nroot", "root", "ssm-user", "OPS"]
     users = [user(f"id-{i}", f"person{i}@example.com", org=name) for i, name in enumerate(hostile)]
     everyone = {"Everyone": [u["UserId"] for u in users]}
+    # written with the deprecated spelling of sudo_as, which is still accepted
     grant_all = {"identity_store_group": "Everyone", "commands": ["ALL"], "runas": "ALL", "nopasswd": True,
                  "shared_accounts": "all_members"}
     by_name = [{"run_as": name, "commands": ["/usr/bin/id"]} for name in ("OPS",)]

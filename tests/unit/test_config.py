@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from runas_agent import config
@@ -18,7 +20,7 @@ def test_minimal_config_gets_defaults():
     assert cfg.accounts.shell == "/bin/bash"
     assert cfg.safety.max_disable_fraction == 0.2
     assert cfg.state_dir == "/var/lib/runas-agent"
-    assert cfg.scope.groups == []
+    assert cfg.scope.groups == ()
 
 
 def test_every_problem_is_listed_with_its_key():
@@ -68,3 +70,24 @@ def test_load_reports_yaml_errors_and_missing_files(tmp_path):
 def test_every_key_is_described():
     rows = config.describe_schema()
     assert rows and all(doc for _, _, doc in rows)
+
+
+def test_the_settings_dataclasses_have_exactly_the_schemas_keys():
+    assert config.SCHEMA.field_problems() == []
+
+
+def test_settings_are_frozen_and_changed_by_replace():
+    cfg = config.validate(GOOD, "/etc/runas-agent/config.yaml")
+    assert cfg.path == "/etc/runas-agent/config.yaml"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.run_as.expression = "${path:enterprise.organization}"
+    changed = dataclasses.replace(cfg, run_as=dataclasses.replace(cfg.run_as, expression="${path:enterprise.organization}"))
+    assert changed.run_as.expression == "${path:enterprise.organization}" and cfg.run_as.expression == "${path:userName}"
+    assert changed.source is cfg.source
+
+
+def test_defaults_hold_every_key():
+    cfg = config.defaults()
+    assert cfg.run_as.expression == "" and cfg.run_as.account_kind == "auto"
+    assert cfg.sessions.state_roots == ("/var/lib/amazon/ssm", "/var/snap/amazon-ssm-agent/common")
+    assert cfg.sudo.rules == () and cfg.groups == () and cfg.path is None

@@ -7,7 +7,8 @@ import pytest
 
 from runas_agent import config
 from runas_agent.errors import ConfigError, SourceError
-from runas_agent.identitycenter import FROM_IDENTITY_CENTER, AbacError, expression_from, parse_abac, resolve_run_as
+from runas_agent.identitycenter import (FROM_IDENTITY_CENTER, AbacError, IdentityCenterError, Instance, discover,
+                                       expression_from, instances_from, parse_abac, resolve_run_as)
 
 ARN = "arn:aws:sso:::instance/ssoins-0123456789abcdef"
 STORE = {"type": "identitystore", "region": "eu-west-1", "identity_store_id": "d-1234567890"}
@@ -122,3 +123,38 @@ def test_a_live_expression_the_agent_cannot_evaluate_is_refused():
         resolve_run_as(live_config(), fake)
     assert info.value.kind == "bad_value"
     assert "${path:groups}" in str(info.value)
+
+
+# --- discovery -------------------------------------------------------------------------------------
+
+ONE = Instance("arn:aws:sso:::instance/ssoins-1111111111111111", "d-1111111111")
+TWO = Instance("arn:aws:sso:::instance/ssoins-2222222222222222", "d-2222222222")
+
+
+def test_instances_are_read_from_list_instances_records():
+    records = [{"InstanceArn": ONE.arn, "IdentityStoreId": ONE.identity_store_id, "Status": "ACTIVE"},
+               {"InstanceArn": TWO.arn}, {"IdentityStoreId": "d-3333333333"}, {"InstanceArn": 7, "IdentityStoreId": "d-4"}]
+    assert instances_from(records) == (ONE,)
+
+
+@pytest.mark.parametrize("instances, store, setting, found, kind, words", [
+    ([ONE], None, "source.identity_store_id", ONE, None, None),
+    ([ONE, TWO], "d-2222222222", "source.instance_arn", TWO, None, None),
+    ([], None, "source.identity_store_id", None, "no_instance",
+     "sso-admin ListInstances in eu-west-1 shows no IAM Identity Center instance: set source.identity_store_id, and check "
+     "that source.region is the Identity Center home region"),
+    ([ONE], "d-2222222222", "source.instance_arn", None, "no_instance",
+     "shows no IAM Identity Center instance for Identity Store d-2222222222: set source.instance_arn"),
+    ([TWO, ONE], None, "source.identity_store_id", None, "several_instances",
+     "shows several Identity Stores (d-1111111111, d-2222222222): set source.identity_store_id to the one to use"),
+    ([TWO, ONE], None, "source.instance_arn", None, "several_instances",
+     f"shows several instances ({ONE.arn}, {TWO.arn}): set source.instance_arn to the one to use"),
+])
+def test_discover_picks_the_instance_the_configuration_means(instances, store, setting, found, kind, words):
+    if kind is None:
+        assert discover(instances, "eu-west-1", setting, store) == found
+        return
+    with pytest.raises(IdentityCenterError) as info:
+        discover(instances, "eu-west-1", setting, store)
+    assert info.value.kind == kind and words in str(info.value)
+    assert isinstance(info.value, SourceError)

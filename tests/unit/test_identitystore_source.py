@@ -14,7 +14,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 
+from runas_agent import config
 from runas_agent.errors import SourceError
+from runas_agent.settings import SourceSettings
 from runas_agent.sources import identitystore
 from runas_agent.sources.identitystore import IdentityStoreSource, check_botocore
 
@@ -312,17 +314,15 @@ def test_discovery_fails_clearly(time_, answer, fragment):
 # -- configuration and the botocore guard ----------------------------------------------------------------
 
 
-def source_cfg(**overrides: Any) -> types.SimpleNamespace:
-    values = dict(
-        type="identitystore", region=REGION, identity_store_id=STORE, endpoint_url=None,
-        max_attempts=5, connect_timeout=2, read_timeout=3, read_deadline=90, path=None,
-    )
+def source_cfg(**overrides: Any) -> SourceSettings:
+    values = dict(type="identitystore", region=REGION, identity_store_id=STORE, max_attempts=5, connect_timeout=2,
+                  read_timeout=3, read_deadline=90)
     values.update(overrides)
-    return types.SimpleNamespace(**values)
+    return config.validate({"source": values, "run_as": {"expression": "${path:userName}"}}).source
 
 
-def test_from_config_switches_botocore_retries_off_and_applies_timeouts():
-    src = IdentityStoreSource.from_config(source_cfg(endpoint_url="http://127.0.0.1:9"))
+def test_from_settings_switches_botocore_retries_off_and_applies_timeouts():
+    src = IdentityStoreSource.from_settings(source_cfg(endpoint_url="http://127.0.0.1:9"))
     config = src._client.meta.config
     assert config.retries["total_max_attempts"] == 1
     assert (config.connect_timeout, config.read_timeout) == (2, 3)
@@ -350,7 +350,7 @@ def test_an_old_botocore_is_refused(monkeypatch, member, shape, named):
 
     monkeypatch.setattr(botocore.loaders.Loader, "load_service_model", _without(member, shape))
     with pytest.raises(SourceError) as raised:
-        IdentityStoreSource.from_config(source_cfg())
+        IdentityStoreSource.from_settings(source_cfg())
     message = str(raised.value)
     assert named in message and f"botocore>={identitystore.MIN_BOTOCORE}" in message and f"botocore {botocore.__version__}" in message
 

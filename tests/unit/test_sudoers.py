@@ -13,6 +13,7 @@ from runas_agent.core.sudoers import (Grantee, Observed, RemoveSsmUserBlanket, R
                                       WriteSudoers)
 from runas_agent.directory import parse_document
 from runas_agent.errors import ConfigError
+from runas_agent.settings import sudo_rules
 
 HOSTILE_NAMES = [
     ("ALL", "keyword ALL"),
@@ -93,7 +94,7 @@ def test_command_validation(command, problem):
 
 def test_render_whole_file_exactly():
     rules = [Rule(0, ("/usr/bin/journalctl", "/usr/bin/kill --signal=HUP 1"), nopasswd=True, identity_store_group="Ops"),
-             Rule(3, ("/usr/bin/id \"\"",), runas=("root", "nobody"), noexec=True, setenv=True, user="jane")]
+             Rule(3, ("/usr/bin/id \"\"",), sudo_as=("root", "nobody"), noexec=True, setenv=True, user="jane")]
     assert s.render("john.doe", rules) == (
         "# runas-agent: managed sudo rights\n"
         '# account "john.doe": written by runas-agent on every sync; change the policy, not this file.\n'
@@ -104,7 +105,7 @@ def test_render_whole_file_exactly():
 
 
 def test_all_only_when_written_and_runas_all():
-    text = s.render("ops", [Rule(0, ("ALL",), runas=("ALL",), nopasswd=True, run_as="ops")])
+    text = s.render("ops", [Rule(0, ("ALL",), sudo_as=("ALL",), nopasswd=True, run_as="ops")])
     assert s.rule_lines(text) == ['"ops" ALL=(ALL) NOPASSWD: EXEC: NOSETENV: ALL']
 
 
@@ -268,7 +269,7 @@ def test_owned_file_edited_by_hand_is_left_alone_even_when_the_account_goes():
 
 @pytest.mark.parametrize("name,_", HOSTILE_NAMES)
 def test_hostile_account_names_never_get_a_file(name, _):
-    p = s.plan({name: (Grantee(name, "person", ("id-x",), ("x@example.com",)), [Rule(0, ("ALL",), runas=("ALL",), nopasswd=True, user="x@example.com")])},
+    p = s.plan({name: (Grantee(name, "person", ("id-x",), ("x@example.com",)), [Rule(0, ("ALL",), sudo_as=("ALL",), nopasswd=True, user="x@example.com")])},
                {}, SudoLedger())
     assert p.actions == [] and p.ledger.files == {}
     assert len(p.skips) == 1 and p.skips[0].identity == "x@example.com" and "no sudo rights written" in p.skips[0].reason
@@ -312,17 +313,42 @@ BASE = {"source": {"type": "file", "path": "/srv/dir.json"}, "run_as": {"express
 
 def test_sudo_defaults():
     cfg = config.validate(BASE)
-    assert cfg.sudo.rules == [] and cfg.sudo.sudoers_dir == "/etc/sudoers.d"
+    assert cfg.sudo.rules == () and cfg.sudo.sudoers_dir == "/etc/sudoers.d"
     assert cfg.sudo.remove_ssm_user_blanket is False
 
 
 def test_sudo_rule_from_config():
     cfg = config.validate({**BASE, "sudo": {"rules": [
         {"identity_store_group": "Ops", "commands": ["/usr/bin/systemctl  restart nginx"], "nopasswd": True},
-        {"run_as": "iret", "commands": ["ALL"], "runas": "ALL"}]}})
-    rules = s.rules_from_config(cfg.sudo)
+        {"run_as": "iret", "commands": ["ALL"], "sudo_as": "ALL"},
+        {"user": "ann", "commands": ["/bin/id"], "sudo_as": ["root", "postgres"]}]}})
+    rules = sudo_rules(cfg)
     assert rules[0] == Rule(0, ("/usr/bin/systemctl restart nginx",), ("root",), identity_store_group="Ops", nopasswd=True)
     assert rules[1] == Rule(1, ("ALL",), ("ALL",), run_as="iret")
+    assert rules[2] == Rule(2, ("/bin/id",), ("root", "postgres"), user="ann")
+
+
+@pytest.mark.parametrize("written", ["ALL", ["root", "postgres"]])
+def test_the_old_spelling_runas_still_means_sudo_as(written):
+    old = config.validate({**BASE, "sudo": {"rules": [{"user": "ann", "commands": ["/bin/id"], "runas": written}]}})
+    new = config.validate({**BASE, "sudo": {"rules": [{"user": "ann", "commands": ["/bin/id"], "sudo_as": written}]}})
+    assert old == new
+    assert old.sudo.rules[0].sudo_as == ((written,) if isinstance(written, str) else tuple(written))
+
+
+def test_a_rule_giving_both_spellings_is_refused_naming_the_old_one():
+    with pytest.raises(ConfigError) as err:
+        config.validate({**BASE, "sudo": {"rules": [{"user": "ann", "commands": ["/bin/id"], "sudo_as": "root", "runas": "ALL"}]}})
+    assert err.value.problems == ["sudo.rules[0].runas: the old spelling of sudo.rules[0].sudo_as, which is given too; "
+                                  "keep only sudo_as"]
+
+
+def test_problems_of_the_old_spelling_name_it_as_written():
+    with pytest.raises(ConfigError) as err:
+        config.validate({**BASE, "sudo": {"rules": [{"user": "ann", "commands": ["/bin/id"], "runas": ["root", "#0"]},
+                                                    {"user": "bob", "commands": ["/bin/id"], "sudo_as": []}]}})
+    assert err.value.problems == ["sudo.rules[0].runas[1]: '#0' starts with '#': sudoers would read it as a numeric uid",
+                                  "sudo.rules[1].sudo_as: list at least one target user"]
 
 
 def test_sudo_config_problems_name_their_keys():

@@ -73,7 +73,8 @@ class Rule:
 
     index: int
     commands: tuple[str, ...]
-    runas: tuple[str, ...] = ("root",)
+    #: the target users the commands may run as (sudoers' Runas_List)
+    sudo_as: tuple[str, ...] = ("root",)
     identity_store_group: str | None = None
     run_as: str | None = None
     user: str | None = None
@@ -95,55 +96,11 @@ class Rule:
 
     def spec(self) -> str:
         """The rule's rights in sudoers syntax, without the user: `(root) NOPASSWD: ... /usr/bin/x`."""
-        targets = ", ".join(_runas_token(t) for t in self.runas)
+        targets = ", ".join(_runas_token(t) for t in self.sudo_as)
         tags = ("NOPASSWD:" if self.nopasswd else "PASSWD:",
                 "NOEXEC:" if self.noexec else "EXEC:",
                 "SETENV:" if self.setenv else "NOSETENV:")
         return f"({targets}) {' '.join(tags)} {', '.join(render_command(c) for c in self.commands)}"
-
-
-def rules_from_config(sudo: Any) -> tuple[Rule, ...]:
-    """The validated `sudo` config section's rules as Rule values."""
-    out = []
-    for index, r in enumerate(sudo.rules):
-        runas = (r.runas,) if isinstance(r.runas, str) else tuple(r.runas)
-        out.append(Rule(index=index, commands=tuple(" ".join(c.split()) for c in r.commands), runas=runas,
-                        identity_store_group=r.identity_store_group, run_as=r.run_as, user=r.user,
-                        nopasswd=r.nopasswd, noexec=r.noexec, setenv=r.setenv, shared_accounts=r.shared_accounts))
-    return tuple(out)
-
-
-def check_config(cfg: Any, problems: list[str]) -> None:
-    """Cross-key checks of the `sudo` section (registered in config.CROSS_CHECKS)."""
-    sudo = getattr(cfg, "sudo", None)
-    if sudo is None:
-        return
-    for index, rule in enumerate(sudo.rules):
-        where = f"sudo.rules[{index}]"
-        given = [k for k in ("identity_store_group", "run_as", "user") if getattr(rule, k) is not None]
-        if len(given) != 1:
-            problems.append(f"{where}: give exactly one of identity_store_group, run_as or user")
-        if rule.shared_accounts != "ignore" and rule.identity_store_group is None:
-            problems.append(f"{where}.shared_accounts: only for identity_store_group rules "
-                            "(run_as rules name the shared account itself)")
-        if rule.run_as is not None:
-            problem = name_problem(rule.run_as)
-            if problem:
-                problems.append(f"{where}.run_as: {rule.run_as!r} {problem}")
-        if not rule.commands:
-            problems.append(f"{where}.commands: list at least one command (ALL only when meant)")
-        for i, command in enumerate(rule.commands):
-            problem = command_problem(command)
-            if problem:
-                problems.append(f"{where}.commands[{i}]: {command!r}: {problem}")
-        runas = [rule.runas] if isinstance(rule.runas, str) else list(rule.runas)
-        if not runas:
-            problems.append(f"{where}.runas: list at least one target user")
-        for i, target in enumerate(runas):
-            if target != "ALL":
-                problem = name_problem(target)
-                if problem:
-                    problems.append(f"{where}.runas[{i}]: {target!r} {problem}")
 
 
 # --- names and commands --------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from runas_agent.core.sudoers import (MODE, Observed, RemoveSsmUserBlanket, Remo
 from runas_agent.errors import AgentError, CommandError
 from runas_agent.host import subp
 from runas_agent.host.files import dump_json, load_state, read_bytes, write_atomic
+from runas_agent.settings import Config, sudo_rules
 
 #: visudo reports problems as `<file>:<line>:<column>: <message>` or `<file>: <message>` (permissions).
 _VISUDO_PROBLEM = re.compile(r"^(?P<file>/[^:\n]*):(?:(?P<line>\d+):(?:\d+:)?)?\s*(?P<msg>.*)$", re.M)
@@ -365,16 +366,16 @@ def _unlink(path: str) -> None:
 
 # --- glue for sync -------------------------------------------------------------------------------
 
-def host_for(cfg) -> SudoersHost:
+def host_for(cfg: Config) -> SudoersHost:
     return SudoersHost(cfg.sudo.sudoers_dir, cfg.state_dir, cfg.sudo.visudo)
 
 
-def plan_sudo(cfg, desired, directory, result) -> None:
+def plan_sudo(cfg: Config, desired, directory, result) -> None:
     """Add the sudo actions, skips and warnings to an account plan `result` (core.plan.Plan).
     Only accounts that will be active and owned after the account actions get a drop-in."""
     from runas_agent.core.desired import Skip
 
-    rules = core.rules_from_config(cfg.sudo)
+    rules = sudo_rules(cfg)
     host = host_for(cfg)
     ledger = host.load_ledger()
     if not rules and not ledger.files and not cfg.sudo.remove_ssm_user_blanket:
@@ -398,7 +399,7 @@ def plan_sudo(cfg, desired, directory, result) -> None:
     result.warnings.extend(sudo_plan.warnings)
 
 
-def apply_sudo(cfg, actions: list, outcome) -> None:
+def apply_sudo(cfg: Config, actions: list, outcome) -> None:
     """Apply the sudo actions of a plan after its account actions; results go into `outcome`
     (host.apply.Outcome)."""
     from runas_agent.core.plan import CreateAccount, EnableAccount

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import yaml
 
-from runas_agent.directory import parse_document
+from runas_agent.directory import Directory, parse_document
 from runas_agent.errors import SnapshotError, SourceError
-from runas_agent.sources import Fetched, Source
+from runas_agent.schema import OPT_STR, Key, absolute
+from runas_agent.settings import SourceSettings
+from runas_agent.sources import Fetched, Source, register
 
 
-def parse_bytes(data: bytes, origin: str):
+def parse_bytes(data: bytes, origin: str) -> Directory:
     """Parse a directory document from bytes (JSON, or YAML as its superset)."""
     try:
         text = data.decode("utf-8")
@@ -29,16 +33,41 @@ def parse_bytes(data: bytes, origin: str):
     return parse_document(document, origin)
 
 
-class FileSource(Source):
+@dataclass(frozen=True)
+class FileSettings(SourceSettings):
+    #: the directory document
+    path: Optional[str]
+
+
+@register
+class FileSource(Source[FileSettings]):
     kind = "file"
+    summary = "a directory document on disk"
+    keys = {"path": Key(OPT_STR, None, "type: file: the directory document (JSON or YAML).", check=absolute)}
+    settings_class = FileSettings
 
     def __init__(self, path: str):
         self.path = path
 
+    @classmethod
+    def check(cls, settings: FileSettings, problems: list[str]) -> None:
+        if not settings.path:
+            problems.append("source.path: required for type file")
+
+    @classmethod
+    def from_settings(cls, settings: FileSettings, *, session: Any = None, checkpoint: Optional[Callable[[], None]] = None,
+                      nap: Optional[Callable[[float], None]] = None) -> "FileSource":
+        assert settings.path is not None  # check() requires it
+        return cls(settings.path)
+
+    @classmethod
+    def origin(cls, settings: FileSettings) -> str:
+        return str(settings.path)
+
     def describe(self) -> str:
         return f"file {self.path}"
 
-    def fetch(self, known_version: str | None = None) -> Fetched | None:
+    def fetch(self, known_version: Optional[str] = None) -> Optional[Fetched]:
         try:
             with open(self.path, "rb") as handle:
                 data = handle.read()

@@ -11,17 +11,18 @@ not complete raises SourceError naming the call and page; a shorter directory is
 from __future__ import annotations
 
 import datetime
-import math
 import random
+import re
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Optional
 
-from runas_agent.aws import client_error
+from runas_agent import aws, identitycenter
 from runas_agent.directory import ENTERPRISE_EXTENSION, make_document, parse_document
 from runas_agent.errors import SourceError
-from runas_agent.sources import Fetched, Source
+from runas_agent.schema import region as region_problem
+from runas_agent.settings import SourceSettings
+from runas_agent.sources import Fetched, Source, Step, register
 
 #: The first botocore whose identitystore model has User.UserStatus and ListUsers(Extensions).
 MIN_BOTOCORE = "1.42.5"
@@ -33,18 +34,7 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
 MANAGED_POLICY = "AWSSSODirectoryReadOnly"
 
-_THROTTLING = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown"}
-_SERVER = {"InternalServerException", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException"}
-_ACCESS_DENIED = {"AccessDeniedException", "AccessDenied"}
-_BAD_CREDENTIALS = {
-    "UnrecognizedClientException",
-    "InvalidClientTokenId",
-    "ExpiredTokenException",
-    "ExpiredToken",
-    "InvalidSignatureException",
-    "SignatureDoesNotMatch",
-    "IncompleteSignature",
-}
+_STORE_ID = re.compile(r"^d-[0-9a-f]{10}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 #: IAM action behind each call, for access-denied messages.
 _IAM_ACTION = {
     "ListUsers": "identitystore:ListUsers",
@@ -94,15 +84,12 @@ class _Read:
     slept: float = 0.0
 
 
-@dataclass(frozen=True)
-class _Failure:
-    retryable: bool
-    what: str
-    retry_after: float | None = None
-
-
-class IdentityStoreSource(Source):
+@register
+class IdentityStoreSource(Source[SourceSettings]):
     kind = "identitystore"
+    summary = "the Identity Store, read through its API (the default)"
+    needs_aws_credentials = True
+    probes = ("botocore", "identitystore", "identitystore-fields")
 
     def __init__(
         self,
@@ -139,27 +126,62 @@ class IdentityStoreSource(Source):
         self.last_stats: dict[str, Any] = {}
 
     @classmethod
-    def from_config(cls, source_cfg: SimpleNamespace, session: Any = None, **kwargs: Any) -> "IdentityStoreSource":
-        """Build the source from the `source` config section. Credentials come from the default chain
-        (the instance profile on EC2). endpoint_url, when set, serves sso-admin discovery too; when
-        unset, boto3 itself honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_IDENTITYSTORE."""
-        from runas_agent import aws
+    def check(cls, settings: SourceSettings, problems: list[str]) -> None:
+        if not settings.region:
+            problems.append("source.region: required for type identitystore (the Identity Center home region)")
+        else:
+            problem = region_problem(settings.region)
+            if problem:
+                problems.append(f"source.region: {problem}")
+        if settings.identity_store_id is not None and not _STORE_ID.match(settings.identity_store_id):
+            problems.append(f"source.identity_store_id: {settings.identity_store_id!r} is not an Identity Store id (d-xxxxxxxxxx)")
 
+    @classmethod
+    def from_settings(cls, settings: SourceSettings, *, session: Any = None, checkpoint: Optional[Callable[[], None]] = None,
+                      nap: Optional[Callable[[float], None]] = None, **kwargs: Any) -> "IdentityStoreSource":
+        """Build the source from the `source` settings. Credentials come from the default chain (the
+        instance profile on EC2). endpoint_url, when set, serves sso-admin discovery too; when unset,
+        boto3 itself honours AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_IDENTITYSTORE.
+
+        For the service loop: `checkpoint` is called before every HTTP request (botocore's before-send
+        event), so the watchdog sees a read that makes progress and never one stuck inside a request
+        longer than the watchdog interval; backoffs sleep through `nap`. `kwargs` go to the
+        constructor (sleep, clock, rng: for tests)."""
         check_botocore()
+        if checkpoint is not None:
+            import boto3
+
+            hook = checkpoint
+            session = session or boto3.session.Session(region_name=settings.region)
+            # Clients copy the session's handlers when they are created.
+            session.events.register("before-send", lambda **_: hook())
+        if nap is not None:
+            kwargs.setdefault("sleep", nap)
         # One HTTP attempt per call: the retry loop here honours RetryAfterSeconds and the deadline.
-        identitystore = aws.client("identitystore", source_cfg, session=session, attempts=1)
+        identitystore = aws.client("identitystore", settings, session=session, attempts=1)
         sso_admin = None
-        if not source_cfg.identity_store_id:
-            sso_admin = aws.client("sso-admin", source_cfg, session=session, attempts=1)
+        if not settings.identity_store_id:
+            sso_admin = aws.client("sso-admin", settings, session=session, attempts=1)
         return cls(
             identitystore,
-            source_cfg.identity_store_id,
+            settings.identity_store_id,
             sso_admin=sso_admin,
-            region=source_cfg.region,
-            max_attempts=source_cfg.max_attempts,
-            read_deadline=source_cfg.read_deadline,
+            region=settings.region,
+            max_attempts=settings.max_attempts,
+            read_deadline=settings.read_deadline,
             **kwargs,
         )
+
+    @classmethod
+    def origin(cls, settings: SourceSettings) -> str:
+        return f"Identity Store {settings.identity_store_id or '(discovered)'} in {settings.region}"
+
+    @classmethod
+    def longest_step(cls, settings: SourceSettings) -> Step:
+        # The service checks in before every request, and retries sleep through its naps: the
+        # longest stretch without a proof of progress is one request.
+        return Step(settings.connect_timeout + settings.read_timeout, "source.connect_timeout + source.read_timeout",
+                    "one slow Identity Store response")
 
     def describe(self) -> str:
         return f"identitystore {self.identity_store_id or '(to be discovered)'} in {self.region}"
@@ -211,20 +233,11 @@ class IdentityStoreSource(Source):
         """The one Identity Store visible to sso-admin ListInstances in the configured region."""
         if self._sso_admin is None:
             raise SourceError("source.identity_store_id is not set and there is no sso-admin client to discover it")
-        instances = self._list_all(read, "ListInstances", "Instances", {}, service="sso-admin")
-        stores = sorted({i["IdentityStoreId"] for i in instances if isinstance(i.get("IdentityStoreId"), str)})
-        if not stores:
-            raise SourceError(
-                f"sso-admin ListInstances in {self.region} shows no IAM Identity Center instance: set "
-                "source.identity_store_id, and check that source.region is the Identity Center home region"
-            )
-        if len(stores) > 1:
-            raise SourceError(
-                f"sso-admin ListInstances in {self.region} shows several Identity Stores ({', '.join(stores)}): "
-                "set source.identity_store_id to the one to read"
-            )
-        self.identity_store_id = stores[0]
-        return stores[0]
+        records = self._list_all(read, "ListInstances", "Instances", {}, service="sso-admin")
+        instances = identitycenter.instances_from(records)
+        store = identitycenter.discover(instances, self.region, "source.identity_store_id").identity_store_id
+        self.identity_store_id = store
+        return store
 
     def _list_all(
         self, read: _Read, operation: str, result_key: str, params: Mapping[str, Any], detail: str = "", service: str = "identitystore"
@@ -275,17 +288,17 @@ class IdentityStoreSource(Source):
                 try:
                     response = method(**kwargs)
                 except (ClientError, BotoCoreError) as exc:
-                    failure = _classify(exc)
+                    failure = aws.classify(exc)
                     if not failure.retryable:
-                        raise SourceError(f"{where}: {failure.what}{self._advice(exc, operation)}") from None
+                        raise SourceError(f"{where}: {failure}{self._advice(failure, operation)}") from None
                     if attempt >= self.max_attempts:
                         raise SourceError(
-                            f"{where}: {failure.what}, {attempt} attempt(s) of {self.max_attempts} (source.max_attempts)"
+                            f"{where}: {failure}, {attempt} attempt(s) of {self.max_attempts} (source.max_attempts)"
                         ) from None
                     delay = self._delay(attempt, failure.retry_after)
                     if self._clock() + delay > read.deadline:
                         raise SourceError(
-                            f"{where}: {failure.what}; waiting {delay:.1f}s more would pass source.read_deadline "
+                            f"{where}: {failure}; waiting {delay:.1f}s more would pass source.read_deadline "
                             f"({self.read_deadline:g}s)"
                         ) from None
                     read.retries += 1
@@ -306,9 +319,8 @@ class IdentityStoreSource(Source):
         store = f"Identity Store {self.identity_store_id}" if operation != "ListInstances" else f"sso-admin in {self.region}"
         return f"{store}: {operation} page {page}" + (f" ({detail})" if detail else "")
 
-    def _advice(self, exc: Exception, operation: str) -> str:
-        code = _code(exc)
-        if code in _ACCESS_DENIED:
+    def _advice(self, failure: aws.Failure, operation: str) -> str:
+        if failure.kind is aws.Kind.ACCESS_DENIED:
             action = _IAM_ACTION.get(operation, f"identitystore:{operation}")
             if operation == "ListInstances":
                 return f". The instance role needs {action} to discover the store, or set source.identity_store_id"
@@ -316,74 +328,12 @@ class IdentityStoreSource(Source):
                 f". The instance role needs {action} (the AWS managed policy {MANAGED_POLICY} grants "
                 "identitystore:List*, Describe* and GetUserId)"
             )
-            if "kms" in str(exc).lower():
+            if "kms" in failure.message.lower():
                 advice += "; with a customer managed KMS key also kms:Decrypt through identitystore"
             return advice
-        if code == "ResourceNotFoundException" and operation in ("ListUsers", "ListGroups"):
+        if failure.kind is aws.Kind.NOT_FOUND and operation in ("ListUsers", "ListGroups"):
             return ". Check source.identity_store_id and that source.region is the Identity Center home region"
         return ""
-
-
-def _code(exc: Exception) -> str:
-    return client_error(exc)[0]
-
-
-def _classify(exc: Exception) -> _Failure:
-    """Whether a failed call may be retried, and what to call the failure in a message."""
-    from botocore.exceptions import (
-        ClientError,
-        ConnectionError as BotoConnectionError,
-        ConnectTimeoutError,
-        CredentialRetrievalError,
-        HTTPClientError,
-        NoCredentialsError,
-        NoRegionError,
-        PartialCredentialsError,
-        ReadTimeoutError,
-    )
-
-    if isinstance(exc, ClientError):
-        code, message = client_error(exc)
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        what = f"{code or 'HTTP ' + str(status)}: {message}"
-        if code in _THROTTLING:
-            return _Failure(True, f"throttled ({what})", _retry_after(exc))
-        if code in _SERVER or status >= 500:
-            return _Failure(True, f"server error ({what})", _retry_after(exc))
-        if code in _ACCESS_DENIED:
-            return _Failure(False, f"access denied ({what})")
-        if code in _BAD_CREDENTIALS:
-            return _Failure(False, f"the AWS credentials were rejected ({what})")
-        if code == "ValidationException" and "token" in message.lower():
-            return _Failure(False, f"the pagination token was rejected, invalid or expired ({what})")
-        if code == "ResourceNotFoundException":
-            return _Failure(False, f"not found ({what})")
-        return _Failure(False, f"refused ({what})")
-    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
-        return _Failure(False, f"no usable AWS credentials (instance profile, environment or shared files): {exc}")
-    if isinstance(exc, NoRegionError):
-        return _Failure(False, f"no region: {exc}")
-    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
-        return _Failure(True, f"timed out ({exc})")
-    if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-        return _Failure(True, f"connection failed ({exc})")
-    return _Failure(False, f"{type(exc).__name__}: {exc}")
-
-
-def _retry_after(exc: Exception) -> float | None:
-    """RetryAfterSeconds from the error body (a modelled field), else a Retry-After header."""
-    response = getattr(exc, "response", {}) or {}
-    candidates = [response.get("RetryAfterSeconds")]
-    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
-    candidates.append(headers.get("retry-after"))
-    for value in candidates:
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    return None
 
 
 def _snake(operation: str) -> str:
