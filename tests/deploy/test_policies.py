@@ -85,7 +85,7 @@ def test_an_instance_may_make_exactly_the_calls_runas_agent_makes(fleet):
     publish(fleet.s3, fleet.snapshot_url, json.dumps(make_directory(3)).encode())
     session, calls = recorded_session()
     cfg = source_config(type="s3", url=fleet.snapshot_url, endpoint_url=fleet.url)
-    source = S3Source.from_config(cfg.source, session=session)
+    source = S3Source.from_settings(cfg.source, session=session)
     assert source.fetch().stats["not_modified"] is False
     assert source.fetch().stats["not_modified"] is True  # the conditional read: 304
 
@@ -118,7 +118,7 @@ def test_an_instance_may_make_exactly_the_calls_runas_agent_makes(fleet):
 def test_the_publisher_may_make_exactly_the_calls_runas_agent_makes(fleet, identitystore_endpoint):
     session, calls = recorded_session()
     read = source_config(type="identitystore", identity_store_id=aws.STORE, endpoint_url=fleet.url)
-    fetched = IdentityStoreSource.from_config(read.source, session=session).fetch()
+    fetched = IdentityStoreSource.from_settings(read.source, session=session).fetch()
     assert len(fetched.directory.users) == 30
     publish(session.client("s3", endpoint_url=fleet.url), fleet.snapshot_url, fetched.directory.canonical_bytes())
 
@@ -148,7 +148,7 @@ def test_the_documented_policies_are_the_calls_too(fleet):
     documented = doc_policies()
     session, calls = recorded_session()
     cfg = source_config(type="identitystore", identity_store_id=aws.STORE, endpoint_url=fleet.url)
-    IdentityStoreSource.from_config(cfg.source, session=session).fetch()
+    IdentityStoreSource.from_settings(cfg.source, session=session).fetch()
     fetch_abac(cfg.source, session.client("sso-admin", endpoint_url=fleet.url))
     assert actions(documented["instance-single-account"]["Statement"]) == calls.actions()
 
