@@ -160,7 +160,7 @@ EXTRA_COMMANDS: list[Callable] = []
 def _load_extra_commands() -> None:
     import importlib
 
-    for module in ("runas_agent.daemon", "runas_agent.sessions.cli", "runas_agent.doctor", "runas_agent.image"):
+    for module in ("runas_agent.daemon", "runas_agent.sessions.cli", "runas_agent.doctor.cli", "runas_agent.image"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

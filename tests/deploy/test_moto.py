@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from runas_agent.doctor import OK
+from runas_agent.doctor.check import OK
 from tests.deploy import aws
 from tests.deploy.templates import ssm_document, template
 from tests.integration.test_doctor_links import world  # noqa: F401  (the doctor's staged host)

@@ -14,7 +14,8 @@ import types
 
 from runas_agent import config
 from runas_agent.daemon import Abandon, Daemon, Journal
-from runas_agent.doctor import Doctor, read_last_sync
+from runas_agent.doctor.chain import Doctor
+from runas_agent.doctor.sync import read_last_sync
 from runas_agent.errors import SourceError
 
 
@@ -60,10 +61,8 @@ def main(config_path: str, kinds: list[str]) -> int:
                 and time.monotonic() < deadline:
             time.sleep(0.05)
             record = read_last_sync()
-        doctor = Doctor(config_path)
-        doctor.cfg = cfg
-        doctor.check_last_sync()
-        print(json.dumps({"record": record, "check": doctor.checks["last-sync"].to_json()}))
+        (check,) = Doctor(config_path).run(only=["last-sync"])
+        print(json.dumps({"record": record, "check": check.to_json()}))
     finally:
         journald.terminate()
         journald.wait(10)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
-from runas_agent.doctor import Doctor, Probe, exit_status
+from runas_agent.doctor.chain import Doctor
+from runas_agent.doctor.cli import exit_status
+from runas_agent.doctor.env import Probe
 
 
 def main(path: str) -> int:

@@ -21,9 +21,13 @@ import pytest
 import yaml
 
 from runas_agent.directory import ENTERPRISE_EXTENSION
-from runas_agent.doctor import FAILED, OK, SKIPPED, WARNING, Doctor, Probe, exit_status, fields_verdict, render
+from runas_agent.doctor.chain import Doctor
+from runas_agent.doctor.check import FAILED, OK, SKIPPED, WARNING
+from runas_agent.doctor.cli import exit_status, render
+from runas_agent.doctor.env import Probe
 from runas_agent.exitcodes import Exit
 from runas_agent.host.accounts import read_host
+from runas_agent.sources.identitystore import fields_verdict
 from tests.endpoint import ssm_documents, ssoadmin_abac
 
 pytest_plugins = ["tests.endpoint.fixtures"]
@@ -247,9 +251,9 @@ def test_an_old_botocore_that_drops_userstatus_is_caught_twice(world, tmp_path):
     ([{"UserStatus": "ENABLED"}], [{"UserStatus": "ENABLED"}], False, OK, "UserStatus arrives for 1 of 1"),
 ])
 def test_fields_verdict(raw, parsed, enterprise, status, words):
-    got, summary, _ = fields_verdict(raw, parsed, enterprise)
-    assert got == status
-    assert words in summary
+    verdict = fields_verdict(raw, parsed, enterprise)
+    assert verdict.status == status
+    assert words in verdict.summary
 
 
 def test_users_without_enterprise_attributes_under_an_organization_expression(world):

@@ -100,7 +100,7 @@ def test_the_bucket_region_has_its_own_key_and_falls_back_to_region(monkeypatch,
 def test_aws_needs_come_from_the_type():
     assert {name: cls.needs_aws_credentials for name, cls in types().items()} == \
         {"identitystore": True, "file": False, "s3": True}
-    assert IdentityStoreSource.probes == ("botocore", "identitystore", "identitystore-fields")
+    assert tuple(probe.name for probe in IdentityStoreSource.probes) == ("botocore", "identitystore", "identitystore-fields")
     assert FileSource.probes == () and S3Source.probes == ()
 
 

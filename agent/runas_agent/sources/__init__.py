@@ -8,7 +8,7 @@ such thing and always reads all of it.
 
 A source type is one class, registered with `@register` under its `source.type` value. The class
 carries everything about its type: the keys of the `source` section only it has, and their checks;
-whether it needs AWS credentials; how it is described and which `doctor` links probe it; how it is
+whether it needs AWS credentials; how it is described and the `doctor` checks that probe it; how it is
 built, also for the service loop; and the longest it can block without proving progress (for the
 watchdog). The configuration, the service, `doctor` and `export` only ever ask the class. Every
 module of this package is imported when the types are first asked for, so a new source type is one
@@ -21,11 +21,14 @@ import abc
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Dict, Generic, Mapping, Optional, Tuple, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, Generic, Mapping, Optional, Tuple, Type, TypeVar
 
 from runas_agent.directory import Directory
 from runas_agent.schema import Key
 from runas_agent.settings import SourceSettings
+
+if TYPE_CHECKING:
+    from runas_agent.doctor.check import Check
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,9 @@ class Source(abc.ABC, Generic[S]):
     settings_class: ClassVar[Type[SourceSettings]] = SourceSettings
     #: whether reading the directory needs AWS credentials
     needs_aws_credentials: ClassVar[bool] = False
-    #: the `doctor` links that probe this type beyond reading the directory (the others say why not)
-    probes: ClassVar[Tuple[str, ...]] = ()
+    #: the `doctor` checks that probe this type beyond reading the directory (`doctor/check.py`); they
+    #: need `doctor.facts.source_is(kind)`, so under another source type they are shown as skipped
+    probes: ClassVar[Tuple[Type["Check"], ...]] = ()
 
     @classmethod
     def check(cls, settings: S, problems: list[str]) -> None:

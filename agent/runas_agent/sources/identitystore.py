@@ -6,23 +6,33 @@ its last page at MaxResults=100. botocore's own retries are switched off: each p
 so that a ThrottlingException's or InternalServerException's RetryAfterSeconds is honoured, backoff
 is exponential with full jitter, and the whole read stays within `read_deadline`. A listing that does
 not complete raises SourceError naming the call and page; a shorter directory is never returned.
+
+`doctor` probes this type with the checks declared here (`probes`): botocore's model, one page of each
+listing (each denied IAM action named), and whether UserStatus and Extensions arrive.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from runas_agent import aws, identitycenter
+from runas_agent.core.expression import parse as parse_expression
 from runas_agent.directory import ENTERPRISE_EXTENSION, make_document, parse_document
+from runas_agent.doctor.check import Check, Fact, Facts, Need, Verdict, failed, ok, warning
+from runas_agent.doctor.facts import CONFIG, CREDENTIALS, EXPRESSION, SOURCE_ANSWERS, source_is
 from runas_agent.errors import SourceError
 from runas_agent.schema import region as region_problem
 from runas_agent.settings import SourceSettings
 from runas_agent.sources import Fetched, Source, Step, register
+
+if TYPE_CHECKING:
+    from runas_agent.doctor.env import Env
 
 #: The first botocore whose identitystore model has User.UserStatus and ListUsers(Extensions).
 MIN_BOTOCORE = "1.42.5"
@@ -84,12 +94,272 @@ class _Read:
     slept: float = 0.0
 
 
+# -- what `doctor` probes of this type ------------------------------------------------------------
+#
+# Beyond reading the directory (the `identities` check does that for every type): that botocore knows
+# the fields the sync relies on, that one page of each listing is allowed, and that UserStatus and
+# Extensions arrive on the wire and survive botocore's parsing. Each probe reads through the doctor's
+# environment; the verdicts are pure.
+
+IDENTITY_STORE = source_is("identitystore")
+
+
+@dataclass(frozen=True)
+class FirstPage:
+    """One ListUsers page as it came over the wire (`raw`) and as botocore parsed it (`parsed`)."""
+
+    raw: Tuple[Mapping[str, Any], ...]
+    parsed: Tuple[Mapping[str, Any], ...]
+
+
+FIRST_PAGE: Fact[FirstPage] = Fact("the first ListUsers page", "the Identity Store is not readable")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One probe call: the operation and its response, or how it failed."""
+
+    operation: str
+    response: Mapping[str, Any] = field(default_factory=dict)
+    failure: Optional[aws.Failure] = None
+
+
+class BotocoreProbe(Check):
+    name = "botocore"
+    needs = (CONFIG, Need(IDENTITY_STORE, "{reason}: no Identity Store calls"))
+
+    def run(self, facts: Facts, env: "Env") -> Verdict:
+        import botocore
+
+        try:
+            check_botocore(env.session(facts[CONFIG])._session)
+        except SourceError as exc:
+            return failed(str(exc), "install botocore>=1.43 and boto3>=1.43 into runas-agent's own environment "
+                                    "(the package's virtualenv), not python3-botocore")
+        return ok(f"botocore {botocore.__version__} knows User.UserStatus and ListUsers Extensions")
+
+
+class StoreProbe(Check):
+    """One page of ListUsers, ListGroups and ListGroupMemberships: reachable, and each denied IAM action named."""
+
+    name = "identitystore"
+    needs = (CONFIG, Need(IDENTITY_STORE, "{reason} (the directory comes from {origin})"), CREDENTIALS)
+    provides = (FIRST_PAGE, SOURCE_ANSWERS)
+    absent = {SOURCE_ANSWERS: "the Identity Store is not readable (see identitystore)"}
+
+    def run(self, facts: Facts, env: "Env") -> Verdict:
+        cfg, principal = facts[CONFIG], facts[CREDENTIALS]
+        source = cfg.source
+        store = source.identity_store_id
+        if not store:
+            sso_admin = env.client(cfg, "sso-admin", source.region, source.endpoint_url)
+            try:
+                instances = identitycenter.list_instances(sso_admin)
+                store = identitycenter.discover(instances, source.region, "source.identity_store_id").identity_store_id
+            except identitycenter.IdentityCenterError as exc:
+                return undiscovered(exc, principal)
+        answers, raw_users = probe_store(env.client(cfg, "identitystore", source.region, source.endpoint_url), store)
+        return store_verdict(answers, raw_users, f"Identity Store {store} in {source.region}", str(source.region), principal)
+
+
+def probe_store(client: Any, store: str) -> tuple[list[Answer], list[Mapping[str, Any]]]:
+    """The first page of each listing until one fails other than by a denial, and the ListUsers page
+    as it came over the wire."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    raw: dict[str, Any] = {}
+
+    def keep_raw(http_response: Any = None, **_: Any) -> None:
+        if http_response is not None and http_response.status_code == 200:
+            try:
+                raw["ListUsers"] = json.loads(http_response.content or b"{}")
+            except ValueError:
+                raw["ListUsers"] = {}
+
+    client.meta.events.register("after-call.identitystore.ListUsers", keep_raw)
+    list_users: dict[str, Any] = {"IdentityStoreId": store, "MaxResults": PAGE_SIZE}
+    if "Extensions" in client.meta.service_model.operation_model("ListUsers").input_shape.members:
+        list_users["Extensions"] = [ENTERPRISE_EXTENSION]
+    calls: list[tuple[str, dict[str, Any]]] = [("ListUsers", list_users),
+                                               ("ListGroups", {"IdentityStoreId": store, "MaxResults": PAGE_SIZE})]
+    answers: list[Answer] = []
+    for operation, params in calls:  # ListGroups' first group adds its memberships
+        try:
+            response = getattr(client, _snake(operation))(**params)
+        except (ClientError, BotoCoreError) as exc:
+            failure = aws.classify(exc)
+            answers.append(Answer(operation, failure=failure))
+            if failure.kind is aws.Kind.ACCESS_DENIED:
+                continue
+            break
+        answers.append(Answer(operation, response))
+        if operation == "ListGroups" and response.get("Groups"):
+            calls.append(("ListGroupMemberships", {"IdentityStoreId": store, "GroupId": response["Groups"][0].get("GroupId"),
+                                                   "MaxResults": PAGE_SIZE}))
+    return answers, list(raw.get("ListUsers", {}).get("Users") or [])
+
+
+def undiscovered(exc: identitycenter.IdentityCenterError, principal: str) -> Verdict:
+    """source.identity_store_id is not set, and sso-admin could not name the store."""
+    if exc.kind in ("no_instance", "several_instances"):
+        verdict = failed(str(exc), "set source.identity_store_id (and check source.region is the Identity Center home region)")
+    else:
+        remedy = "set source.identity_store_id" + (f", or allow {exc.action} to {principal}" if exc.action else "")
+        verdict = failed(f"source.identity_store_id is not set and {exc}", remedy)
+    return verdict.withholding(FIRST_PAGE, "the Identity Store id is unknown")
+
+
+def store_verdict(answers: Sequence[Answer], raw_users: Sequence[Mapping[str, Any]], where: str, region: str,
+                  principal: str) -> Verdict:
+    """The probe calls' answers: the first failure that is not a denial ends the probe; denials are
+    collected, each naming its IAM action; the first page goes to the fields check unless ListUsers
+    itself was denied."""
+    refused, stopped = _failures(answers)
+    if stopped is not None:
+        return _stopped(stopped, where, region)
+    page = FirstPage(tuple(raw_users), tuple(_parsed_users(answers)))
+    if not refused:
+        return ok(f"{where} answers {', '.join(a.operation for a in answers)}").giving(FIRST_PAGE, page).giving(SOURCE_ANSWERS, None)
+    denied = [_denied_action(a) for a in refused]
+    verdict = failed(f"{where}: access denied to {', '.join(denied)}",
+                     f"allow {', '.join(d.split(' ')[0] for d in denied)} to {principal} (the AWS managed policy "
+                     f"{MANAGED_POLICY} grants identitystore:List*, Describe* and GetUserId)")
+    if "ListUsers" in (a.operation for a in refused):
+        return verdict.withholding(FIRST_PAGE, "ListUsers is denied")
+    return verdict.giving(FIRST_PAGE, page)
+
+
+def _failures(answers: Sequence[Answer]) -> tuple[list[Answer], Optional[Answer]]:
+    """The calls that were denied, and the one that ended the probe otherwise (None when none did)."""
+    denied: list[Answer] = []
+    for answer in answers:
+        if answer.failure is None:
+            continue
+        if answer.failure.kind is not aws.Kind.ACCESS_DENIED:
+            return denied, answer
+        denied.append(answer)
+    return denied, None
+
+
+def _parsed_users(answers: Sequence[Answer]) -> list[Mapping[str, Any]]:
+    """The users of the ListUsers answer as botocore parsed them ([] when it failed)."""
+    for answer in answers:
+        if answer.operation == "ListUsers" and answer.failure is None:
+            return list(answer.response.get("Users") or [])
+    return []
+
+
+def _denied_action(answer: Answer) -> str:
+    kms = answer.failure is not None and "kms" in answer.failure.message.lower()
+    return f"identitystore:{answer.operation}" + (" (and kms:Decrypt via identitystore)" if kms else "")
+
+
+def _stopped(answer: Answer, where: str, region: str) -> Verdict:
+    failure = answer.failure
+    assert failure is not None
+    if failure.answered:
+        return failed(f"{where}: {answer.operation}: {failure.code}: {failure.message}", _store_remedy(failure, region)
+                      ).withholding(FIRST_PAGE, "the Identity Store is not readable")
+    if failure.exception == "ParamValidationError":
+        return failed(f"{where}: {answer.operation} cannot even be sent: {failure.message}",
+                      "install botocore>=1.43 into runas-agent's environment"
+                      ).withholding(FIRST_PAGE, "the Identity Store is not readable")
+    return failed(f"cannot reach the Identity Store in {region}: {failure.message}",
+                  f"allow outbound HTTPS to identitystore.{region}.amazonaws.com (or an interface VPC endpoint), "
+                  "and check source.region is the Identity Center home region"
+                  ).withholding(FIRST_PAGE, "the Identity Store is not reachable")
+
+
+def _store_remedy(failure: aws.Failure, region: str) -> str:
+    if failure.kind is aws.Kind.NOT_FOUND:
+        return f"check source.identity_store_id, and that {region} (source.region) is the Identity Center home region"
+    if failure.kind is aws.Kind.BAD_CREDENTIALS:
+        return "the credentials were rejected: check the instance profile, the clock (signatures expire) and AWS_* variables"
+    return ""
+
+
+class FieldsProbe(Check):
+    """Whether UserStatus and Extensions arrive: the raw page against what botocore parsed."""
+
+    name = "identitystore-fields"
+    needs = (CONFIG, IDENTITY_STORE, FIRST_PAGE)
+    uses = (EXPRESSION,)
+
+    def run(self, facts: Facts, env: "Env") -> Verdict:
+        page = facts[FIRST_PAGE]
+        expression = (facts.get(EXPRESSION) or facts[CONFIG]).run_as.expression
+        return fields_verdict(page.raw, page.parsed, wants_enterprise(expression))
+
+
+def wants_enterprise(expression: str) -> bool:
+    """Whether the expression reads enterprise attributes (False for one that cannot be parsed, such as
+    from-identity-center whose live value could not be read: the abac check says so)."""
+    try:
+        return any(p.startswith("enterprise.") for p in parse_expression(expression).paths)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class FieldCounts:
+    """How many users of one page have UserStatus and enterprise attributes, on the wire and parsed."""
+
+    users: int
+    raw_status: int
+    parsed_status: int
+    raw_extensions: int
+    parsed_extensions: int
+
+    @classmethod
+    def of(cls, raw_users: Sequence[Mapping[str, Any]], parsed_users: Sequence[Mapping[str, Any]]) -> "FieldCounts":
+        return cls(len(raw_users), _having(raw_users, "UserStatus"), _having(parsed_users, "UserStatus"),
+                   _filled(raw_users, "Extensions"), _filled(parsed_users, "Extensions"))
+
+
+def _having(users: Sequence[Mapping[str, Any]], key: str) -> int:
+    return sum(1 for u in users if key in u)
+
+
+def _filled(users: Sequence[Mapping[str, Any]], key: str) -> int:
+    return sum(1 for u in users if u.get(key))
+
+
+_UPGRADE = ("install botocore>=1.43 and boto3>=1.43 into runas-agent's own environment "
+            "(not the distribution's python3-botocore)")
+
+
+def fields_verdict(raw_users: Sequence[Mapping[str, Any]], parsed_users: Sequence[Mapping[str, Any]],
+                   wants_enterprise: bool) -> Verdict:
+    """Whether UserStatus and Extensions arrive, from one ListUsers page as it came over the wire
+    (`raw_users`) and as botocore parsed it (pure)."""
+    n = FieldCounts.of(raw_users, parsed_users)
+    if not n.users:
+        return warning("the Identity Store returned no users, so UserStatus and Extensions could not be seen",
+                       "add users to Identity Center (the sync refuses an empty directory)")
+    if n.raw_status and not n.parsed_status:
+        return failed(f"botocore drops UserStatus: {n.raw_status} of {n.users} users have it on the wire, none "
+                      "after parsing", _UPGRADE)
+    if not n.raw_status:
+        return failed(f"none of the {n.users} users on the first ListUsers page has UserStatus: disabled people "
+                      "would look enabled", "check source.endpoint_url and any proxy in between: the Identity Store "
+                                            "itself always sends UserStatus")
+    if n.raw_extensions and not n.parsed_extensions:
+        return failed(f"botocore drops Extensions: {n.raw_extensions} users have enterprise attributes on the wire, "
+                      "none after parsing", _UPGRADE)
+    if wants_enterprise and not n.raw_extensions:
+        return warning("no user on the first ListUsers page has enterprise attributes (Extensions), but "
+                       "run_as.expression uses ${path:enterprise...}: their Run As value is empty",
+                       "fill the attribute in Identity Center (or in the identity provider that provisions it through SCIM)")
+    return ok(f"UserStatus arrives for {n.raw_status} of {n.users} users on the first page; {n.raw_extensions} have "
+              "enterprise attributes")
+
+
 @register
 class IdentityStoreSource(Source[SourceSettings]):
     kind = "identitystore"
     summary = "the Identity Store, read through its API (the default)"
     needs_aws_credentials = True
-    probes = ("botocore", "identitystore", "identitystore-fields")
+    probes = (BotocoreProbe, StoreProbe, FieldsProbe)
 
     def __init__(
         self,

@@ -1,0 +1,296 @@
+"""`doctor`, the sync's own links: the configuration, the identities the directory maps to, the
+accounts runas-agent owns and would change, and the last sync the service journaled.
+
+The checks read (shell); the verdicts are pure functions of what they read. The directory is read and
+planned exactly as `runas-agent plan` would, with the same functions (one implementation of every rule).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple
+
+from runas_agent import config
+from runas_agent.core.desired import Skip, compute
+from runas_agent.core.ledger import Ledger
+from runas_agent.core.observed import HostState
+from runas_agent.core.plan import Plan, owned_state
+from runas_agent.daemon import MESSAGE_SYNC, MESSAGE_SYNC_FAILED
+from runas_agent.doctor.check import Check, Facts, Verdict, failed, ok, plural, warning
+from runas_agent.doctor.env import Env
+from runas_agent.doctor.facts import (AS_ROOT, CONFIG, DIRECTORY, EXPRESSION, HOME_REGION, LEDGER, SETTINGS,
+                                      SOURCE_ANSWERS, DirectoryRead, source_is)
+from runas_agent.errors import AgentError, ConfigError
+from runas_agent.host.accounts import read_host
+from runas_agent.host.files import StateDir
+from runas_agent.settings import Config, desired_settings
+from runas_agent.sources import source_type, types as source_types
+from runas_agent.sync import compute_plan, name_rules
+
+#: A last sync older than this many scheduled intervals (interval + jitter) means the loop stopped.
+STALE_INTERVALS = 3
+#: The counts of a sync record, in the order they are quoted.
+COUNT_FIELDS = ("SYNC_CREATED", "SYNC_ENABLED", "SYNC_DISABLED", "SYNC_SKIPPED", "SYNC_FAILED")
+#: Why the journal may look empty to a user other than root.
+NOT_ROOT_NOTE = " (as a user outside the systemd-journal group, the journal may hide it: run as root)"
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+class ConfigLink(Check):
+    name = "config"
+    provides = (CONFIG, SETTINGS, HOME_REGION, *(source_is(kind) for kind in source_types()))
+
+    def run(self, facts: Facts, env: Env) -> Verdict:
+        try:
+            cfg = config.load(env.config_path)
+        except ConfigError as exc:
+            return failed(f"{env.config_path} is not a valid configuration",
+                          "fix each key listed, then check again with `runas-agent check-config`",
+                          exc.problems).giving(SETTINGS, config.defaults())
+        return config_verdict(env.config_path, cfg)
+
+
+def config_verdict(path: str, cfg: Config) -> Verdict:
+    """A valid configuration, and the facts it settles: which source type applies, the home region."""
+    kind = cfg.source.type
+    verdict = ok(f"{path} is valid (source {kind}, run_as.expression {cfg.run_as.expression})")
+    verdict = verdict.giving(CONFIG, cfg).giving(SETTINGS, cfg).giving(source_is(kind), source_type(kind))
+    if cfg.source.region:
+        verdict = verdict.giving(HOME_REGION, cfg.source.region)
+    origin = source_type(kind).origin(cfg.source)
+    for other in source_types():
+        if other != kind:
+            verdict = verdict.withholding(source_is(other), f"source.type is {kind}", origin=origin)
+    return verdict
+
+
+# --- identities -----------------------------------------------------------------------------------
+
+class Identities(Check):
+    name = "identities"
+    needs = (CONFIG, EXPRESSION, SOURCE_ANSWERS)
+    provides = (DIRECTORY,)
+
+    def run(self, facts: Facts, env: Env) -> Verdict:
+        cfg, resolved = facts[CONFIG], facts[EXPRESSION]
+        kind = source_type(cfg.source.type)
+        session = env.session(cfg) if kind.needs_aws_credentials else None
+        try:
+            fetched = kind.from_settings(cfg.source, session=session).fetch()
+        except AgentError as exc:
+            return failed(f"the directory could not be read completely: {exc}",
+                          "the sync cannot read it either and changes nothing until this is fixed")
+        assert fetched is not None  # no known version was given
+        rules = name_rules(resolved, env.probe.etc)
+        read = DirectoryRead(resolved, fetched.directory, compute(fetched.directory, desired_settings(resolved, rules)))
+        return identities_verdict(read, rules.family).giving(DIRECTORY, read)
+
+
+def identities_verdict(read: DirectoryRead, family: str) -> Verdict:
+    """Whether every enabled identity gets an account, from the directory and what it maps to."""
+    users, desired = read.directory.users, read.desired
+    enabled = sum(1 for u in users if u.enabled)
+    summary = (f"{enabled} enabled of {plural(len(users), 'user')} map to {plural(len(desired.accounts), 'account')} "
+               f"with {read.config.run_as.expression} ({family} name rules)")
+    if desired.missing_scope_groups:
+        return failed(f"scope.groups names {', '.join(desired.missing_scope_groups)}, which the directory does not "
+                      "have: the sync refuses to run", "fix scope.groups (DisplayName or GroupId of an Identity Store group)")
+    if desired.skips:
+        return warning(f"{summary}; {len(desired.skips)} cannot get an account",
+                       "these people cannot start a Run As session: change the attribute in Identity Center to a value "
+                       "that is a legal session tag and account name, or give them another way in",
+                       [str(s) for s in desired.skips])
+    return ok(summary)
+
+
+# --- accounts -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Owned:
+    """The accounts the ledger names, in words, and those changed or removed by hand."""
+
+    text: str
+    changed: Tuple[str, ...]
+
+
+class Accounts(Check):
+    name = "accounts"
+    needs = (CONFIG,)
+    uses = (DIRECTORY,)
+    provides = (LEDGER,)
+
+    def run(self, facts: Facts, env: Env) -> Verdict:
+        state = StateDir(facts[CONFIG].state_dir)
+        try:
+            ledger = state.load_ledger()
+        except AgentError as exc:
+            return failed(str(exc), f"restore {state.ledger_path} from a backup; the sync will not run without it")
+        except OSError as exc:
+            return warning(f"cannot read {state.ledger_path}: {exc.strerror}", "run the doctor as root")
+        owned = owned_accounts(ledger, read_host(env.probe.etc))
+        read = facts.get(DIRECTORY)
+        plan = compute_plan(read.config, read.directory, ledger, env.probe.etc)[1] if read is not None else None
+        return accounts_verdict(owned, read, plan).giving(LEDGER, ledger)
+
+
+def owned_accounts(ledger: Ledger, host: HostState) -> Owned:
+    states: dict[str, int] = {}
+    changed = []
+    for name, owned in sorted(ledger.accounts.items()):
+        kind, user = owned_state(owned, host)
+        states[kind] = states.get(kind, 0) + 1
+        if kind == "changed":
+            assert user is not None  # owned_state names the account that holds the UID
+            changed.append(f"{name}: changed by hand ({user.name} uid={user.uid}); left alone")
+        elif kind == "missing":
+            changed.append(f"{name}: removed from the host by hand")
+    listed = ", ".join(f"{n} {k}" for k, n in sorted(states.items())) or "none yet"
+    return Owned(f"runas-agent owns {plural(len(ledger.accounts), 'account')} ({listed})", tuple(changed))
+
+
+def accounts_verdict(owned: Owned, read: Optional[DirectoryRead], plan: Optional[Plan]) -> Verdict:
+    """Conflicts, changes and refusals the next sync would meet (unknown when the directory was not read)."""
+    if read is None or plan is None:
+        summary = f"{owned.text}; conflicts unknown (the directory was not read)"
+        return warning(summary, "", owned.changed) if owned.changed else ok(summary, "", owned.changed)
+    found = conflicts(read, plan)
+    summary = (f"{owned.text}; {plural(len(found), 'conflict')}; "
+               f"the next sync would make {plural(len(plan.actions), 'change')}")
+    details = [f"conflict: {s}" for s in found] + list(owned.changed) + [f"warning: {w}" for w in plan.warnings]
+    if plan.refusals:
+        return failed(f"{summary}; the next sync will be refused",
+                      "see why below; fix the directory or the safety settings, or run `runas-agent --once --force` "
+                      "if the change is meant", details + [f"refused: {r}" for r in plan.refusals])
+    if found or owned.changed:
+        return warning(summary, "an account or group with a wanted name already exists and is not runas-agent's: "
+                                "rename or remove it (the agent never takes one over), or change the person's Run As value",
+                       details)
+    return ok(summary, "", details)
+
+
+def conflicts(read: DirectoryRead, plan: Plan) -> list[Skip]:
+    """The identities the plan skips for a reason of the host's (not the directory's own skips)."""
+    own = {(s.identity, s.name, s.reason) for s in read.desired.skips}
+    return [s for s in plan.skips if isinstance(s, Skip) and (s.identity, s.name, s.reason) not in own]
+
+
+# --- the last sync --------------------------------------------------------------------------------
+
+class LastSync(Check):
+    name = "last-sync"
+    needs = (SETTINGS,)
+    uses = (AS_ROOT,)
+
+    def run(self, facts: Facts, env: Env) -> Verdict:
+        cfg = facts[SETTINGS]
+        try:
+            record = (env.probe.last_sync or read_last_sync)()
+        except Exception as exc:  # a journal that cannot be opened is a finding, not a crash
+            return no_sync_verdict(f"the journal could not be read ({type(exc).__name__}: {exc})",
+                                   cfg.state_dir, _state_age(cfg, env))
+        if record is None:
+            problem = "no sync is recorded in the journal" + ("" if facts.get(AS_ROOT) else NOT_ROOT_NOTE)
+            return no_sync_verdict(problem, cfg.state_dir, _state_age(cfg, env))
+        return last_sync_verdict(record, env.probe.now(), stale_after(cfg))
+
+
+def _state_age(cfg: Config, env: Env) -> Optional[float]:
+    """Seconds since the ledger or the snapshot last changed, None when neither exists."""
+    state = StateDir(cfg.state_dir)
+    seen = [p for p in (state.ledger_path, state.snapshot_path) if os.path.exists(p)]
+    return env.probe.now() - max(os.path.getmtime(p) for p in seen) if seen else None
+
+
+def stale_after(cfg: Config) -> float:
+    """Seconds after which the last sync means the loop stopped."""
+    return STALE_INTERVALS * (cfg.daemon.interval_seconds + cfg.daemon.jitter_seconds)
+
+
+def no_sync_verdict(problem: str, state_dir: str, state_age: Optional[float]) -> Verdict:
+    note = f"; the state in {state_dir} last changed {ago(state_age)} ago" if state_age is not None else ""
+    return warning(f"{problem}{note}",
+                   "start the service (`systemctl enable --now runas-agent`) and look at `journalctl -u runas-agent`")
+
+
+def last_sync_verdict(record: Mapping[str, Any], now: float, limit: float) -> Verdict:
+    """The last sync record's result, and whether it is too old."""
+    result = record.get("SYNC_RESULT", "")
+    when = record.get("REALTIME")
+    age = now - when if when else None
+    text = sync_text(record, age)
+    if result == "failed":
+        return failed(text, "the accounts are left as they were; fix the cause named above "
+                            "(this report's Identity Store checks usually show it)")
+    if result == "refused":
+        return failed(text, "nothing changes until a person decides: fix the directory, or run "
+                            "`runas-agent --once --force` if the change is meant")
+    if age is not None and age > limit:
+        return warning(f"{text}; that is longer than {STALE_INTERVALS} sync intervals",
+                       "check that the service runs: `systemctl status runas-agent`")
+    if result in ("partial", "busy"):
+        return warning(text, "see the identities and accounts checks for who was skipped, and "
+                             "`journalctl -u runas-agent` for failed actions")
+    return ok(text)
+
+
+def sync_text(record: Mapping[str, Any], age: Optional[float]) -> str:
+    """`last sync 5m ago: partial (2 created, 1 skipped): <error>`."""
+    when = f"{ago(age)} ago" if age is not None else "at an unknown time"
+    counts = ", ".join(f"{record[k]} {k[5:].lower()}" for k in COUNT_FIELDS if record.get(k) not in (None, ""))
+    text = f"last sync {when}: {record.get('SYNC_RESULT', '')}" + (f" ({counts})" if counts else "")
+    for key in ("SYNC_ERROR", "SYNC_REFUSALS"):
+        if record.get(key):
+            text += f": {record[key]}"
+    return text
+
+
+def ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def _journal() -> Any:
+    """systemd-python's journal module, or None where it is not installed."""
+    try:
+        return importlib.import_module("systemd.journal")
+    except ImportError:
+        return None
+
+
+def read_last_sync(limit: int = 50) -> Optional[dict[str, Any]]:
+    """The newest sync record the daemon wrote to the journal (abandoned syncs skipped), or None."""
+    journal = _journal()
+    if journal is None:
+        return None
+    reader = journal.Reader()
+    try:
+        reader.add_match(MESSAGE_ID=MESSAGE_SYNC.hex)
+        reader.add_disjunction()
+        reader.add_match(MESSAGE_ID=MESSAGE_SYNC_FAILED.hex)
+        reader.seek_tail()
+        for _ in range(limit):
+            entry = reader.get_previous()
+            if not entry:
+                return None
+            if entry.get("SYNC_RESULT") in (None, "abandoned"):
+                continue
+            return _record(entry)
+        return None
+    finally:
+        reader.close()
+
+
+def _record(entry: Mapping[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {k: str(v) for k, v in entry.items() if k.startswith("SYNC_")}
+    stamp = entry.get("__REALTIME_TIMESTAMP")
+    record["REALTIME"] = stamp.timestamp() if stamp is not None else None
+    return record
