@@ -143,6 +143,8 @@ class Facts:
     def __getitem__(self, fact: Fact[T]) -> T:
         """A needed fact (KeyError for a need that is not applicable: a gate has no value)."""
         self._declared_or_raise(fact)
+        if fact not in self._values:
+            raise KeyError(f"{fact.name} is not applicable here: a gate, not a value")
         return cast(T, self._values[fact])
 
     def get(self, fact: Fact[T]) -> Optional[T]:
