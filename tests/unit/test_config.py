@@ -68,3 +68,9 @@ def test_load_reports_yaml_errors_and_missing_files(tmp_path):
 def test_every_key_is_described():
     rows = config.describe_schema()
     assert rows and all(doc for _, _, doc in rows)
+
+
+def test_session_defaults_read_the_ssm_agents_one_data_path_and_need_no_bucket():
+    cfg = config.validate({**GOOD, "sessions": {"s3_tagging": {"enabled": True}}})
+    assert cfg.sessions.state_roots == ["/var/lib/amazon/ssm"]
+    assert cfg.sessions.s3_tagging.enabled and cfg.sessions.s3_tagging.bucket is None

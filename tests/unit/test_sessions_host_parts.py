@@ -125,3 +125,29 @@ def test_process_table_reads_names_parents_and_session_leaders_from_stat_lines(t
     assert sorted(table.candidates) == [40, 43]
     assert {ppid: sorted(pids) for ppid, pids in table.children.items()} == {0: [1], 1: [40, 43], 40: [41, 45], 41: [42]}
     assert table.leaders == {1, 41, 43}
+
+
+def test_the_sessions_own_bucket_comes_first_then_the_configured_one():
+    from runas_agent.sessions.s3tags import destination
+
+    settings = SimpleNamespace(bucket="configured", prefix="cfg/", max_wait_seconds=10, region=None, endpoint_url=None)
+    own = Session("s-1", s3_bucket="from-state-file", s3_prefix="ssm//x/")
+    assert destination(own, settings) == ("from-state-file", "ssm/x/s-1.log")
+    assert destination(Session("s-1"), settings) == ("configured", "cfg/s-1.log")
+    assert destination(Session("s-1"), SimpleNamespace(bucket=None, prefix="")) == ("", "")
+
+
+def test_a_session_with_no_bucket_anywhere_is_reported_not_retried(caplog):
+    settings = SimpleNamespace(bucket=None, prefix="", max_wait_seconds=10, region=None, endpoint_url=None)
+    client = FakeS3([])
+    t = S3Tagger(settings, client_factory=lambda: client, clock=lambda: 0.0)
+    t.submit(Session("s-9", identity=Identity("alice", "u1")))
+    assert t.pending() == 0 and t.results["s-9"].startswith("gave up: the session's state file names no S3 bucket")
+    assert "sessions.s3_tagging.bucket is not set" in caplog.text and client.put == []
+
+
+def test_tagging_goes_to_the_bucket_of_the_job():
+    now, client = [0.0], FakeS3([])
+    t = tagger(client, now)
+    t.try_once(_Job(0.0, "s1", "ssm/s1.log", [{"Key": "a", "Value": "b"}], deadline=5.0, bucket="own-bucket"))
+    assert client.put == [("own-bucket", "ssm/s1.log", [{"Key": "a", "Value": "b"}])]
