@@ -141,3 +141,23 @@ def test_the_configured_bucket_serves_sessions_whose_state_file_names_none(stage
     assert tags["runas:identity-id"] == "9067a1b2c3-aaaaaaaa-1111-2222-3333-444444444444"
     assert tags["runas:display-name"] == "Alice Example" and len(tags) <= 10
     assert stage.call("sessions")["sessions"] == []
+
+
+def test_a_worker_still_uploading_after_its_grace_is_killed_and_nothing_more_is_recorded(stage, s3, s3_endpoint):
+    stage.call("zombie_timeout", seconds=1.0)
+    cfg = stage.write_config(tagging(s3_endpoint))
+    stage.call("watcher", config=str(cfg), worker_grace=2.0)
+    stage.call("watcher_start")
+    sid = session_id(BOB, 75)
+    stage.call("start", sid=sid, owner=owner_arn(BOB), run_as="acme", state_root=str(stage.deb_root),
+               bucket="session-logs", prefix="ssm", upload_delay=60.0)
+    assert stage.wait_journal(1, RUNAS_SESSION_ID=sid)
+    started = time.monotonic()
+    assert stage.call("end_sessions_of", names=[BOB], grace=1.0)["ended"] == [sid]
+    assert wait_for(lambda: stage.call("alive", sids=[sid])["alive"] == {sid: False}, 15)
+    assert 2.0 <= time.monotonic() - started < 12.0
+    assert stage.call("wait_done", sid=sid)["done"]     # the agent's own wait for the dead worker, then cleanup
+    time.sleep(1.0)
+    assert [r["MESSAGE_ID"] for r in stage.journal(RUNAS_SESSION_ID=sid)].count(MESSAGE_ID_END) == 1
+    assert len(stage.journal(RUNAS_SESSION_ID=sid)) == 2
+    assert s3.list_objects_v2(Bucket="session-logs").get("KeyCount", 0) == 0

@@ -174,10 +174,7 @@ class SessionWatcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wake()
         if self._thread:
             self._thread.join(timeout)
             self._thread = None
@@ -424,7 +421,14 @@ class SessionWatcher:
             for sid in ended:
                 events += self.tracker.end(sid, f"ended by runas-agent: {reason}", self.worker_grace)
             self._carry_out(events)
+        self._wake()      # the watcher's thread waits for events: it must learn of the workers' deadline
         return ended
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
 
     def _stops_for(self, names: set[str]) -> list[host.Stop]:
         """The processes to stop for the live sessions of these people (the process table is looked at
