@@ -58,6 +58,7 @@ class AgentSession:
     options: Options
     worker: subprocess.Popen | None = None
     shell_pid: int | None = None
+    shell_at: float = 0.0                # monotonic: when the worker reported its shell
     status: str = ""
     shell_started: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -240,7 +241,7 @@ class SsmAgent:
         for line in session.worker.stdout:
             message = json.loads(line)
             if message["type"] == "shell":
-                session.shell_pid = message["pid"]
+                session.shell_pid, session.shell_at = message["pid"], time.monotonic()
                 session.shell_started.set()
             elif message["type"] == "complete":
                 session.status = message["status"]
