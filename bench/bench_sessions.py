@@ -139,26 +139,29 @@ def sequential(agent: StandIn, sink: TimingSink, count: int, base: int) -> dict:
 def burst(agent: StandIn, sink: TimingSink, watcher: SessionWatcher, count: int) -> dict:
     """`count` sessions started at once (as fast as the stand-in can start them), then all ended."""
     sids = [f"burst{i}@example.com-{5000 + i:017x}" for i in range(count)]
-    cpu0 = thread_cpu(watcher._thread.native_id)
-    for sid in sids:
-        agent.start(sid, Options(owner=owner(sid), run_as=RUN_AS), wait_shell=0)
-    last_start = max(sink.wait("start", sid, 300) for sid in sids)
-    first_file = min(agent.renamed[sid] for sid in sids)
-    last_shell = max(agent.shell_time(sid) for sid in sids)
-    unseen = sum(1 for sid in sids if sink.fields[("start", sid)].get("RUNAS_ACCOUNT_SOURCE") != "shell")
-    start_cpu = thread_cpu(watcher._thread.native_id) - cpu0
+    started = _burst_starts(agent, sink, watcher, sids)
     processes = len(psutil.pids())
     cpu1 = thread_cpu(watcher._thread.native_id)
     for sid in sids:
         agent.exit(sid, wait=0)
     last_end = max(sink.wait("end", sid, 300) for sid in sids)
     last_removed = max(agent.removed[sid] for sid in sids)
-    return {"sessions": count, "processes": processes,
-            "first_file_to_last_start_record_s": last_start - first_file,
-            "last_shell_to_last_start_record_ms": max(0.0, last_start - last_shell) * 1000,
-            "recorded_without_shell": unseen, "start_cpu_s": start_cpu,
+    return {"sessions": count, "processes": processes, **started,
             "last_removal_to_last_end_record_ms": max(0.0, last_end - last_removed) * 1000,
             "end_cpu_s": thread_cpu(watcher._thread.native_id) - cpu1}
+
+
+def _burst_starts(agent: StandIn, sink: TimingSink, watcher: SessionWatcher, sids: list[str]) -> dict:
+    cpu0 = thread_cpu(watcher._thread.native_id)
+    for sid in sids:
+        agent.start(sid, Options(owner=owner(sid), run_as=RUN_AS), wait_shell=0)
+    last_start = max(sink.wait("start", sid, 300) for sid in sids)
+    last_shell = max(agent.shell_time(sid) for sid in sids)
+    return {"first_file_to_last_start_record_s": last_start - min(agent.renamed[sid] for sid in sids),
+            "last_shell_to_last_start_record_ms": max(0.0, last_start - last_shell) * 1000,
+            "recorded_without_shell": sum(1 for sid in sids
+                                          if sink.fields[("start", sid)].get("RUNAS_ACCOUNT_SOURCE") != "shell"),
+            "start_cpu_s": thread_cpu(watcher._thread.native_id) - cpu0}
 
 
 def idle(watcher: SessionWatcher, seconds: float) -> tuple[float, float, dict]:

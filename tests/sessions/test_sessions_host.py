@@ -62,7 +62,7 @@ def stage(isolated_host):
     try:
         s.call("journald")
         s.call("install", state_root=str(s.deb_root))
-        s.call("install", state_root=str(s.snap_root), instance="mi-0123456789abcdef0")
+        s.call("install", state_root=str(s.second_root), instance="mi-0123456789abcdef0")
         s.call("useradd", name="acme", uid=ACME_UID)
         s.call("useradd", name=CAROL, uid=CAROL_UID)
         s.write_snapshot(directory())
@@ -92,7 +92,7 @@ def test_per_person_and_shared_accounts(stage):
     stage.call("poll")
     carol_sid, alice_sid = session_id(CAROL, 1), session_id(ALICE, 2)
     carol = stage.call("start", sid=carol_sid, owner=owner_arn(CAROL), run_as=CAROL, state_root=str(stage.deb_root))
-    alice = stage.call("start", sid=alice_sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.snap_root))
+    alice = stage.call("start", sid=alice_sid, owner=owner_arn(ALICE), run_as="acme", state_root=str(stage.second_root))
     stage.call("poll")
 
     rec = one(stage.wait_journal(1, RUNAS_SESSION_ID=carol_sid, MESSAGE_ID=MESSAGE_ID_START),
@@ -201,7 +201,7 @@ def test_200_concurrent_sessions(stage):
     started = time.monotonic()
     for i, sid in enumerate(sids):
         stage.call("start", sid=sid, owner=owner_arn(people[i % 2]), run_as="acme", wait_shell=False,
-                   state_root=str(stage.deb_root if i % 3 else stage.snap_root))
+                   state_root=str(stage.deb_root if i % 3 else stage.second_root))
     starts = stage.wait_journal(200, timeout=120, MESSAGE_ID=MESSAGE_ID_START)
     assert sorted(r["RUNAS_SESSION_ID"] for r in starts) == sorted(sids)
     assert all(r["RUNAS_IDENTITY_USER"] == people[int(r["RUNAS_SESSION_ID"][-17:], 16) % 2] for r in starts)
@@ -357,7 +357,7 @@ def test_impostor_workers_are_neither_sessions_nor_signalled(stage):
     impostor = stage.call("impostor", sid=b, uid=CAROL_UID)["pid"]     # older than the real worker
     stranger = stage.call("impostor", sid=ghost, uid=CAROL_UID)["pid"]
     stage.call("watcher", config=str(stage.config))
-    real = stage.call("start", sid=b, owner=owner_arn(BOB), run_as="acme", state_root=str(stage.snap_root),
+    real = stage.call("start", sid=b, owner=owner_arn(BOB), run_as="acme", state_root=str(stage.second_root),
                       instance="mi-0123456789abcdef0",
                       worker_dir=str(stage.root / "snap" / "amazon-ssm-agent" / "9881"))
     stage.call("poll", times=2)

@@ -160,4 +160,4 @@ def test_a_worker_still_uploading_after_its_grace_is_killed_and_nothing_more_is_
     time.sleep(1.0)
     assert [r["MESSAGE_ID"] for r in stage.journal(RUNAS_SESSION_ID=sid)].count(MESSAGE_ID_END) == 1
     assert len(stage.journal(RUNAS_SESSION_ID=sid)) == 2
-    assert s3.list_objects_v2(Bucket="session-logs").get("KeyCount", 0) == 0
+    assert s3.list_objects_v2(Bucket="session-logs", Prefix=f"ssm/{sid}").get("KeyCount", 0) == 0

@@ -215,15 +215,13 @@ def check(host: SimHost, sessions: dict[str, SimSession]) -> None:
 
 
 def _check_account(s: SimSession, start) -> None:
+    run_as = ("root", 0) if s.kind == "elevated" else ("acme", ACME_UID)
     if s.kind != "elevated":
         assert start.account != "root" and start.account_uid != 0, (s.kind, start)
     if start.account_source == "shell":
-        assert start.shell_pid is not None
-        assert (start.account, start.account_uid) == (("root", 0) if s.kind == "elevated" else ("acme", ACME_UID))
+        assert start.shell_pid is not None and (start.account, start.account_uid) == run_as
     else:
-        assert start.shell_pid is None and start.account_uid is None
-        assert start.account in ("", "root" if s.kind == "elevated" else "acme")
-    if s.kind == "port":
-        assert start.account == "" and start.shell_pid is None
+        assert start.shell_pid is None and start.account_uid is None and start.account in ("", run_as[0])
+    assert s.kind != "port" or (start.account == "" and start.shell_pid is None)
     if not start.unresolved_reason:
         assert start.identity is not None and start.identity.user_name == f"{s.user}@example.com"
