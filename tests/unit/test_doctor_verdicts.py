@@ -7,11 +7,12 @@ import pytest
 
 from runas_agent import aws
 from runas_agent.config import validate
-from runas_agent.doctor.aws import (Preferences, abac_unreadable, abac_verdict, credentials_verdict, default_user_owner,
-                                    expression_in_force, no_credentials, parse_preferences, preferences_unreadable,
-                                    preferences_verdict, principal)
+from runas_agent.doctor.aws import (abac_unreadable, abac_verdict, credentials_verdict, expression_in_force,
+                                    no_credentials, principal)
 from runas_agent.doctor.check import FAILED, OK, WARNING
 from runas_agent.doctor.facts import CREDENTIALS, EXPRESSION, LIVE_EXPRESSION, RUN_AS_ENABLED, SOURCE_ANSWERS
+from runas_agent.doctor.session_manager import (Preferences, default_user_owner, parse_preferences,
+                                                preferences_unreadable, preferences_verdict)
 from runas_agent.doctor.host import agent_pids, agent_verdict, ignored_dropins, ssm_user_verdict, sudoers_verdict
 from runas_agent.doctor.sync import ago, last_sync_verdict, no_sync_verdict, sync_text
 from runas_agent.identitycenter import AbacConfig, IdentityCenterError

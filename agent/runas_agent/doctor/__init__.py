@@ -10,16 +10,17 @@ The chain, in the order it is shown (`chain.py`):
 
 The package:
 
-    check.py    the declaration API: a check is a small class naming the facts it needs, uses and
-                provides; what it returns (Verdict) and what the report shows (Result)
-    facts.py    the facts checks hand each other (the config, the credentials, the directory read, ...)
-    runner.py   runs the checks in dependency order; derives every "skipped because X"
-    env.py      what the checks read the world through (the host probe, the AWS session)
-    chain.py    the checks in display order, and `Doctor`, which runs them
-    sync.py     the sync's own links: config, identities, accounts, last sync
-    aws.py      credentials, Identity Center ABAC, Session Manager preferences
-    host.py     the SSM agent, the sudoers tree, ssm-user's blanket sudo
-    cli.py      the command, its text and JSON output and exit status
+    check.py            the declaration API: a check is a small class naming the facts it needs, uses
+                        and provides; what it returns (Verdict) and what the report shows (Result)
+    facts.py            the facts checks hand each other (the config, the credentials, the directory...)
+    runner.py           runs the checks in dependency order; derives every "skipped because X"
+    env.py              what the checks read the world through (the host probe, the AWS session)
+    chain.py            the checks in display order, and `Doctor`, which runs them
+    sync.py             the sync's own links: config, identities, accounts, last sync
+    aws.py              credentials, Identity Center ABAC
+    session_manager.py  the Session Manager preferences (and the region they are read in)
+    host.py             the SSM agent, the sudoers tree, ssm-user's blanket sudo
+    cli.py              the command, its text and JSON output and exit status
 
 A source type's own probes live on its class (`Source.probes`, e.g. `sources/identitystore.py`).
 

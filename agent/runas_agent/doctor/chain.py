@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Collection, List, Optional, Tuple, Type
 
-from runas_agent.doctor.aws import Abac, Credentials, ExpressionInForce, SessionManagerRegion, SessionPreferences
+from runas_agent.doctor.aws import Abac, Credentials, ExpressionInForce
 from runas_agent.doctor.check import Check, Result
 from runas_agent.doctor.env import Env
 from runas_agent.doctor.host import Privileges, SsmAgent, SsmUserSudo, Sudoers
 from runas_agent.doctor.runner import Runner
+from runas_agent.doctor.session_manager import SessionManagerRegion, SessionPreferences
 from runas_agent.doctor.sync import Accounts, ConfigLink, Identities, LastSync
 from runas_agent.sources import types as source_types
 
