@@ -1,12 +1,12 @@
 """SSM documents on the local endpoint: moto 5.2.1 already keeps documents and answers GetDocument;
-this adds the Session Manager preferences document helpers and an AccessDeniedException moto cannot
-give (the real service sends it for any operation the caller's policy does not allow; botocore's
-model does not list it per operation).
+this adds the Session Manager preferences and session document helpers and an AccessDeniedException
+(GetDocument, ListDocuments) moto cannot give (the real service sends it for any operation the caller's
+policy does not allow; botocore's model does not list it per operation).
 
 Importing this module registers the extended response class into tests.endpoint.extension.RESPONSES.
 SSM calls do not pass through the endpoint's per-operation middleware (it knows Identity Store and
-sso-admin targets only): `check_raw` checks a raw GetDocument body against botocore's model, for a
-test to hook into its boto3 session with `watch(session)`.
+sso-admin targets only): `check_raw` checks a raw GetDocument or ListDocuments body against botocore's
+model, for a test to hook into its boto3 session with `watch(session)`.
 """
 
 from __future__ import annotations
@@ -26,15 +26,31 @@ PREFERENCES = "SSM-SessionManagerRunShell"
 DENIED: set[tuple[str, str]] = set()
 
 
+def _denied(region: str, operation: str, resource: str) -> JsonRESTError:
+    return JsonRESTError(
+        "AccessDeniedException",
+        f"User: arn:aws:sts::{DEFAULT_ACCOUNT_ID}:assumed-role/runas-agent/i-0123456789abcdef0 is not authorized "
+        f"to perform: ssm:{operation} on resource: arn:aws:ssm:{region}:{DEFAULT_ACCOUNT_ID}:{resource} because no "
+        f"identity-based policy allows the ssm:{operation} action")
+
+
 class ExtendedSsmResponse(SimpleSystemManagerResponse):
     def get_document(self) -> Any:
         if (self.region, "GetDocument") in DENIED:
-            raise JsonRESTError(
-                "AccessDeniedException",
-                f"User: arn:aws:sts::{DEFAULT_ACCOUNT_ID}:assumed-role/runas-agent/i-0123456789abcdef0 is not authorized "
-                f"to perform: ssm:GetDocument on resource: arn:aws:ssm:{self.region}:{DEFAULT_ACCOUNT_ID}:document/"
-                f"{self._get_param('Name')} because no identity-based policy allows the ssm:GetDocument action")
+            raise _denied(self.region, "GetDocument", f"document/{self._get_param('Name')}")
         return super().get_document()
+
+    def list_documents(self) -> Any:
+        if (self.region, "ListDocuments") in DENIED:
+            raise _denied(self.region, "ListDocuments", "*")
+        result = super().list_documents()
+        # moto 5.2.1 answers PlatformTypes ["Not Implemented (moto)"], which botocore's model refuses; the
+        # service derives them from the document's plugins. Session documents are listed with all three (as
+        # the AWS-managed ones are); the doctor does not read the field.
+        for document in result.result["DocumentIdentifiers"]:
+            if document.get("DocumentType") == "Session":
+                document["PlatformTypes"] = ["Windows", "Linux", "MacOS"]
+        return result
 
 
 extension.RESPONSES["ssm"] = ExtendedSsmResponse
@@ -64,6 +80,12 @@ def put_preferences(ssm: Any, content: dict[str, Any] | str) -> None:
         ssm.create_document(Name=PREFERENCES, Content=text, DocumentType="Session", DocumentFormat="JSON")
 
 
+def put_session_document(ssm: Any, name: str, content: dict[str, Any] | str, document_format: str = "JSON") -> None:
+    """A session document of the account (sessionType Port, InteractiveCommands, ...), as a team would add one."""
+    text = content if isinstance(content, str) else json.dumps(content)
+    ssm.create_document(Name=name, Content=text, DocumentType="Session", DocumentFormat=document_format)
+
+
 def reset(region: str, account_id: str = DEFAULT_ACCOUNT_ID) -> None:
     DENIED.clear()
     ssm_backends[account_id][region].reset()
@@ -83,10 +105,11 @@ def check_raw(operation: str, status: int, raw: bytes) -> list[str]:
 
 
 def watch(session: Any, problems: list[str]) -> None:
-    """Check every GetDocument response the clients of this boto3 session receive."""
+    """Check every GetDocument and ListDocuments response the clients of this boto3 session receive."""
 
     def after_call(http_response: Any = None, model: Any = None, **_: Any) -> None:
         if http_response is not None:
             problems.extend(check_raw(model.name, http_response.status_code, http_response.content))
 
-    session.events.register("after-call.ssm.GetDocument", after_call)
+    for operation in ("GetDocument", "ListDocuments"):
+        session.events.register(f"after-call.ssm.{operation}", after_call)

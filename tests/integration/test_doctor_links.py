@@ -153,7 +153,11 @@ def test_all_good(world):
     # one page each for the permission probe, then the full read: nothing is ever written
     assert not [op for op in calls if op.split(":")[-1].startswith(("Create", "Update", "Delete", "Put"))]
     text = render(world.report, "config.yaml")
-    assert text.splitlines()[-1] == "13 checks: 13 ok, 0 warnings, 0 failed, 0 skipped"
+    assert text.splitlines()[-1] == "14 checks: 14 ok, 0 warnings, 0 failed, 0 skipped"
+    assert checks["session-documents"].summary == (
+        "runAsElevated is set in no session document (SSM-SessionManagerRunShell and 0 others reviewed); port "
+        "forwarding and SSH never check the Run As user: permission sets must deny AWS-StartPortForwardingSession, "
+        "AWS-StartPortForwardingSessionToRemoteHost, AWS-StartSSHSession")
 
 
 def test_access_denied_on_list_users_names_the_action(world):
@@ -202,7 +206,7 @@ def test_no_credentials_skips_every_aws_link(world, monkeypatch):
         monkeypatch.delenv(name)
     checks = world.run()
     assert checks["credentials"].status == FAILED
-    for name in ("identitystore", "abac", "session-preferences"):
+    for name in ("identitystore", "abac", "session-preferences", "session-documents"):
         assert checks[name].status == SKIPPED, name
     assert world.endpoint.calls() == {}
 
@@ -325,8 +329,9 @@ def test_run_as_disabled_in_session_manager(world):
 def test_no_session_manager_preferences_at_all(world):
     world.ssm.delete_document(Name=ssm_documents.PREFERENCES)
     checks = world.run()
-    assert_only(checks, {"session-preferences": FAILED})
+    assert_only(checks, {"session-preferences": FAILED, "session-documents": SKIPPED})
     assert "none are saved" in checks["session-preferences"].summary
+    assert checks["session-documents"].summary == "not checked: no Session Manager preferences are saved"
 
 
 def test_default_run_as_user_missing_on_this_host(world):
@@ -346,8 +351,63 @@ def test_default_run_as_user_managed_by_the_agent(world):
 def test_preferences_unreadable_is_a_warning(world):
     ssm_documents.DENIED.add((world.region, "GetDocument"))
     checks = world.run()
-    assert_only(checks, {"session-preferences": WARNING})
+    assert_only(checks, {"session-preferences": WARNING, "session-documents": SKIPPED})
     assert "ssm:GetDocument" in checks["session-preferences"].remedy
+    assert checks["session-documents"].summary == (
+        "not checked: the Session Manager preferences could not be read (see session-preferences)")
+
+
+PORT_DOCUMENTS = "AWS-StartPortForwardingSession, AWS-StartPortForwardingSessionToRemoteHost, AWS-StartSSHSession"
+
+
+def test_run_as_elevated_in_the_preferences_is_named(world):
+    content = ssm_documents.preferences_content(True, "ops")
+    content["properties"] = {"linux": {"runAsElevated": True}}
+    ssm_documents.put_preferences(world.ssm, content)
+    checks = world.run()
+    assert_only(checks, {"session-documents": WARNING})
+    assert checks["session-documents"].summary == (
+        f"1 finding on what Run As leaves open; permission sets must deny {PORT_DOCUMENTS}")
+    assert checks["session-documents"].details[0].startswith("properties.linux.runAsElevated: runAsElevated is set")
+    assert checks["session-documents"].remedy.startswith(f"deny ssm:StartSession on {PORT_DOCUMENTS} in every permission set")
+
+
+def test_the_account_s_session_documents_that_bypass_run_as_are_to_be_denied(world):
+    """A tunnel of session type Port and a root shell (runAsElevated), one in JSON and one in YAML, next to a
+    harmless commands document: the two that bypass Run As join the documents to deny, read over the wire."""
+    ssm_documents.put_session_document(world.ssm, "Team-Tunnel", {"schemaVersion": "1.0", "sessionType": "Port",
+                                                                  "properties": {"portNumber": "5432"}})
+    ssm_documents.put_session_document(world.ssm, "Team-RootShell",
+                                       "schemaVersion: '1.0'\nsessionType: InteractiveCommands\nproperties:\n  linux:\n"
+                                       "    commands: bash\n    runAsElevated: true\n", document_format="YAML")
+    ssm_documents.put_session_document(world.ssm, "Team-Top", {"schemaVersion": "1.0", "sessionType": "InteractiveCommands",
+                                                               "properties": {"linux": {"commands": "top"}}})
+    checks = world.run()
+    assert_only(checks, {"session-documents": WARNING})
+    check = checks["session-documents"]
+    assert check.summary == ("2 findings on what Run As leaves open; permission sets must deny "
+                             f"{PORT_DOCUMENTS}, Team-RootShell, Team-Tunnel")
+    assert check.details == [
+        "Team-RootShell: properties.linux.runAsElevated: runs its commands as root with no Run As check "
+        "(deny it in permission sets, or remove runAsElevated)",
+        "Team-Tunnel: sessionType: port forwarding: involves no Run As user, so disabling an account does not stop it "
+        "(deny it in permission sets)"]
+    assert "Team-Top" not in check.summary
+    # nothing was written: the doctor only lists and reads
+    assert {d["Name"] for d in world.ssm.list_documents()["DocumentIdentifiers"]} == {
+        ssm_documents.PREFERENCES, "Team-Tunnel", "Team-RootShell", "Team-Top"}
+
+
+def test_session_documents_that_cannot_be_listed_are_named_as_not_reviewed(world):
+    ssm_documents.DENIED.add((world.region, "ListDocuments"))
+    checks = world.run()
+    assert_only(checks, {})
+    check = checks["session-documents"]
+    assert check.summary.startswith("runAsElevated is not set in SSM-SessionManagerRunShell (the account's other "
+                                    "session documents were not listed)")
+    assert check.details[0].startswith("the account's own session documents were not reviewed: ListDocuments: access "
+                                       "denied (AccessDeniedException")
+    assert "; allow ssm:ListDocuments to arn:aws:sts::123456789012:user/moto, or check by hand" in check.details[0]
 
 
 def test_hostile_identities_are_listed_with_the_reason(world):
@@ -458,6 +518,7 @@ def test_the_session_manager_region_comes_from_the_environment(world, monkeypatc
     assert checks["session-preferences"].status == OK
     checks = world.run(ssm_region="us-west-2")  # no preferences saved there
     assert checks["session-preferences"].status == FAILED
+    assert checks["session-documents"].status == SKIPPED
     assert "in us-west-2" in checks["session-preferences"].summary
 
 

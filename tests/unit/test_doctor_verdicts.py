@@ -11,11 +11,12 @@ from runas_agent.doctor.aws import (abac_unreadable, abac_verdict, credentials_v
                                     no_credentials, principal)
 from runas_agent.doctor.check import FAILED, OK, WARNING
 from runas_agent.doctor.facts import CREDENTIALS, EXPRESSION, LIVE_EXPRESSION, RUN_AS_ENABLED, SOURCE_ANSWERS
-from runas_agent.doctor.session_manager import (Preferences, default_user_owner, parse_preferences,
-                                                preferences_unreadable, preferences_verdict)
+from runas_agent.doctor.session_manager import (Preferences, SessionDocuments, bypass_verdict, default_user_owner,
+                                                parse_preferences, preferences_unreadable, preferences_verdict)
 from runas_agent.doctor.host import agent_pids, agent_verdict, ignored_dropins, ssm_user_verdict, sudoers_verdict
 from runas_agent.doctor.sync import ago, last_sync_verdict, no_sync_verdict, sync_text
 from runas_agent.identitycenter import AbacConfig, IdentityCenterError
+from runas_agent.sessions.preferences import review_preferences
 from runas_agent.sources.identitystore import FIRST_PAGE, Answer, store_verdict, undiscovered, wants_enterprise
 
 WHERE = "Identity Store d-1234567890 in eu-west-1"
@@ -195,6 +196,43 @@ def test_preferences_unreadable(failure, status, words, run_as):
     verdict = preferences_unreadable("P", "eu-west-1", failure, "role r")
     assert verdict.status == status and words in verdict.summary
     assert verdict.gives.get(RUN_AS_ENABLED) is run_as
+
+
+SOUND = {"schemaVersion": "1.0", "sessionType": "Standard_Stream", "inputs": {"runAsEnabled": True, "runAsDefaultUser": ""}}
+ELEVATED = {**SOUND, "properties": {"linux": {"runAsElevated": "true"}}}
+ROOT_SHELL = {"sessionType": "NonInteractiveCommands", "properties": {"linux": {"commands": "sh", "runAsElevated": True}}}
+PORTS = "AWS-StartPortForwardingSession, AWS-StartPortForwardingSessionToRemoteHost, AWS-StartSSHSession"
+
+
+@pytest.mark.parametrize("preferences, documents, found, status, summary, details", [
+    (SOUND, {}, SessionDocuments({}), OK,
+     f"runAsElevated is set in no session document (SSM-SessionManagerRunShell and 0 others reviewed); port forwarding "
+     f"and SSH never check the Run As user: permission sets must deny {PORTS}", []),
+    (SOUND, {"Top": {"sessionType": "InteractiveCommands"}}, SessionDocuments({"Top": "{}"}, left_out=3), OK,
+     "runAsElevated is set in no session document (SSM-SessionManagerRunShell and 1 other reviewed)",
+     ["3 more session documents not reviewed (the first 50 were)"]),
+    ({**SOUND, "inputs": {"runAsEnabled": False}}, {}, SessionDocuments({}), OK, "runAsElevated is set in no", []),
+    (ELEVATED, {}, SessionDocuments({}, unreadable=("Odd: access denied",)), WARNING,
+     f"1 finding on what Run As leaves open; permission sets must deny {PORTS}",
+     ["properties.linux.runAsElevated: runAsElevated is set in the preferences document; shell sessions ignore it, "
+      "but a commands document with it runs as root with no Run As check (remove it, and deny every session "
+      "document that sets it)", "not reviewed: Odd: access denied"]),
+    (SOUND, {"Root": ROOT_SHELL}, SessionDocuments({"Root": ROOT_SHELL}), WARNING,
+     f"1 finding on what Run As leaves open; permission sets must deny {PORTS}, Root",
+     ["Root: properties.linux.runAsElevated: runs its commands as root with no Run As check (deny it in permission "
+      "sets, or remove runAsElevated)"]),
+    (SOUND, {}, SessionDocuments({}, unlisted=denied("no ListDocuments")), OK,
+     "runAsElevated is not set in SSM-SessionManagerRunShell (the account's other session documents were not listed)",
+     ["the account's own session documents were not reviewed: ListDocuments: access denied (AccessDeniedException: no "
+      "ListDocuments); allow ssm:ListDocuments to role r, or check by hand for documents of session type Port or with "
+      "runAsElevated"]),
+])
+def test_bypass_verdict(preferences, documents, found, status, summary, details):
+    """Run As off is left to session-preferences; runAsElevated anywhere and documents of type Port are named,
+    and what could not be reviewed says so."""
+    verdict = bypass_verdict(review_preferences(preferences, documents), found, "role r")
+    assert verdict.status == status and verdict.summary.startswith(summary) and list(verdict.details) == details
+    assert verdict.remedy.startswith("deny ssm:StartSession on AWS-StartPortForwardingSession, ")
 
 
 # --- the host --------------------------------------------------------------------------------------

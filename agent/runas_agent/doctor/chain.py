@@ -14,7 +14,7 @@ from runas_agent.doctor.check import Check, Result
 from runas_agent.doctor.env import Env
 from runas_agent.doctor.host import Privileges, SsmAgent, SsmUserSudo, Sudoers
 from runas_agent.doctor.runner import Runner
-from runas_agent.doctor.session_manager import SessionManagerRegion, SessionPreferences
+from runas_agent.doctor.session_manager import RunAsBypass, SessionManagerRegion, SessionPreferences
 from runas_agent.doctor.sync import Accounts, ConfigLink, Identities, LastSync
 from runas_agent.sources import types as source_types
 
@@ -29,7 +29,7 @@ def source_probes() -> Tuple[Type[Check], ...]:
 
 def checks() -> Tuple[Type[Check], ...]:
     """Every check: those shown, in display order, then those that only provide facts."""
-    return (ConfigLink, Credentials, *source_probes(), Abac, SessionPreferences, Identities, Accounts,
+    return (ConfigLink, Credentials, *source_probes(), Abac, SessionPreferences, RunAsBypass, Identities, Accounts,
             SsmAgent, Sudoers, SsmUserSudo, LastSync,
             ExpressionInForce, SessionManagerRegion, Privileges)
 

@@ -56,6 +56,9 @@ EXPRESSION: Fact[Config] = Fact("the run_as expression", "the live run_as expres
 DIRECTORY: Fact[DirectoryRead] = Fact("the directory", "the directory was not read")
 #: What runas-agent owns (its ledger).
 LEDGER: Fact[Ledger] = Fact("the ledger", "the ledger could not be read")
+#: The Session Manager preferences document's content, as GetDocument returned it.
+PREFERENCES_CONTENT: Fact[str] = Fact("the Session Manager preferences",
+                                      "the Session Manager preferences could not be read (see session-preferences)")
 #: runAsEnabled in the Session Manager preferences.
 RUN_AS_ENABLED: Fact[bool] = Fact("runAsEnabled", "the Session Manager preferences could not be read")
 #: Where Session Manager's preferences for this instance live.

@@ -1,5 +1,8 @@
 """`doctor`, Session Manager's links: the preferences that apply to this instance (Run As on, a default
-user that exists) and the region they are read in.
+user that exists) and the region they are read in; then what Run As leaves open: `runAsElevated` in the
+preferences or in the account's own session documents, and the documents every permission set that
+reaches the instances must deny (port forwarding and SSH never check the Run As user). That review is
+`sessions.preferences.review_preferences`; the policy it renders is in docs/sessions.md.
 
 The checks make read-only calls (shell); the verdicts are pure functions of the answers. Every failed
 call is read through `aws.classify`.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping, Optional
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -17,13 +20,15 @@ from botocore.utils import InstanceMetadataRegionFetcher
 
 from runas_agent import aws
 from runas_agent.core.ledger import Ledger
-from runas_agent.doctor.check import NOTHING, Check, Facts, Verdict, failed, given, ok, warning
+from runas_agent.doctor.check import NOTHING, Check, Facts, Verdict, failed, given, ok, plural, warning
 from runas_agent.doctor.env import Env
-from runas_agent.doctor.facts import (CONFIG, CREDENTIALS, DIRECTORY, LEDGER, RUN_AS_ENABLED, SSM_REGION, DirectoryRead,
-                                      SsmRegion)
+from runas_agent.doctor.facts import (CONFIG, CREDENTIALS, DIRECTORY, LEDGER, PREFERENCES_CONTENT, RUN_AS_ENABLED,
+                                      SSM_REGION, DirectoryRead, SsmRegion)
+from runas_agent.sessions.preferences import PREFERENCES_DOCUMENT, PROBLEM, WARNING, Finding, Review, review_preferences
 from runas_agent.settings import Config
 
-PREFERENCES_DOCUMENT = "SSM-SessionManagerRunShell"
+#: The most session documents of the account that are read and reviewed (GetDocument each).
+MAX_SESSION_DOCUMENTS = 50
 PREFERENCES_CONSOLE = "Systems Manager -> Session Manager -> Preferences -> Edit"
 TURN_RUN_AS_ON = f"{PREFERENCES_CONSOLE}: tick 'Enable Run As support for Linux instances' and save"
 
@@ -88,7 +93,7 @@ class SessionPreferences(Check):
     name = "session-preferences"
     needs = (CONFIG, CREDENTIALS, SSM_REGION)
     uses = (DIRECTORY, LEDGER)
-    provides = (RUN_AS_ENABLED,)
+    provides = (RUN_AS_ENABLED, PREFERENCES_CONTENT)
 
     def run(self, facts: Facts, env: Env) -> Verdict:
         cfg, where = facts[CONFIG], facts[SSM_REGION]
@@ -106,7 +111,7 @@ class SessionPreferences(Check):
         if preferences.run_as_enabled and default:
             owner = default_user_owner(default, managed_names(facts.get(DIRECTORY), facts.get(LEDGER)),
                                        env.probe.user_exists(default))
-        return preferences_verdict(what, preferences, owner)
+        return preferences_verdict(what, preferences, owner).giving(PREFERENCES_CONTENT, document["Content"])
 
 
 def managed_names(read: Optional[DirectoryRead], ledger: Optional[Ledger]) -> set[str]:
@@ -124,7 +129,8 @@ def default_user_owner(name: str, managed: Collection[str], exists: bool) -> str
 def preferences_unreadable(what: str, region: str, failure: aws.Failure, principal: str) -> Verdict:
     if failure.code == "InvalidDocument":
         return failed(f"{what}: none are saved, so Run As is off and every session lands in ssm-user",
-                      TURN_RUN_AS_ON).giving(RUN_AS_ENABLED, False)
+                      TURN_RUN_AS_ON).giving(RUN_AS_ENABLED, False).withholding(PREFERENCES_CONTENT, "no Session Manager "
+                                                                                                     "preferences are saved")
     if failure.kind is aws.Kind.ACCESS_DENIED:
         return warning(f"{what}: cannot be read ({failure.code}: {failure.message})",
                        f"allow ssm:GetDocument on document/{PREFERENCES_DOCUMENT} to {principal}, or check "
@@ -158,3 +164,86 @@ def _preferences_verdict(what: str, preferences: Preferences, owner: str) -> Ver
                   f"create the account {default} on every instance (e.g. in the image), or set the default Run As "
                   f"user in {PREFERENCES_CONSOLE} to one that exists")
 
+
+
+# --- what Run As leaves open ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SessionDocuments:
+    """The account's own session documents (name -> content), as far as they could be read."""
+
+    documents: Mapping[str, Any]
+    #: why ListDocuments failed (None: listed)
+    unlisted: Optional[aws.Failure] = None
+    #: documents that were listed but could not be read, each with why
+    unreadable: Tuple[str, ...] = ()
+    #: how many more there were than were read
+    left_out: int = 0
+
+
+class RunAsBypass(Check):
+    """runAsElevated in the preferences or in the account's session documents, and the documents a
+    permission set must deny."""
+
+    name = "session-documents"
+    needs = (CONFIG, CREDENTIALS, SSM_REGION, PREFERENCES_CONTENT)
+
+    def run(self, facts: Facts, env: Env) -> Verdict:
+        ssm = env.client(facts[CONFIG], "ssm", facts[SSM_REGION].region)
+        found = read_session_documents(ssm)
+        return bypass_verdict(review_preferences(facts[PREFERENCES_CONTENT], found.documents), found, facts[CREDENTIALS])
+
+
+def read_session_documents(ssm: Any, limit: int = MAX_SESSION_DOCUMENTS) -> SessionDocuments:
+    """The session documents this account owns, other than the preferences, with their content."""
+    try:
+        pages = ssm.get_paginator("list_documents").paginate(
+            Filters=[{"Key": "DocumentType", "Values": ["Session"]}, {"Key": "Owner", "Values": ["Self"]}])
+        names = sorted({d["Name"] for page in pages for d in page.get("DocumentIdentifiers") or []} - {PREFERENCES_DOCUMENT})
+    except (ClientError, BotoCoreError) as exc:
+        return SessionDocuments({}, unlisted=aws.classify(exc))
+    documents: Dict[str, Any] = {}
+    unreadable: List[str] = []
+    for name in names[:limit]:
+        try:
+            documents[name] = ssm.get_document(Name=name, DocumentFormat="JSON").get("Content")
+        except (ClientError, BotoCoreError) as exc:
+            unreadable.append(f"{name}: {aws.classify(exc)}")
+    return SessionDocuments(documents, None, tuple(unreadable), max(0, len(names) - limit))
+
+
+def _open(review: Review) -> List[Finding]:
+    """The findings that leave something open (Run As off is the session-preferences check's to report)."""
+    return [f for f in review.findings if f.level in (PROBLEM, WARNING) and f.key != "inputs.runAsEnabled"]
+
+
+def bypass_verdict(review: Review, found: SessionDocuments, principal: str) -> Verdict:
+    """What the review found open, the documents to deny, and what could not be reviewed."""
+    deny = ", ".join(review.deny_documents)
+    details = [f"{f.key}: {f.message}" + (f" ({f.fix})" if f.fix else "") for f in _open(review)]
+    details += _unreviewed(found, principal)
+    remedy = (f"deny ssm:StartSession on {deny} in every permission set that reaches the instances (the policy: "
+              "docs/doctor.md, What Run As does not cover), and keep runAsElevated out of session documents")
+    if _open(review):
+        return warning(f"{plural(len(_open(review)), 'finding')} on what Run As leaves open; permission sets must deny "
+                       f"{deny}", remedy, details)
+    if found.unlisted is None:
+        reviewed = (f"runAsElevated is set in no session document ({PREFERENCES_DOCUMENT} and "
+                    f"{plural(len(found.documents), 'other')} reviewed)")
+    else:
+        reviewed = f"runAsElevated is not set in {PREFERENCES_DOCUMENT} (the account's other session documents were not listed)"
+    return ok(f"{reviewed}; port forwarding and SSH never check the Run As user: permission sets must deny {deny}",
+              remedy, details)
+
+
+def _unreviewed(found: SessionDocuments, principal: str) -> List[str]:
+    notes = []
+    if found.unlisted is not None:
+        notes.append(f"the account's own session documents were not reviewed: ListDocuments: {found.unlisted}; allow "
+                     f"ssm:ListDocuments to {principal}, or check by hand for documents of session type Port or with "
+                     "runAsElevated")
+    notes += [f"not reviewed: {what}" for what in found.unreadable]
+    if found.left_out:
+        notes.append(f"{plural(found.left_out, 'more session document')} not reviewed (the first "
+                     f"{MAX_SESSION_DOCUMENTS} were)")
+    return notes
