@@ -5,8 +5,9 @@ the host, and changes nothing.
 The chain, in the order it is shown (`chain.py`):
 
     config -> credentials -> the source type's probes (for the Identity Store: botocore, identitystore,
-    identitystore-fields) -> Identity Center ABAC -> Session Manager preferences -> identities ->
-    accounts -> SSM agent -> sudoers tree -> ssm-user's blanket sudo -> last sync
+    identitystore-fields) -> Identity Center ABAC -> Session Manager preferences -> the session documents
+    that bypass Run As -> identities -> accounts -> SSM agent -> sudoers tree -> ssm-user's blanket sudo
+    -> last sync
 
 The package:
 
@@ -18,7 +19,8 @@ The package:
     chain.py            the checks in display order, and `Doctor`, which runs them
     sync.py             the sync's own links: config, identities, accounts, last sync
     aws.py              credentials, Identity Center ABAC
-    session_manager.py  the Session Manager preferences (and the region they are read in)
+    session_manager.py  the Session Manager preferences (and the region they are read in), the session
+                        documents that bypass Run As
     host.py             the SSM agent, the sudoers tree, ssm-user's blanket sudo
     cli.py              the command, its text and JSON output and exit status
 
