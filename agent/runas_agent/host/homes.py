@@ -267,8 +267,11 @@ class HomeSpec:
 
 
 def _split(spec_account: str, path: str) -> tuple[str, str]:
-    parent, leaf = os.path.split(os.path.normpath(path))
-    if not os.path.isabs(path) or leaf in ("", ".", "..") or leaf.startswith(STAGING_PREFIX):
+    """(parent, name) of a home path, which must be absolute and canonical (no trailing '/', '.',
+    '..' or '//': the path in passwd is the path made)."""
+    parent, leaf = os.path.split(path)
+    if not os.path.isabs(path) or os.path.normpath(path) != path or leaf in ("", ".", "..") \
+            or leaf.startswith(STAGING_PREFIX):
         raise HomeError(spec_account, path, "not a usable home path")
     return parent, leaf
 
