@@ -49,12 +49,20 @@ def add_op(name: str, uid: int, comment: str = "runas-agent test", home_base: st
 
 
 def tool_complaints(host: IsolatedHost) -> dict[str, list[str]]:
-    """What `pwck -r` and `grpck -r` report, line by line (their prompts are left out)."""
+    """What `pwck -r` and `grpck -r` report, one complaint per item (a fix they would offer, such
+    as "delete line 'x:...'? No", is joined to the complaint it belongs to)."""
     out = {}
     for tool in ("pwck", "grpck"):
         proc = host.run([tool, "-r"], check=False)
-        lines = (proc.stdout + proc.stderr).splitlines()
-        out[tool] = sorted(l for l in lines if l.strip() and not l.endswith("no changes") and not l.endswith("? No"))
+        complaints: list[str] = []
+        for line in (proc.stdout + proc.stderr).splitlines():
+            if not line.strip() or line.endswith("no changes"):
+                continue
+            if line.endswith("? No") and complaints:
+                complaints[-1] += " | " + line
+            else:
+                complaints.append(line)
+        out[tool] = sorted(complaints)
     return out
 
 
