@@ -93,8 +93,12 @@ def run(spec: dict) -> dict:
     mark = time.perf_counter()
     skeleton = homes.Skeleton.read(spec.get("skel", "/etc/skel"))
     specs = [homes.HomeSpec(a.name, a.home, a.uid, a.gid) for a in db.added]
-    made = homes.create_homes(specs, skeleton, step=killer.home)
+    made = homes.create_homes(specs, skeleton, step=killer.home, sync=False)
     seconds["homes"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    for base in sorted({os.path.dirname(s.path) for s in specs if s.path in made.done}):
+        homes.sync_filesystem(base)
+    seconds["syncfs"] = time.perf_counter() - mark
     failed = {s.account for s, _ in made.failed}
     if failed:
         db, more = db.with_edits([e for e in db.journal if not (e[0] == "add_account" and e[1][0] in failed)])

@@ -16,6 +16,7 @@ Reading and writing the files, the locks and the caches are in host/accountdb.py
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -269,11 +270,13 @@ def _unlock(password: str) -> str:
     return password[1:] if password.startswith("!") and len(password) > 1 else password
 
 
+_FORBIDDEN_RE = re.compile("[" + re.escape("".join(FORBIDDEN)) + "]")
+
+
 def _check_field(account: str, what: str, value: str) -> None:
-    bad = sorted({ch for ch in value if ch in FORBIDDEN})
-    if bad:
-        shown = ", ".join(repr(ch) for ch in bad)
-        raise InvalidValue(account, f"{what} {value!r} contains {shown}, which would break the file")
+    if _FORBIDDEN_RE.search(value):
+        bad = sorted({ch for ch in value if ch in FORBIDDEN})
+        raise InvalidValue(account, f"{what} {value!r} contains {', '.join(map(repr, bad))}, which would break the file")
 
 
 def _check_path(account: str, what: str, value: str) -> None:

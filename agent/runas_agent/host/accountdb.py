@@ -384,9 +384,11 @@ def commit(db: AccountDB, etc: str = "/etc", *, step: StepHook | None = None,
            lock_timeout: float = LCKPWDF_TIMEOUT, run: Callable = subp.run) -> CommitResult:
     """Write the edits made to `db`: lock, read the files again, replay the edits on them if they
     changed since `load` (a concurrent useradd), write each changed database once, unlock, and tell
-    the caches. Raises LockBusyError or DatabaseError; edits refused on replay are reported in the
+    the caches. A model nobody edited is not even locked. Raises LockBusyError or DatabaseError; edits refused on replay are reported in the
     result, the others are written."""
     result = CommitResult(db=db)
+    if not db.journal:
+        return result  # nothing was edited: nothing to lock, read or write
     with DatabaseLock(etc, lock_timeout):
         current = read_databases(etc)
         if not _same_files(db, current):
