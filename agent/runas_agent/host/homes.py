@@ -223,32 +223,60 @@ def _skel_entry(source: str, rel: str) -> SkelEntry | None:
     return None
 
 
-def _copy_entry(staging: int, entry: SkelEntry, uid: int, gid: int) -> None:
+def current_umask() -> int | None:
+    """The process's umask (from /proc, without changing it), or None when it cannot be read."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _make(dir_fd: int, entry: SkelEntry) -> tuple[int, bool]:
+    """Create (or open what an interrupted copy left of) one directory or file; returns its
+    descriptor and whether it was created just now."""
+    if entry.kind == "dir":
+        try:
+            os.mkdir(entry.path.rsplit("/", 1)[-1], entry.mode & 0o777, dir_fd=dir_fd)
+            fresh = True
+        except FileExistsError:
+            fresh = False
+        name = entry.path.rsplit("/", 1)[-1]
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), fresh
+    name = entry.path.rsplit("/", 1)[-1]
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd, fresh = os.open(name, flags | os.O_CREAT | os.O_EXCL, entry.mode & 0o777, dir_fd=dir_fd), True
+    except FileExistsError:
+        fd, fresh = os.open(name, flags | os.O_TRUNC, dir_fd=dir_fd), False
+    view = memoryview(entry.data)
+    while view:
+        view = view[os.write(fd, view):]
+    return fd, fresh
+
+
+def _copy_entry(staging: int, entry: SkelEntry, uid: int, gid: int, umask: int | None = None) -> None:
     """One skeleton entry into the (root-only) staging directory; whatever an interrupted copy left
-    under that name is replaced."""
+    under that name is replaced. The mode is set explicitly unless creating the entry under `umask`
+    already gave it exactly (a batch of homes saves a system call per file)."""
     parent, name = os.path.split(entry.path)
     dir_fd = open_beneath(staging, parent, os.O_RDONLY | os.O_DIRECTORY) if parent else staging
     try:
-        if entry.kind == "dir":
-            try:
-                os.mkdir(name, 0o700, dir_fd=dir_fd)
-            except FileExistsError:
-                pass
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        elif entry.kind == "link":
+        if entry.kind == "link":
             if _lstat_at(dir_fd, name) is not None:
                 os.unlink(name, dir_fd=dir_fd)
             os.symlink(os.fsdecode(entry.data), name, dir_fd=dir_fd)
             os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
             return
-        else:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-            view = memoryview(entry.data)
-            while view:
-                view = view[os.write(fd, view):]
+        fd, fresh = _make(dir_fd, entry)
         try:
             os.fchown(fd, uid, gid)
-            os.fchmod(fd, entry.mode)
+            exact = fresh and umask is not None and entry.mode & ~umask == entry.mode and not entry.mode & 0o7000
+            if not exact:
+                os.fchmod(fd, entry.mode)
         finally:
             os.close(fd)
     finally:
@@ -289,43 +317,47 @@ def _existing_home(spec: HomeSpec, base: int, leaf: str) -> bool:
     return True
 
 
-def _open_staging(spec: HomeSpec, base: int, name: str) -> tuple[int, bool]:
-    """The staging directory (made when missing) and whether its copy is already complete."""
+def _open_staging(spec: HomeSpec, base: int, name: str) -> tuple[int, bool, bool]:
+    """The staging directory (made when missing): its descriptor, whether its copy is already
+    complete, and whether an earlier run had made it."""
     try:
         os.mkdir(name, 0o700, dir_fd=base)
+        resumed = False
     except FileExistsError:
-        pass
+        resumed = True
     fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=base)
-    owner = os.fstat(fd).st_uid
-    if owner == spec.uid and spec.uid != 0:
-        return fd, True
-    if owner != 0:
+    st = os.fstat(fd)
+    if st.st_uid == spec.uid and spec.uid != 0:
+        return fd, True, resumed
+    if st.st_uid != 0:
         os.close(fd)
-        raise HomeConflict(spec.account, spec.path, f"its staging directory {name} is owned by uid {owner}; left alone")
-    os.fchown(fd, 0, 0)
-    os.fchmod(fd, 0o700)
-    return fd, False
+        raise HomeConflict(spec.account, spec.path, f"its staging directory {name} is owned by uid {st.st_uid}; left alone")
+    if st.st_gid != 0:  # a set-group-ID parent hands its group down
+        os.fchown(fd, 0, 0)
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.fchmod(fd, 0o700)
+    return fd, False, resumed
 
 
-def create_home(spec: HomeSpec, skeleton: Skeleton, base: int, step: StepHook | None = None) -> str:
+def create_home(spec: HomeSpec, skeleton: Skeleton, base: int, step: StepHook | None = None,
+                umask: int | None = None) -> str:
     """Create `spec`'s home below the trusted directory descriptor `base` (its parent). Returns
     "present" (it existed and is the account's: untouched), "created" or "finished" (an
-    interrupted earlier creation was completed). Raises HomeConflict or HomeError."""
+    interrupted earlier creation was completed). Raises HomeConflict or HomeError. `umask`: the
+    process's, when the caller knows it (modes the umask leaves alone are then not set twice)."""
     step = step or (lambda *_: None)
     _, leaf = _split(spec.account, spec.path)
     if _existing_home(spec, base, leaf):
         return "present"
     staging = f"{STAGING_PREFIX}{spec.uid}"
-    resumed = _lstat_at(base, staging) is not None
-    fd, complete = _open_staging(spec, base, staging)
+    fd, complete, resumed = _open_staging(spec, base, staging)
     try:
         step(spec.path, "staging")
         if not complete:
             for entry in skeleton.entries:
-                _copy_entry(fd, entry, spec.uid, spec.gid)
+                _copy_entry(fd, entry, spec.uid, spec.gid, umask)
             step(spec.path, "copied")
-            os.fchown(fd, spec.uid, spec.gid)
-            os.fchmod(fd, HOME_MODE)
+            os.fchown(fd, spec.uid, spec.gid)  # the mode is 0700 already
             step(spec.path, "owned")
     finally:
         os.close(fd)
@@ -369,13 +401,14 @@ def create_homes(specs: Iterable[HomeSpec], skeleton: Skeleton, step: StepHook |
     since an existing home is never written again."""
     result = HomesResult()
     bases: dict[str, int] = {}
+    umask = current_umask()
     try:
         for spec in specs:
             try:
                 parent, _ = _split(spec.account, spec.path)
                 if parent not in bases:
                     bases[parent] = open_trusted_dir(parent, spec.account)
-                result.done[spec.path] = create_home(spec, skeleton, bases[parent], step)
+                result.done[spec.path] = create_home(spec, skeleton, bases[parent], step, umask)
             except HomeError as exc:
                 result.failed.append((spec, exc))
             except OSError as exc:
