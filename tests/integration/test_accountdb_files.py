@@ -54,7 +54,8 @@ def snapshot(etc):
     out = {}
     for name in sorted(os.listdir(etc)):
         st = os.lstat(etc / name)
-        out[name] = (st.st_ino, st.st_mtime_ns, st.st_mode, st.st_uid, st.st_gid, (etc / name).read_bytes())
+        content = (etc / name).read_bytes() if (etc / name).is_file() else None
+        out[name] = (st.st_ino, st.st_mtime_ns, st.st_mode, st.st_uid, st.st_gid, content)
     return out
 
 
@@ -272,3 +273,13 @@ def test_a_missing_passwd_file_is_an_error_naming_it(tmp_path):
     os.symlink("/etc/passwd", tmp_path / "passwd")
     with pytest.raises(accountdb.DatabaseError, match="passwd: cannot open"):
         accountdb.load(str(tmp_path), rules=naming.DEBIAN)
+
+
+def test_a_lock_that_cannot_be_taken_is_an_error_naming_it_and_changes_nothing(etc):
+    db = load(etc)
+    add(db)
+    os.mkdir(etc / ".pwd.lock")  # cannot be opened for writing
+    before = snapshot(etc)
+    with pytest.raises(accountdb.DatabaseError, match=r"\.pwd\.lock: cannot lock: Is a directory"):
+        accountdb.commit(db, str(etc), run=no_caches)
+    assert snapshot(etc) == before

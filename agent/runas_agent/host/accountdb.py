@@ -229,12 +229,15 @@ class DatabaseLock:
         self.locks: list[str] = []
 
     def __enter__(self) -> "DatabaseLock":
-        self.pwd_fd = _take_pwd_lock(self.etc, self.timeout)
         try:
+            self.pwd_fd = _take_pwd_lock(self.etc, self.timeout)
             for kind in LOCK_ORDER:
                 path = _path(self.etc, kind)
                 if os.path.lexists(path):
                     self.locks.append(self._file_lock(path))
+        except OSError as exc:
+            self.__exit__()
+            raise DatabaseError(f"{exc.filename or self.etc}: cannot lock: {exc.strerror or exc}") from None
         except BaseException:
             self.__exit__()
             raise
@@ -299,8 +302,11 @@ def _write_like(path: str, data: bytes, st: os.stat_result, label: bytes | None)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
 
 
 def _replace(etc: str, kind: str, old: bytes, new: bytes, step: StepHook) -> None:
