@@ -164,9 +164,14 @@ class Campaign:
         self.baseline = tool_complaints(self.prepared)
         self.before = state(self.prepared)
         reference = clone(self.prepared, self.workdir / "reference")
+        engine = start_engine(reference, {"ops": trial_ops(new)})
+        engine.stdout.readline()
         started = time.perf_counter()
-        run_engine(reference, {"ops": trial_ops(new)})
+        engine.communicate(timeout=600)
+        #: how long the engine works once started (Python's start-up left out)
         self.duration = time.perf_counter() - started
+        if engine.returncode != 0:
+            raise AssertionError("the uninterrupted reference run failed")
         self.reference = state(reference)
         shutil.rmtree(reference.root)
         self.host = clone(self.prepared, self.workdir / "trial")
@@ -194,6 +199,7 @@ class Campaign:
         delay = rng.uniform(0, self.duration)
         trial = Trial(f"random:{delay:.3f}s")
         engine = start_engine(host, {"ops": trial_ops(self.new)})
+        engine.stdout.readline()  # the random moment falls in the work, not in Python's start-up
         time.sleep(delay)
         engine.send_signal(signal.SIGKILL)
         engine.communicate(timeout=60)

@@ -82,6 +82,7 @@ def edit(db, ops: list) -> list[dict]:
 
 
 def run(spec: dict) -> dict:
+    print(json.dumps({"started": True}), flush=True)  # imports done: the work starts now
     killer = Killer(spec.get("kill_at"), spec.get("sleep_at"))
     seconds = {}
     started = time.perf_counter()

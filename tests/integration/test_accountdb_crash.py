@@ -43,3 +43,4 @@ def test_kills_at_seeded_random_moments_are_consistent_and_finished_by_a_rerun(c
     assert not failed
     # a kill that came after the run finished is a trial too; most must have interrupted it
     assert sum(t.killed == -9 for t in trials) >= RANDOM_TRIALS // 2
+    assert any(t.mid_work for t in trials)  # some kills landed with the work half done
