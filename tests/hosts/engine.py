@@ -44,6 +44,15 @@ def start_engine(host: IsolatedHost, spec: dict) -> subprocess.Popen:
                       stderr=subprocess.PIPE, text=True)
 
 
+def wait_for(engine: subprocess.Popen, key: str) -> dict:
+    """Read the engine's progress lines until one carries `key` (such as "sleeping")."""
+    for line in engine.stdout:
+        record = json.loads(line)
+        if key in record:
+            return record
+    raise AssertionError(f"the engine ended without saying {key!r}: {engine.stderr.read()[-2000:]}")
+
+
 def add_op(name: str, uid: int, comment: str = "runas-agent test", home_base: str = "/home", shell: str = "/bin/bash") -> list:
     return ["add_account", [name, uid, uid], {"comment": comment, "home": f"{home_base}/{name}", "shell": shell}]
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.hosts.engine import (UID_BASE, add_op, assert_consistent, driver_argv, env, run_engine, start_engine,
+from tests.hosts.engine import (UID_BASE, add_op, assert_consistent, driver_argv, env, run_engine, start_engine, wait_for,
                                 tool_complaints, write_spec)
 from tests.hosts.namespace import IsolatedHost
 
@@ -165,7 +165,7 @@ class Campaign:
         self.before = state(self.prepared)
         reference = clone(self.prepared, self.workdir / "reference")
         engine = start_engine(reference, {"ops": trial_ops(new)})
-        engine.stdout.readline()
+        wait_for(engine, "started")
         started = time.perf_counter()
         engine.communicate(timeout=600)
         #: how long the engine works once started (Python's start-up left out)
@@ -199,7 +199,7 @@ class Campaign:
         delay = rng.uniform(0, self.duration)
         trial = Trial(f"random:{delay:.3f}s")
         engine = start_engine(host, {"ops": trial_ops(self.new)})
-        engine.stdout.readline()  # the random moment falls in the work, not in Python's start-up
+        wait_for(engine, "started")  # the random moment falls in the work, not in Python's start-up
         time.sleep(delay)
         engine.send_signal(signal.SIGKILL)
         engine.communicate(timeout=60)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.hosts.engine import (UID_BASE, add_op, assert_consistent, entries, env, getent, run_engine, start_engine,
-                                tool_complaints)
+                                tool_complaints, wait_for)
 
 pytestmark = pytest.mark.host
 NOLOGIN = "/usr/sbin/nologin"
@@ -107,7 +107,7 @@ def test_a_concurrent_useradd_waits_for_the_write_and_both_land(isolated_host):
     baseline = tool_complaints(host)
     engine = start_engine(host, {"ops": [add_op(f"e{i}", UID_BASE + i) for i in range(20)],
                                  "sleep_at": ["db:group:rename", 2.0]})
-    assert '"sleeping"' in engine.stdout.readline()
+    wait_for(engine, "sleeping")
     started = time.monotonic()
     proc = host.run(["useradd", "-m", "racer"], check=False)
     waited = time.monotonic() - started
@@ -126,7 +126,7 @@ def test_useradd_between_read_and_write_is_kept_and_the_engine_replays_on_it(iso
     baseline = tool_complaints(host)
     engine = start_engine(host, {"ops": [add_op(f"e{i}", UID_BASE + i) for i in range(20)] + [add_op("racer", UID_BASE + 99)],
                                  "sleep_at": ["commit", 1.0]})
-    assert '"sleeping"' in engine.stdout.readline()
+    wait_for(engine, "sleeping")
     assert host.run(["useradd", "-m", "-u", str(UID_BASE + 5), "-o", "racer"], check=False).returncode == 0
     out, err = engine.communicate(timeout=60)
     report = __import__("json").loads(out.strip().splitlines()[-1])
