@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.hosts.engine import (UID_BASE, add_op, assert_consistent, driver_argv, env, run_engine, start_engine, wait_for,
-                                tool_complaints, write_spec)
+from tests.hosts.engine import (UID_BASE, add_op, assert_consistent, driver_argv, env, run_engine, start_engine,
+                                tool_complaints, wait_for, write_spec)
 from tests.hosts.namespace import IsolatedHost
 
 NOLOGIN = "/usr/sbin/nologin"
