@@ -39,9 +39,17 @@ class IsolatedHost:
             for name in ("home", "var-log", "var-mail", "state"):
                 (self.root / name).mkdir(exist_ok=True)
 
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """The command line that runs `argv` inside the host."""
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _ENTER, "sh", str(self.root), *argv]
+
+    def popen(self, argv: Sequence[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
+        """Start `argv` inside the host without waiting (several such processes share its files)."""
+        return subprocess.Popen(self.argv(argv), env=env, **kwargs)
+
     def run(self, argv: Sequence[str], check: bool = True, input: str | None = None,
             env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        full = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _ENTER, "sh", str(self.root), *argv]
+        full = self.argv(argv)
         proc = subprocess.run(full, capture_output=True, text=True, input=input, env=env, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{list(argv)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
