@@ -1,17 +1,26 @@
 """Run `runas-agent doctor` inside an isolated host with some probe paths pointed at staged files
 (the SSM agent's binary and unit, the last sync record): `python -m tests.hosts.doctor_probe SPEC.json`.
 
-SPEC: {"config": PATH, "probe": {Probe field: value}, "last_sync": RECORD or null, "ssm_region": R}.
-Prints {"exit": N, "checks": [...]} on stdout. /etc, visudo, pwd and psutil are the host's own."""
+SPEC: {"config": PATH, "probe": {Probe field: value}, "last_sync": RECORD or null, "ssm_region": R,
+"processes_under": DIR}. Prints {"exit": N, "checks": [...]} on stdout. /etc, visudo, pwd and psutil are
+the host's own; with `processes_under`, the process table is psutil's, less the processes whose binary
+lies outside DIR (the machine is shared: another test's stand-in SSM agent must not count as this one's)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from typing import Any, Iterable
+
+import psutil
 
 from runas_agent.doctor.chain import Doctor
 from runas_agent.doctor.cli import exit_status
 from runas_agent.doctor.env import Probe
+
+
+def processes_under(root: str) -> Iterable[Any]:
+    return [p for p in psutil.process_iter(["pid", "name", "exe", "cmdline"]) if (p.info.get("exe") or "").startswith(root)]
 
 
 def main(path: str) -> int:
@@ -21,6 +30,9 @@ def main(path: str) -> int:
     if "last_sync" in spec:
         record = spec["last_sync"]
         probe.last_sync = lambda: record
+    if "processes_under" in spec:
+        root = spec["processes_under"]
+        probe.processes = lambda: processes_under(root)
     checks = Doctor(spec["config"], probe=probe, ssm_region=spec.get("ssm_region")).run()
     print(json.dumps({"exit": int(exit_status(checks)), "checks": [c.to_json() for c in checks]}))
     return 0

@@ -79,6 +79,7 @@ class Staged:
 
     def doctor(self, **probe) -> dict:
         spec = {"config": str(self.config_path), "ssm_region": self.region, "last_sync": self.last_sync,
+                "processes_under": str(self.host.root),
                 "probe": {"agent_binaries": [str(self.agent_binary)], "snap_dir": str(self.host.root / "no-snap"),
                           "unit_dirs": [str(self.units)], **probe}}
         path = self.host.root / "doctor-spec.json"
