@@ -45,7 +45,7 @@ IRET = [user("u1", "alice@x.com", "iret"), user("u2", "bob@x.com", "iret"), user
 def run(dir_users, h, ledger=Ledger(), s=None, force=False, groups=(), memberships=(), ps=PS):
     d = directory(dir_users, groups, memberships)
     desired = compute(d, s or settings())
-    return plan(desired, h, ledger, ps, {u.user_id: u.enabled for u in d.users}, len(d.users), force)
+    return plan(desired, h, ledger, ps, {u.user_id: u.enabled for u in d.users}, force)
 
 
 def test_organization_shares_one_account():

@@ -490,15 +490,15 @@ def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple
 
 
 def plan(desired: Desired, host: HostState, ledger: Ledger, settings: PlanSettings,
-         user_status: Mapping[str, bool] | None = None, directory_size: int = 0, force: bool = False) -> Plan:
+         user_status: Mapping[str, bool] | None = None, force: bool = False) -> Plan:
     """The account plan. user_status: UserId -> enabled, for every user in the directory (for
-    disable reasons); directory_size: how many users it has (an empty one is refused)."""
+    disable reasons, and its size: an empty directory is refused)."""
+    status = user_status or {}
     states = {name: owned_state(owned, host) for name, owned in ledger.accounts.items()}
-    decided = _decisions(desired, host, ledger, settings, user_status or {}, states)
-    actions, skips, warnings, new_ledger = _assemble(ledger, decided)
+    actions, skips, warnings, new_ledger = _assemble(ledger, _decisions(desired, host, ledger, settings, status, states))
     managed_active = sum(1 for state, _ in states.values() if state == ACTIVE)
     disables = sum(isinstance(a, DisableAccount) for a in actions)
-    refusals = safety(desired, settings, directory_size, disables, managed_active)
+    refusals = safety(desired, settings, len(status), disables, managed_active)
     if refusals and force:
         warnings += [f"--force overrides: {r}" for r in refusals]
         refusals = []

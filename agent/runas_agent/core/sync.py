@@ -64,9 +64,8 @@ def plan_sudo(desired: Desired, directory: Directory, observation: Observation, 
 def plan(desired: Desired, directory: Directory, observation: Observation, settings: SyncSettings,
          force: bool = False) -> SyncPlan:
     """The whole plan of one sync."""
-    status = {u.user_id: u.enabled for u in directory.users}
-    accounts = plan_accounts(desired, observation.host, observation.ledger, settings.accounts, status,
-                             len(directory.users), force)
+    status = {u.user_id: u.enabled for u in directory.users}  # UserIds are unique in a Directory
+    accounts = plan_accounts(desired, observation.host, observation.ledger, settings.accounts, status, force)
     sudo = plan_sudo(desired, directory, observation, accounts, settings.sudo)
     return SyncPlan(
         actions=accounts.actions + sudo.actions,
