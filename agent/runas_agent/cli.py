@@ -6,12 +6,18 @@ import argparse
 import json
 import logging
 import sys
-from typing import Callable
+from typing import Any, Callable
 
-from runas_agent import __version__, config
-from runas_agent.settings import Config
+from runas_agent import __version__, aws, config, daemon, doctor, image
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
+from runas_agent.host.files import StateDir, write_atomic
+from runas_agent.host.lock import SyncLock
+from runas_agent.sessions import cli as sessions_cli
+from runas_agent.settings import Config
+from runas_agent.sources import make_source
+from runas_agent.sources.s3 import publish, split_url
+from runas_agent.sync import sync
 
 log = logging.getLogger("runas_agent")
 
@@ -33,8 +39,6 @@ def _print_json(data) -> None:
 
 
 def cmd_plan(args: argparse.Namespace, cfg: Config) -> Exit:
-    from runas_agent.sync import sync
-
     result = sync(cfg, apply=False, force=args.force)
     if args.json:
         _print_json({**result.plan.to_json(), "source": result.source_stats})
@@ -46,10 +50,6 @@ def cmd_plan(args: argparse.Namespace, cfg: Config) -> Exit:
 
 
 def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
-    from runas_agent.host.files import StateDir
-    from runas_agent.host.lock import SyncLock
-    from runas_agent.sync import sync
-
     with SyncLock(StateDir(cfg.state_dir).lock_path, wait=args.wait):
         result = sync(cfg, apply=True, force=args.force)
     failed = dict((id(a), msg) for a, msg in (result.outcome.failed if result.outcome else []))
@@ -78,18 +78,12 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
 def cmd_export(args: argparse.Namespace, cfg: Config) -> Exit:
     """Write the configured source's directory as a directory document: the file source's format,
     and the snapshot a fleet publisher puts where instances read it."""
-    from runas_agent.host.files import write_atomic
-    from runas_agent.sources import make_source
-
     fetched = make_source(cfg.source).fetch()
     assert fetched is not None  # no known version was given
     data = fetched.directory.canonical_bytes()
     if args.output == "-":
         sys.stdout.buffer.write(data)
     elif args.output.startswith("s3://"):
-        from runas_agent import aws
-        from runas_agent.sources.s3 import publish, split_url
-
         try:
             split_url(args.output)
         except ValueError as exc:
@@ -117,6 +111,11 @@ def cmd_check_config(args: argparse.Namespace) -> Exit:
         return Exit.CONFIG
     print(f"{path}: ok")
     return Exit.OK
+
+
+#: The feature modules' subcommands: fn(subparsers) each.
+COMMANDS: tuple[Callable[[Any], None], ...] = (daemon.register_cli, sessions_cli.register_cli, doctor.register_cli,
+                                              image.register_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,34 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="file to check (default: --config)")
     p.set_defaults(func=cmd_check_config, needs_config=False)
 
-    for register in EXTRA_COMMANDS:
+    for register in COMMANDS:
         register(sub)
     return parser
 
 
-#: Feature modules register their subcommands here: fn(subparsers).
-EXTRA_COMMANDS: list[Callable] = []
-
-
-def _load_extra_commands() -> None:
-    import importlib
-
-    for module in ("runas_agent.daemon", "runas_agent.sessions.cli", "runas_agent.doctor", "runas_agent.image"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue
-            raise
-        register = getattr(mod, "register_cli", None)
-        if register is not None and register not in EXTRA_COMMANDS:
-            EXTRA_COMMANDS.append(register)
-
-
 def full_parser() -> argparse.ArgumentParser:
-    """The parser with every command, those of the feature modules included (runas-agent(8) is
-    generated from it)."""
-    _load_extra_commands()
+    """The parser with every command (runas-agent(8) is generated from it)."""
     return build_parser()
 
 
@@ -190,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.command is None and not args.once:
-            from runas_agent import daemon  # noqa: F401  (the long-running service)
-
             return int(daemon.main(args))
         if args.command is None:
             args.func, args.needs_config = cmd_once, True

@@ -34,10 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from runas_agent import __version__, config
-from runas_agent.settings import Config, SourceSettings
-from runas_agent.sources import make_source, source_type
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
 from runas_agent.exitcodes import Exit
+from runas_agent.host.files import StateDir
+from runas_agent.host.lock import SyncLock
+from runas_agent.sessions import SessionWatcher
+from runas_agent.settings import Config, SourceSettings
+from runas_agent.sources import make_source, source_type
+from runas_agent.sync import sync
 
 log = logging.getLogger("runas_agent.daemon")
 
@@ -390,8 +394,6 @@ class Daemon:
     def _locked(self) -> Iterator[None]:
         """The lock shared with `--once`; while a manual sync holds it, wait (pinging) up to
         daemon.lock_wait_seconds."""
-        from runas_agent.host.files import StateDir
-
         path = StateDir(self.cfg.state_dir).lock_path
         deadline = self.clock() + self.cfg.daemon.lock_wait_seconds
         while True:
@@ -480,14 +482,10 @@ class Daemon:
 
 
 def _default_sync(cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
-    from runas_agent.sync import sync
-
     return sync(cfg, apply=True, source=source, progress=progress)
 
 
 def _default_lock(path: str) -> Any:
-    from runas_agent.host.lock import SyncLock
-
     return SyncLock(path, wait=0)
 
 
@@ -507,19 +505,9 @@ def build_source(source_cfg: SourceSettings, *, checkpoint: Callable[[], None], 
 
 
 def make_session_watcher(cfg: Config) -> Any:
-    """The session watcher (runas_agent.sessions.SessionWatcher), or None when this build has none.
-    It runs beside the sync loop with start()/stop(); the loop's watchdog pings do not depend on it."""
-    try:
-        from runas_agent import sessions
-    except ModuleNotFoundError as exc:
-        if exc.name in ("runas_agent.sessions",):
-            return None
-        raise
-    watcher_class = getattr(sessions, "SessionWatcher", None)
-    if watcher_class is None:
-        return None
-    factory = getattr(watcher_class, "from_config", None) or watcher_class
-    return factory(cfg)
+    """The session watcher (runas_agent.sessions.SessionWatcher). It runs beside the sync loop with
+    start()/stop(); the loop's watchdog pings do not depend on it."""
+    return SessionWatcher.from_config(cfg)
 
 
 class SignalWaker:

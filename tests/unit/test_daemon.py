@@ -523,7 +523,6 @@ def test_identitystore_source_checks_in_before_every_request(monkeypatch):
 
 
 def test_run_subcommand_is_registered():
-    cli._load_extra_commands()
     args = cli.build_parser().parse_args(["run"])
     assert args.func is daemon.main and args.needs_config is False
 
