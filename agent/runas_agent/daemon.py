@@ -31,7 +31,7 @@ import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from runas_agent import __version__, config
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
@@ -83,14 +83,14 @@ class Notifier:
         self._send("\n".join(a.replace("\n", " ") for a in assignments))
 
 
-def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = None) -> float | None:
+def watchdog_interval(environ: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:
     """Seconds of WatchdogSec= when systemd asks this process for keep-alive pings, else None."""
-    environ = os.environ if environ is None else environ
+    env = os.environ if environ is None else environ
     try:
-        usec = int(environ.get("WATCHDOG_USEC", ""))
+        usec = int(env.get("WATCHDOG_USEC", ""))
     except ValueError:
         return None
-    owner = environ.get("WATCHDOG_PID")
+    owner = env.get("WATCHDOG_PID")
     if usec <= 0 or (owner and owner != str(os.getpid() if pid is None else pid)):
         return None
     return usec / 1_000_000
@@ -507,7 +507,7 @@ def build_source(source_cfg: SourceSettings, *, checkpoint: Callable[[], None], 
 def make_session_watcher(cfg: Config) -> Any:
     """The session watcher (runas_agent.sessions.SessionWatcher). It runs beside the sync loop with
     start()/stop(); the loop's watchdog pings do not depend on it."""
-    return SessionWatcher.from_config(cfg)
+    return SessionWatcher.from_config(cfg)  # type: ignore[arg-type]  # its annotation predates typed settings
 
 
 class SignalWaker:

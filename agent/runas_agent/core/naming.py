@@ -27,7 +27,7 @@ class NameRules:
 
     family: str
     #: one-line reason per rule, shown when a name breaks it
-    pattern: re.Pattern | None
+    pattern: re.Pattern[str] | None
     pattern_reason: str
 
     def check(self, name: str) -> str | None:

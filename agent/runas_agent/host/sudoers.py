@@ -306,7 +306,7 @@ class SudoersHost:
 
     def clean_temps(self) -> list[str]:
         """Remove temp files a crashed install left behind (sudo never read them)."""
-        removed = []
+        removed: list[str] = []
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:
