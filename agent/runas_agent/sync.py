@@ -11,8 +11,6 @@ from runas_agent.core import naming
 from runas_agent.core.action import Outcome
 from runas_agent.core.desired import Desired, compute
 from runas_agent.core.observed import Observation
-from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount
-from runas_agent.core.sudoers import RemoveSsmUserBlanket, RemoveSudoers, WriteSudoers
 from runas_agent.core.sync import SyncPlan, plan
 from runas_agent.directory import Directory
 from runas_agent.exitcodes import Exit
@@ -25,6 +23,7 @@ from runas_agent.identitycenter import resolve_run_as
 from runas_agent.settings import Config, desired_settings, sync_settings
 from runas_agent.settings import name_rules as rules_for
 from runas_agent.sources import Source, make_source
+from runas_agent.status import SyncCounts, SyncStatus, status_of
 
 
 @dataclass
@@ -36,27 +35,20 @@ class SyncResult:
     source_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def exit(self) -> Exit:
-        if self.plan.refusals:
-            return Exit.REFUSED
-        if self.outcome is None:
-            return Exit.CHANGES if self.plan.changes else Exit.OK
-        if self.outcome.failed or self.plan.skips:
-            return Exit.PARTIAL
-        return Exit.OK
+    def status(self) -> SyncStatus:
+        """What the sync came to (a plan that was not applied: as if nothing had failed)."""
+        return status_of(self.plan, self.outcome or Outcome())
 
-    def counts(self) -> dict[str, int]:
-        done = self.outcome.done if self.outcome else []
-        return {
-            "created": sum(isinstance(a, CreateAccount) for a in done),
-            "disabled": sum(isinstance(a, DisableAccount) for a in done),
-            "enabled": sum(isinstance(a, EnableAccount) for a in done),
-            "sudoers_written": sum(isinstance(a, WriteSudoers) for a in done),
-            "sudoers_removed": sum(isinstance(a, (RemoveSudoers, RemoveSsmUserBlanket)) for a in done),
-            "skipped": len(self.plan.skips),
-            "failed": len(self.outcome.failed) if self.outcome else 0,
-            "actions": len(done),
-        }
+    @property
+    def counts(self) -> SyncCounts:
+        return SyncCounts.of(self.plan, self.outcome)
+
+    @property
+    def exit(self) -> Exit:
+        """The exit status: the sync's, or for a plan only (`plan`), whether it would change anything."""
+        if self.outcome is None and not self.plan.refusals:
+            return Exit.CHANGES if self.plan.changes else Exit.OK
+        return self.status.exit
 
 
 def name_rules(cfg: Config, etc: str = "/etc") -> naming.NameRules:

@@ -11,6 +11,8 @@ from typing import Any
 class Action:
     symbol = "?"
     verb = "act"
+    #: the count (runas_agent.status.SyncCounts) a done action of this kind adds to, if any
+    counted_as = ""
 
     @property
     def account(self) -> str:

@@ -54,6 +54,7 @@ class CreateAccount(Action):
     uid_probe: int = 0
     symbol = "+"
     verb = "create"
+    counted_as = "created"
 
     def detail(self) -> str:
         probe = f" (UID probe {self.uid_probe}: derived UID was taken)" if self.uid_probe else ""
@@ -69,6 +70,7 @@ class EnableAccount(Action):
     comment: str
     symbol = "~"
     verb = "enable"
+    counted_as = "enabled"
 
     def detail(self) -> str:
         return f"uid={self.uid}, back from {self.parked}"
@@ -111,6 +113,7 @@ class DisableAccount(Action):
     reason: str
     symbol = "-"
     verb = "disable"
+    counted_as = "disabled"
 
     def detail(self) -> str:
         return f"uid={self.uid} parked as {self.parked} ({self.reason}); home and files kept"
@@ -150,6 +153,16 @@ class Plan:
 
     def of(self, kind: type) -> list[Any]:
         return [a for a in self.actions if isinstance(a, kind)]
+
+    def summary(self) -> str:
+        """`1 create, 2 sudoers, 1 skipped`: the plan by kind of action (`no changes` without any)."""
+        kinds: dict[str, int] = {}
+        for action in self.actions:
+            kinds[action.verb] = kinds.get(action.verb, 0) + 1
+        parts = [f"{n} {verb}" for verb, n in sorted(kinds.items())] or ["no changes"]
+        if self.skips:
+            parts.append(f"{len(self.skips)} skipped")
+        return ", ".join(parts)
 
     def lines(self) -> list[str]:
         out = [a.line() for a in self.actions]

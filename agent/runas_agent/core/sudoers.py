@@ -335,6 +335,7 @@ class WriteSudoers(SudoAction):
     #: what else changed: "new", "mode 0644 -> 0440", "owner", "comments"
     why: str = ""
     verb = "sudoers"
+    counted_as = "sudoers_written"
 
     @property
     def symbol(self) -> str:  # type: ignore[override]
@@ -355,6 +356,7 @@ class RemoveSudoers(SudoAction):
     reason: str
     symbol = "-"
     verb = "sudoers-remove"
+    counted_as = "sudoers_removed"
 
     def detail(self) -> str:
         rules = "; ".join(f"- {r}" for r in self.removed)
@@ -370,6 +372,7 @@ class RemoveSsmUserBlanket(SudoAction):
     name: str = SSM_USER
     symbol = "-"
     verb = "sudoers-remove"
+    counted_as = "sudoers_removed"
 
     def detail(self) -> str:
         return (f"{self.file}, the SSM agent's blanket drop-in (sudo.remove_ssm_user_blanket), backed up as "
