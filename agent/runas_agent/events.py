@@ -16,18 +16,20 @@ _FIELD = re.compile(r"[A-Z0-9][A-Z0-9_]*\Z")
 _OWN_FIELDS = frozenset({"MESSAGE", "MESSAGE_ID", "PRIORITY", "SYSLOG_IDENTIFIER"})
 
 
-@dataclass(frozen=True)
-class MessageId:
-    """A fixed journal MESSAGE_ID: 32 lower-case hex digits (`systemd-id128 new`)."""
+class MessageId(str):
+    """A fixed journal MESSAGE_ID: 32 lower-case hex digits (`systemd-id128 new`). It is that string
+    itself, so it compares equal to what `journalctl -o json` returns."""
 
-    hex: str
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[0-9a-f]{32}", self.hex):
-            raise ValueError(f"a MESSAGE_ID is 32 lower-case hex digits, not {self.hex!r}")
+    def __new__(cls, value: str) -> "MessageId":
+        if not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise ValueError(f"a MESSAGE_ID is 32 lower-case hex digits, not {value!r}")
+        return super().__new__(cls, value)
 
-    def __str__(self) -> str:
-        return self.hex
+    @property
+    def hex(self) -> str:
+        return str(self)
 
 
 class Priority(enum.IntEnum):
