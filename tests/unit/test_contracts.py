@@ -35,8 +35,7 @@ ACCOUNT_COMMANDS = frozenset({"useradd", "usermod", "userdel", "groupadd", "grou
                               "newusers", "chpasswd", "chage", "vipw", "vigr"})
 ACCOUNT_FILES = ("/passwd", "/shadow", "/group", "/gshadow", "/.pwd.lock")
 
-#: Modules other work owns right now; each rule names those it waives, and the waiver goes when that
-#: work brings them in line.
+#: Known exceptions, by rule; each goes once its module is brought in line.
 IN_REWORK = {
     "process": {"doctor.py"},                       # `visudo -c` through the seam, until doctor/ is a package
     "local-imports": {"doctor.py", "sessions/cli.py"},  # sessions/cli.py: two imports of the watcher
