@@ -626,6 +626,7 @@ class Doctor:
         from runas_agent.errors import AgentError
         from runas_agent.host.accounts import read_host
         from runas_agent.host.files import StateDir
+        from runas_agent.host.observe import observe
         from runas_agent.sync import compute_plan
 
         state = StateDir(self.cfg.state_dir)
@@ -653,7 +654,7 @@ class Doctor:
             status = WARNING if changed else OK
             self.add("accounts", status, f"{owned_text}; conflicts unknown (the directory was not read)", "", changed)
             return
-        _, self.plan = compute_plan(self.resolved, self.directory, self.ledger, self.probe.etc)
+        _, self.plan = compute_plan(self.resolved, self.directory, observe(self.resolved, self.probe.etc))
         own_skips = {(s.identity, s.name, s.reason) for s in self.desired.skips}
         conflicts = [s for s in self.plan.skips if (s.identity, s.name, s.reason) not in own_skips and isinstance(s, Skip)]
         pending = len(self.plan.actions)

@@ -10,6 +10,7 @@ import pytest
 
 from runas_agent import config, daemon
 from runas_agent.errors import ConfigError
+from runas_agent.journal import Journal
 from runas_agent.sources import make_source, source_type, types
 from runas_agent.sources.file import FileSettings, FileSource
 from runas_agent.sources.identitystore import IdentityStoreSource
@@ -137,7 +138,7 @@ def test_the_longest_step_without_a_proof_of_progress(name, section, seconds):
 def _daemon(source, watchdog):
     cfg = config.validate({"source": source, "run_as": EXPRESSION, "state_dir": "/nonexistent/state"})
     return daemon.Daemon("/etc/runas-agent/config.yaml", cfg, notify=lambda *a: None,
-                         journal=daemon.Journal(send=lambda *a, **k: None, echo=False), watchdog=watchdog)
+                         journal=Journal(sendv=lambda *a: None, echo=False), watchdog=watchdog)
 
 
 @pytest.mark.parametrize("source, watchdog, warned", [
