@@ -14,7 +14,7 @@ import pytest
 from tests.security.common import as_account, configure, sync, uid_of, user
 
 pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, reason="attack 6 (homes readable by everyone): new homes are created 0755 on Debian "
+    strict=True, raises=AssertionError, reason="attack 6 (homes readable by everyone): new homes are created 0755 on Debian "
     "(useradd -m, newusers) instead of 0700")]
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 DAVE, ALICE = user("id-dave", "dave"), user("id-alice", "alice")
-BLOCKED = pytest.mark.xfail(strict=True, reason="attack 7 (a disable the person can block): a process of the "
+BLOCKED = pytest.mark.xfail(strict=True, raises=AssertionError, reason="attack 7 (a disable the person can block): a process of the "
                             "account makes usermod refuse the rename, so the account keeps resolving")
 
 

@@ -15,7 +15,7 @@ from tests.security.common import (as_account, configure, derived_uid, groups_of
                                    sudo_listing, sync, uid_of, user)
 
 pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, reason="attack 3 (a name changing hands): a new person with a leaver's UserName is given the "
+    strict=True, raises=AssertionError, reason="attack 3 (a name changing hands): a new person with a leaver's UserName is given the "
     "leaver's parked account back: UID, home, files, groups and rules")]
 
 PERSON = "${path:userName}"

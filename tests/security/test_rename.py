@@ -16,7 +16,7 @@ from tests.security.common import (as_account, configure, derived_uid, getent, g
                                    sudo_listing, sync, uid_of, user)
 
 pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, reason="attack 4 (a rename splits the fleet): a renamed person's account is parked and a new "
+    strict=True, raises=AssertionError, reason="attack 4 (a rename splits the fleet): a renamed person's account is parked and a new "
     "one created with another UID probe, without the files")]
 
 PERSON = "${path:userName}"
@@ -43,24 +43,40 @@ def test_a_renamed_person_keeps_uid_files_group_and_rights(isolated_host):
     shown = plan(host, cfg)
     sync(host, cfg)
 
-    assert uid_of(host, "robert") == uid and uid_of(host, "bob") is None
-    assert getent(host, "group", "robert")[2] == str(uid) and getent(host, "group", "bob") is None
+    assert_renamed(host, uid)
+    assert_rights_followed(host)
+    assert "rename bob -> robert" in shown.stdout, shown.stdout
+    assert fresh_host_uid(host, "robert") == uid    # a host that never saw bob agrees
+
+
+def assert_renamed(host, uid: int) -> None:
+    """robert is bob's account: UID, group, home and files; bob is gone."""
+    assert (uid_of(host, "robert"), uid_of(host, "bob")) == (uid, None)
+    assert (getent(host, "group", "robert")[2], getent(host, "group", "bob")) == (str(uid), None)
     assert getent(host, "passwd", "robert")[5] == "/home/robert"
     work = host.home / "robert" / "work.txt"
-    assert work.read_text() == "precious\n" and os.stat(work).st_uid == uid
+    assert (work.read_text(), os.stat(work).st_uid) == ("precious\n", uid)
     assert not (host.home / "bob").exists()
+
+
+def assert_rights_followed(host) -> None:
+    """The memberships the agent added and the sudo rights went with the name; nothing names bob."""
     assert "deploy" in groups_of(host, "robert")
     assert "journalctl" in sudo_listing(host, "robert")
-    left = [p.name for p in (host.etc / "sudoers.d").iterdir()
-            if any(line.split()[:1] == ["bob"] for line in p.read_text().splitlines())]
+    left = [p.name for p in (host.etc / "sudoers.d").iterdir() if grants(p.read_text(), "bob")]
     assert left == [], f"drop-ins still granting bob: {left}"
-    assert "rename bob -> robert" in shown.stdout, shown.stdout
 
-    # A host that never saw bob gives robert the same UID: the fleet agrees.
+
+def grants(content: str, name: str) -> bool:
+    return any(line.split()[:1] == [name] for line in content.splitlines())
+
+
+def fresh_host_uid(host, name: str) -> int | None:
+    """The UID a host that never had bob gives the person now called `name`."""
     other = IsolatedHost(host.root.parent / "other")
     try:
         other.run(["groupadd", "deploy"])
-        sync(other, setup(other, "robert"))
-        assert uid_of(other, "robert") == uid
+        sync(other, setup(other, name))
+        return uid_of(other, name)
     finally:
         other.destroy()

@@ -19,7 +19,7 @@ import pytest
 from tests.security.common import configure, derived_uid, kill_all_of, sync, uid_of, user
 
 pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, reason="attack 8 (the skeleton copy race): the batch copy opens only the last path component "
+    strict=True, raises=AssertionError, reason="attack 8 (the skeleton copy race): the batch copy opens only the last path component "
     "without following links, so a directory swapped for a link mid-copy makes root write elsewhere")]
 
 PYTHON = "/usr/bin/python3"  # one every UID may run (the test's own interpreter may be under /root)
@@ -43,15 +43,29 @@ _SWAPPER = textwrap.dedent("""
 """)
 
 
+def skeleton(root):
+    """A skeleton with a subdirectory holding enough files that the copy of it takes a while."""
+    (root / ".config" / "app").mkdir(parents=True)
+    (root / ".profile").write_text("# profile\n")
+    for i in range(150):
+        (root / ".config" / "app" / f"setting{i:03}").write_text("x" * 512)
+    return root
+
+
+def start_swapper(host, name: str) -> tuple[int, subprocess.Popen]:
+    """A process with the UID the account `name` will get, waiting for its home."""
+    uid = derived_uid(f"id-{name[1:]}")
+    proc = host.popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", PYTHON, "-c", _SWAPPER,
+                       f"/home/{name}", "/etc/attack", "30"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return uid, proc
+
+
 def test_a_link_swapped_into_the_home_mid_copy_never_makes_root_write_outside(isolated_host):
     if not os.access(PYTHON, os.X_OK):
         pytest.skip(f"needs {PYTHON}")
     host = isolated_host
-    skel = host.root / "skel"
-    (skel / ".config" / "app").mkdir(parents=True)
-    (skel / ".profile").write_text("# profile\n")
-    for i in range(150):
-        (skel / ".config" / "app" / f"setting{i:03}").write_text("x" * 512)
+    skel = skeleton(host.root / "skel")
     outside = host.etc / "attack"
     (outside / "app").mkdir(parents=True)
 
@@ -59,12 +73,7 @@ def test_a_link_swapped_into_the_home_mid_copy_never_makes_root_write_outside(is
     targets = ["p11", "p23"]
     swappers = []
     try:
-        for name in targets:
-            uid = derived_uid(f"id-{name[1:]}")
-            proc = host.popen(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", PYTHON, "-c", _SWAPPER,
-                               f"/home/{name}", "/etc/attack", "30"], stdout=subprocess.PIPE, text=True)
-            assert proc.stdout.readline().strip() == "ready"
-            swappers.append((uid, proc))
+        swappers = [start_swapper(host, name) for name in targets]
         sync(host, configure(host, people, "${path:userName}", accounts={"skel": str(skel)}))
         assert all(uid_of(host, name) == uid for name, (uid, _) in zip(targets, swappers))
         for _, proc in swappers:
