@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from tests.security.common import (as_account, configure, derived_uid, groups_of, need_sudo, plan, publish,
+from tests.security.common import (as_account, configure, derived_uid, getent, groups_of, need_sudo, plan, publish,
                                    sudo_listing, sync, uid_of, user)
 
 pytestmark = [pytest.mark.host, pytest.mark.xfail(
@@ -42,18 +42,16 @@ def a_leaves_and_b_arrives(host, **sections):
     return cfg, a_uid
 
 
-def files_holding(root, text: str) -> list[str]:
-    found = []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    if text in handle.read():
-                        found.append(path)
-            except OSError:
-                continue
-    return found
+def assert_leavers_files_kept_and_closed(host, a_uid: int) -> None:
+    """A's parked account still holds A's home and files, aside from /home/jsmith, and the new
+    jsmith can read none of them."""
+    parked = getent(host, "passwd", str(a_uid))
+    assert parked is not None and parked[0] != "jsmith" and parked[5] != "/home/jsmith", parked
+    for name, content in ((".aws/credentials", "A-secret\n"), (".bash_history", "A-history\n")):
+        path = f"{parked[5]}/{name}"
+        kept = host.home / os.path.relpath(path, "/home")
+        assert (kept.read_text(), os.stat(kept).st_uid) == (content, a_uid)
+        assert as_account(host, "jsmith", ["cat", path]).returncode != 0, path
 
 
 def test_a_new_person_with_a_leavers_user_name_gets_nothing_of_the_leavers(isolated_host):
@@ -70,12 +68,7 @@ def test_a_new_person_with_a_leavers_user_name_gets_nothing_of_the_leavers(isola
     home = host.home / "jsmith"
     assert os.stat(home).st_uid == b_uid
     assert not (home / ".aws" / "credentials").exists() and not (home / ".bash_history").exists()
-    # A's files are kept (never deleted), still A's, and B can read none of them.
-    kept = files_holding(host.home, "A-secret")
-    assert kept and all(os.stat(path).st_uid == a_uid for path in kept)
-    for path in kept + files_holding(host.home, "A-history"):
-        inside = "/home/" + os.path.relpath(path, host.home)
-        assert as_account(host, "jsmith", ["cat", inside]).returncode != 0, inside
+    assert_leavers_files_kept_and_closed(host, a_uid)
     assert any("jsmith" in line and "changed hands" in line for line in shown.stdout.splitlines()), shown.stdout
 
 
