@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from runas_agent import settings
+from runas_agent.core.allowed import pattern_problem as _allowed_names
 from runas_agent.core.expression import ExpressionError, parse
 from runas_agent.core.sudoers import command_problem, name_problem
 from runas_agent.errors import ConfigError
@@ -150,6 +151,7 @@ SCHEMA = Section(Config, {
         "uid_min": Key(INT, 1_000_000_000, "Lowest UID/GID the agent derives.", check=_uid),
         "uid_max": Key(INT, 1_799_999_999, "Highest UID/GID the agent derives.", check=_uid),
         "name_rules": Key(STR, "auto", "Account name rules: debian (Debian/Ubuntu useradd), rhel (RHEL/Amazon Linux shadow-utils), auto (from /etc/os-release).", choices=("auto", "debian", "rhel")),
+        "allowed_names": Key(OPT_STR, None, "A regular expression every Run As name must match as a whole, e.g. ^[a-z0-9._-]+@corp\\.example$ (recommended: it keeps any name outside the fleet's naming scheme, such as one a package creates later, from becoming an account). Unset: only the built-in checks apply.", check=_allowed_names),
     }),
     "groups": Key(LIST, [], "Local supplementary groups for managed accounts. Only memberships the agent added are ever removed.", item=GROUP_RULE),
     "safety": Section(settings.Safety, {
