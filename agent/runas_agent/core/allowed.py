@@ -16,7 +16,7 @@ from dataclasses import dataclass
 KEY = "accounts.allowed_names"
 
 
-def compile_pattern(text: str) -> re.Pattern:
+def compile_pattern(text: str) -> re.Pattern[str]:
     """The compiled pattern; ValueError saying what is wrong with it (without the key)."""
     if text == "":
         raise ValueError("must not be empty (leave it unset to allow every name the other checks allow)")
@@ -40,7 +40,7 @@ def pattern_problem(text: str) -> str | None:
 class AllowedNames:
     """The configured pattern (None: every name passes this check)."""
 
-    pattern: re.Pattern | None = None
+    pattern: re.Pattern[str] | None = None
 
     @classmethod
     def from_setting(cls, text: str | None) -> "AllowedNames":

@@ -26,7 +26,7 @@ class NameList:
     """One maintained list: what the names are (shown in a refusal) and the names."""
 
     what: str
-    names: frozenset
+    names: frozenset[str]
 
     @classmethod
     def of(cls, what: str, names: str) -> "NameList":
@@ -126,9 +126,9 @@ def reserved_reason(name: str, host_sysusers_names: HostNames = ()) -> str | Non
     for prefix, what in PREFIXES:
         if name.startswith(prefix):
             return f"{name!r} is reserved: names starting with {prefix!r} are {what}"
-    what = _INDEX.get(name)
-    if what is not None:
-        return f"{name!r} is reserved: {what}; a package installed later would reuse it and grant its rights to this account"
+    listed = _INDEX.get(name)
+    if listed is not None:
+        return f"{name!r} is reserved: {listed}; a package installed later would reuse it and grant its rights to this account"
     declared = _host_declaration(name, host_sysusers_names)
     if declared is not None:
         return f"{name!r} is reserved: declared in {declared} (sysusers.d), so it is this host's package account"
@@ -163,7 +163,7 @@ class Sysusers:
     #: lines that could not be read, as "line N: why"
     problems: tuple[str, ...]
 
-    def names(self) -> frozenset:
+    def names(self) -> frozenset[str]:
         return frozenset(n for e in self.entries for n in e.names())
 
 
