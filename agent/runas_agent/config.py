@@ -249,17 +249,62 @@ def defaults() -> Config:
     return cfg
 
 
+#: The largest configuration file read (a configuration is a few kilobytes).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: no anchors or aliases (a few hundred bytes of nested aliases
+    expand to gigabytes in memory), and no key twice in one mapping (YAML keeps the last one
+    silently, so a rule could be overridden by a line further down that nobody reads)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise yaml.composer.ComposerError(None, None, f"the {kind}{event.anchor} is refused: the configuration "
+                                              "takes no anchors or aliases; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(None, None, "the merge key << is refused: write the keys out",
+                                                        key_node.start_mark)
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the constructor reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """The configuration file's value, read with StrictLoader (yaml.YAMLError when it is refused)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
 def load(path: str = DEFAULT_PATH) -> Config:
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError([f"larger than {MAX_CONFIG_BYTES} bytes; not read"], path)
+        document = parse_yaml(data.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(["file not found"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc.strerror}"], path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 ({exc.reason} at byte {exc.start})"], path) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], path) from None
-    return validate(data, path)
+    return validate(document, path)
 
 
 def describe_schema() -> list[tuple[str, Any, str]]:
