@@ -49,7 +49,8 @@ def _sudo_command(value: Any) -> Optional[str]:
 
 SOURCE_KEYS = {
     "region": Key(OPT_STR, None, "The Identity Center home region (may differ from the instance's region). With type s3 and no source.bucket_region, also the bucket's region (what configurations written before bucket_region meant by it)."),
-    "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890."),
+    "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890. Type identitystore reads it; "
+                                            "types file and s3 refuse a document of any other store."),
     "instance_arn": Key(OPT_STR, None, "The IAM Identity Center instance ARN (arn:aws:sso:::instance/ssoins-...), for reading its attributes for access control; when unset, sso-admin ListInstances finds it.", check=_instance_arn),
     "endpoint_url": Key(OPT_STR, None, "Endpoint override for the source's AWS calls (the Identity Store and sso-admin; S3 for type s3); AWS_ENDPOINT_URL is honoured too."),
     "max_attempts": Key(INT, 8, "Attempts per Identity Store call before the read fails (throttling, 5xx, timeouts).", check=_positive),
@@ -70,7 +71,11 @@ class SourceSection:
             "type": Key(STR, "identitystore", f"Where the directory comes from ({summary}).", choices=tuple(types)),
             **common,
         }
-        self.owned = {key: cls for cls in types.values() for key in cls.keys}
+        #: each type's own key -> the types that have it
+        self.owned: dict[str, list[SourceType]] = {}
+        for cls in types.values():
+            for key in cls.keys:
+                self.owned.setdefault(key, []).append(cls)
         self.keys: dict[str, Key] = {**self.common, **{k: spec for cls in types.values() for k, spec in cls.keys.items()}}
 
     def __getitem__(self, name: str) -> Key:
@@ -79,9 +84,9 @@ class SourceSection:
     def validate(self, data: Any, prefix: str, problems: list[str]) -> settings.SourceSettings:
         values = validate_keys(data, self.keys, prefix, problems)
         chosen = self.types.get(values["type"])
-        for key, owner in self.owned.items():
-            if owner is not chosen and isinstance(data, Mapping) and data.get(key) is not None:
-                problems.append(f"{prefix}{key}: only for type {owner.kind}")
+        for key, owners in self.owned.items():
+            if chosen not in owners and isinstance(data, Mapping) and data.get(key) is not None:
+                problems.append(f"{prefix}{key}: only for type {' or '.join(cls.kind for cls in owners)}")
         if chosen is None:  # an unknown type, reported above: the shared keys are all there is
             return settings.SourceSettings(**{k: values[k] for k in self.common})
         return chosen.settings_class(**{k: values[k] for k in (*self.common, *chosen.keys)})

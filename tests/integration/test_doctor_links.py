@@ -24,6 +24,7 @@ from runas_agent.directory import ENTERPRISE_EXTENSION
 from runas_agent.doctor import FAILED, OK, SKIPPED, WARNING, Doctor, Probe, exit_status, fields_verdict, render
 from runas_agent.exitcodes import Exit
 from runas_agent.host.accounts import read_host
+from tests import signing
 from tests.endpoint import ssm_documents, ssoadmin_abac
 
 pytest_plugins = ["tests.endpoint.fixtures"]
@@ -525,8 +526,9 @@ def snapshot(world):
     """The directory as a fleet snapshot in S3, served by the same endpoint (source.endpoint_url)."""
     s3 = boto3.client("s3", endpoint_url=world.endpoint.url, region_name=world.region)
     s3.create_bucket(Bucket=SNAPSHOT_BUCKET, CreateBucketConfiguration={"LocationConstraint": world.region})
-    s3.put_object(Bucket=SNAPSHOT_BUCKET, Key="runas/directory.json", Body=json.dumps(directory(USERS)).encode())
-    yield {"type": "s3", "url": SNAPSHOT, "bucket_region": world.region}
+    s3.put_object(Bucket=SNAPSHOT_BUCKET, Key="runas/directory.json", Body=signing.signed_bytes(directory(USERS)))
+    yield {"type": "s3", "url": SNAPSHOT, "bucket_region": world.region, "bucket_owner": "123456789012",
+           "signing_public_key": signing.public_pem()}
     for item in s3.list_objects_v2(Bucket=SNAPSHOT_BUCKET).get("Contents", []):
         s3.delete_object(Bucket=SNAPSHOT_BUCKET, Key=item["Key"])
     s3.delete_bucket(Bucket=SNAPSHOT_BUCKET)

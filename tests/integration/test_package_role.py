@@ -413,8 +413,7 @@ def test_a_changed_configuration_is_applied_by_a_reload(host, packages):
     syncs = host.journal(f"MESSAGE_ID={MESSAGE_SYNC}", "SYNC_SOURCE=file /etc/runas-agent/directory.json",
                          "--since", since)
     assert syncs and syncs[-1]["SYNC_RESULT"] in ("ok", "partial"), syncs
-    # The document spells the extension "aws:identitystore:Enterprise"; the file source matches it
-    # case-insensitively, so heidi's organization now gets its account.
+    # heidi's organization gets its account from the sample directory.
     host.sh("id", "globex")
 
     recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]))
