@@ -21,6 +21,7 @@ from runas_agent.host.files import StateDir
 from runas_agent.identitycenter import resolve_run_as
 from runas_agent.settings import Config, desired_settings, plan_settings
 from runas_agent.sources import Source, make_source
+from runas_agent.sources.admission import admit
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _settle(plan_ledger: Ledger, outcome: Outcome) -> Ledger:
 def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Optional[Source[Any]] = None,
          etc: str = "/etc", progress: Callable[[], None] | None = None) -> SyncResult:
     """Read the directory, plan, and (when `apply`) apply. Raises SourceError when the directory
-    could not be read completely; then nothing is changed.
+    could not be read completely or cannot be believed; then nothing is changed.
 
     `progress`, when given, is called from this thread at points where nothing is half-written (after
     the read, before each action); it may raise to abandon the sync there."""
@@ -118,9 +119,13 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     if progress is not None:
         progress()
     state = StateDir(cfg.state_dir)
+    # What the read must still prove against the configuration and the last applied snapshot
+    # (fields dropped, rollback, change of store), with people whose records are malformed kept.
+    admitted = admit(cfg, fetched.directory, state.snapshot_path, source.describe())
     ledger = state.load_ledger()
-    _, result = compute_plan(cfg, fetched.directory, ledger, etc, force)
-    sync_result = SyncResult(result, fetched.directory, source_stats=fetched.stats)
+    _, result = compute_plan(cfg, admitted.directory, ledger, etc, force)
+    admitted.judge(result, ledger, force)
+    sync_result = SyncResult(result, admitted.directory, source_stats=fetched.stats)
     if apply and not result.refusals:
         if result.changes:
             state.save_ledger(_intent(ledger, result.ledger))
@@ -133,6 +138,6 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
                 state.save_ledger(result.ledger)
             outcome = Outcome()
         sync_result.outcome = outcome
-        state.save_snapshot(fetched.directory.canonical_bytes())
+        state.save_snapshot(admitted.directory.canonical_bytes())
     sync_result.seconds = time.monotonic() - started
     return sync_result
