@@ -163,14 +163,14 @@ SCHEMA = Section(Config, {
         "max_disable_count": Key(INT, 3, "...unless it disables at most this many (small fleets).", check=not_negative),
     }),
     "sessions": Section(settings.Sessions, {
-        "state_roots": Key(LIST, ["/var/lib/amazon/ssm", "/var/snap/amazon-ssm-agent/common"], "Directories holding the SSM agent's <instance-id>/document/state/current/<sessionId> files (deb/rpm and snap installs).", item=str),
+        "state_roots": Key(LIST, ["/var/lib/amazon/ssm"], "Directories holding the SSM agent's <instance-id>/document/state/current/<sessionId> files. The agent's data path is /var/lib/amazon/ssm for deb, rpm and snap (classic confinement) installs alike.", item=str),
         "audit_file": Key(STR, "/var/log/runas-agent/sessions.jsonl", "Session records go here as JSON lines when no journald socket exists.", check=_absolute),
         "reconcile_interval": Key(NUM, 60, "Seconds between full reconciliations of session state files with the process table.", check=_positive),
         "end_sessions_of_disabled_people": Key(BOOL, False, "After a sync, end the live sessions of people now disabled in the directory (by session, never by account)."),
         "s3_tagging": Section(settings.S3Tagging, {
             "enabled": Key(BOOL, False, "Tag each ended session's S3 log object with the identity behind it."),
-            "bucket": Key(OPT_STR, None, "The bucket Session Manager uploads session logs to (s3BucketName)."),
-            "prefix": Key(STR, "", "The key prefix Session Manager uses (s3KeyPrefix); objects are <prefix>/<sessionId>.log."),
+            "bucket": Key(OPT_STR, None, "The bucket of session logs for sessions whose SSM state file names none; a session's own bucket (its state file's OutputS3BucketName, the preferences' s3BucketName) comes first."),
+            "prefix": Key(STR, "", "The key prefix that goes with bucket (s3KeyPrefix); objects are <prefix>/<sessionId>.log."),
             "region": Key(OPT_STR, None, "The bucket's region."),
             "endpoint_url": Key(OPT_STR, None, "S3 endpoint override; AWS_ENDPOINT_URL is honoured too."),
             "max_wait_seconds": Key(NUM, 900, "How long to keep retrying while the log object has not appeared yet.", check=_positive),
@@ -220,8 +220,6 @@ CROSS_CHECKS: list[Callable[[Config, list[str]], None]] = []
 
 def _sessions_checks(cfg: Config, problems: list[str]) -> None:
     tagging = cfg.sessions.s3_tagging
-    if tagging.enabled and not tagging.bucket:
-        problems.append("sessions.s3_tagging.bucket: required when sessions.s3_tagging.enabled is true")
     if tagging.region is not None:
         problem = _region(tagging.region)
         if problem:

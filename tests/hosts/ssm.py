@@ -30,7 +30,7 @@ class SsmStage:
         self.host = host
         self.root = host.root
         self.deb_root = self.root / "var-lib-amazon-ssm"
-        self.snap_root = self.root / "var-snap-amazon-ssm-agent-common"
+        self.second_root = self.root / "second-state-root"    # sessions.state_roots may name several
         self.audit = self.root / "audit" / "sessions.jsonl"
         merged = dict(os.environ)
         merged["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "agent"), merged.get("PYTHONPATH", "")])
@@ -55,7 +55,7 @@ class SsmStage:
         return reply
 
     def write_config(self, sessions: dict | None = None) -> Path:
-        section = {"state_roots": [str(self.deb_root), str(self.snap_root)], "audit_file": str(self.audit)}
+        section = {"state_roots": [str(self.deb_root), str(self.second_root)], "audit_file": str(self.audit)}
         section.update(sessions or {})
         return self.host.write_config({
             "source": {"type": "file", "path": str(self.root / "directory.json")},

@@ -1,11 +1,11 @@
-"""A staged SSM agent footprint inside an isolated host, driven line by line over stdin/stdout.
+"""A staged SSM agent inside an isolated host, driven line by line over stdin/stdout.
 
 Run inside the mount namespace of an IsolatedHost (see `SsmStage`), it starts a standalone journald
-(tmpfs on /run/systemd and /run/log), creates accounts with the real useradd, and stages sessions the
-way the SSM agent leaves them: a JSON state file written under `pending/` and renamed into
-`current/<sessionId>`, a root process whose argv is `ssm-session-worker <sessionId>`, and beneath it a
-shell running under the run-as UID. When a worker exits, the stage removes its state file, as the agent
-does at session end. Tests read records back from that journald with journalctl.
+(tmpfs on /run/systemd and /run/log), creates accounts with the real useradd, and runs sessions the way
+the SSM agent does (tests/hosts/ssm_agent.py: the state-file lifecycle and TerminateSession;
+tests/hosts/ssm_worker.py: the root `ssm-session-worker <sessionId>`, its `sh -c "id <name>"` look-ups,
+the Run As shell on a pty, the log conversion and upload, the 3 s before it exits). Tests read records
+back from that journald with journalctl.
 
 Protocol: one JSON request per line, {"op": ..., ...}; one JSON reply per line, {"ok": ..., ...}.
 """
@@ -19,38 +19,30 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
+from dataclasses import fields
 from pathlib import Path
+
+from tests.hosts.ssm_agent import Options, SsmAgent
 
 REPO = Path(__file__).resolve().parents[2]
 JOURNALD = "/lib/systemd/systemd-journald"
-WORKER_SCRIPT = """set -u
-uid=$1; gid=$2
-setpriv --reuid="$uid" --regid="$gid" --clear-groups sh -c 'sleep 100000; :' &
-wait
-"""
-#: a shell (and its child) that ignore SIGTERM: only SIGKILL ends them
-STUBBORN_SCRIPT = WORKER_SCRIPT.replace("sh -c '", "sh -c 'trap \"\" TERM; ")
+#: a shell profile (shell_unix.go runShellProfile types it into the new shell) leaving a background
+#: job that ignores SIGTERM and SIGHUP: it outlives the shell unless its tree is ended
+STUBBORN_PROFILE = "sh -c 'trap \"\" TERM HUP; sleep 100000; :' &"
 
 
 class Stage:
     def __init__(self, root: Path):
         self.root = root
         self.bin = root / "bin"
-        self.scripts = root / "worker-scripts"
         self.bin.mkdir(exist_ok=True)
-        self.scripts.mkdir(exist_ok=True)
-        link = self.bin / "ssm-session-worker"
-        if not link.exists():
-            link.symlink_to(shutil.which("bash"))
-        self.workers: dict[str, subprocess.Popen] = {}
-        self.state_paths: dict[str, Path] = {}
+        self.agents: dict[tuple[str, str], SsmAgent] = {}
+        self.session_agent: dict[str, SsmAgent] = {}
         self.journald: subprocess.Popen | None = None
         self.watcher = None
         self.children: dict[int, subprocess.Popen] = {}
-        self._lock = threading.Lock()
-        threading.Thread(target=self._reap, daemon=True).start()
+        self.zombie_timeout = 60.0
 
     # --- the host -----------------------------------------------------------------------------
 
@@ -84,68 +76,92 @@ class Stage:
         records = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
         return {"records": records}
 
-    # --- sessions, the way the SSM agent leaves them --------------------------------------------
+    # --- sessions, the way the SSM agent runs them -----------------------------------------------
+
+    def _agent(self, state_root: str, instance: str) -> SsmAgent:
+        key = (state_root, instance)
+        if key not in self.agents:
+            self.agents[key] = SsmAgent(Path(state_root), instance, self.bin, zombie_timeout=self.zombie_timeout)
+        return self.agents[key]
 
     def op_install(self, state_root: str, instance: str = "i-0123456789abcdef0") -> dict:
         """The directories an installed, registered SSM agent has."""
-        base = Path(state_root) / instance / "document" / "state"
-        for sub in ("pending", "current", "completed"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
+        self._agent(state_root, instance)
+        return {}
+
+    def op_zombie_timeout(self, seconds: float) -> dict:
+        self.zombie_timeout = float(seconds)
+        for agent in self.agents.values():
+            agent.zombie_timeout = float(seconds)
         return {}
 
     def op_start(self, sid: str, owner: str, run_as: str, state_root: str, instance: str = "i-0123456789abcdef0",
-                 uid: int | None = None, worker: bool = True, shell: bool = True, state: bool = True,
-                 document: dict | None = None, worker_dir: str | None = None, stubborn: bool = False) -> dict:
-        base = Path(state_root) / instance / "document" / "state"
-        for sub in ("pending", "current", "completed"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
-        if state:
-            doc = document if document is not None else {
-                "DocumentInformation": {"DocumentID": sid, "CommandID": "", "InstanceID": instance,
-                                        "DocumentName": "SSM-SessionManagerRunShell", "DocumentStatus": "InProgress",
-                                        "RunAsUser": run_as, "SessionOwner": owner},
-                "DocumentType": "StartSession", "SchemaVersion": "1.0"}
-            pending = base / "pending" / sid
-            pending.write_text(json.dumps(doc))
-            os.chmod(pending, 0o600)
-            os.rename(pending, base / "current" / sid)
-            self.state_paths[sid] = base / "current" / sid
-        out = {}
-        if worker:
-            entry = pwd.getpwnam(run_as) if uid is None else None
-            u = uid if uid is not None else entry.pw_uid
-            g = uid if uid is not None else entry.pw_gid
-            script = self.scripts / sid
-            script.write_text((STUBBORN_SCRIPT if stubborn else WORKER_SCRIPT) if shell else "sleep 100000\n")
-            binary = self.bin / "ssm-session-worker"
-            if worker_dir:  # e.g. the snap's /snap/amazon-ssm-agent/<rev>/
-                Path(worker_dir).mkdir(parents=True, exist_ok=True)
-                binary = Path(worker_dir) / "ssm-session-worker"
-                if not binary.exists():
-                    binary.symlink_to(shutil.which("bash"))
-            proc = subprocess.Popen([str(binary), sid, str(u), str(g)],
-                                    cwd=self.scripts, stdin=subprocess.DEVNULL, start_new_session=True)
-            with self._lock:
-                self.workers[sid] = proc
-            out["worker_pid"] = proc.pid
-            if shell:
-                out["shell_pid"] = self._wait_shell(proc.pid)
+                 stubborn: bool = False, wait_shell: bool = True, **options) -> dict:
+        """A session as the SSM agent runs it (tests/hosts/ssm_agent.py). `options` are
+        ssm_agent.Options fields."""
+        known = {f.name for f in fields(Options)}
+        unknown = set(options) - known
+        if unknown:
+            raise TypeError(f"unknown session options {sorted(unknown)}")
+        opts = Options(owner=owner, run_as=run_as, **options)
+        if stubborn:
+            opts.shell_profile = STUBBORN_PROFILE
+        agent = self._agent(state_root, instance)
+        self.session_agent[sid] = agent
+        session = agent.start(sid, opts, wait_shell=20.0 if wait_shell else 0)
+        out: dict = {}
+        if session.worker is not None:
+            out["worker_pid"] = session.worker.pid
+        if session.shell_pid is not None:
+            out["shell_pid"] = session.shell_pid
+        if stubborn and session.shell_pid:
+            out["job_pids"] = self._jobs(session.shell_pid)
         return out
 
     @staticmethod
-    def _wait_shell(pid: int) -> int:
+    def _jobs(shell_pid: int) -> list[int]:
+        """The shell's profile jobs, once they run."""
         import psutil
 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            for child in psutil.Process(pid).children():
-                try:
-                    if child.uids().real != 0 and child.name() == "sh":
-                        return child.pid
-                except psutil.NoSuchProcess:
-                    pass
-            time.sleep(0.005)
-        raise RuntimeError(f"no run-as shell under worker {pid}")
+            jobs = [p.pid for p in psutil.Process(shell_pid).children(recursive=True) if p.name() == "sleep"]
+            if jobs:
+                return jobs
+            time.sleep(0.01)
+        raise RuntimeError(f"the profile of shell {shell_pid} started no job")
+
+    def op_type(self, sid: str, text: str) -> dict:
+        self.session_agent[sid].type(sid, text)
+        return {}
+
+    def op_end(self, sid: str, wait: bool = True) -> dict:
+        """The person ends the session (`exit`; closing the client when there is no shell)."""
+        agent = self.session_agent[sid]
+        if agent.sessions[sid].worker is None:
+            agent.remove_state(sid)
+        else:
+            agent.exit(sid, wait=30.0 if wait else 0)
+        return {}
+
+    def op_terminate(self, sid: str, wait: bool = True) -> dict:
+        """TerminateSession from the service."""
+        agent = self.session_agent[sid]
+        agent.terminate(sid)
+        if wait:
+            agent.wait_done(sid)
+        return {}
+
+    def op_crash_worker(self, sid: str) -> dict:
+        self.session_agent[sid].crash_worker(sid)
+        return {}
+
+    def op_wait_done(self, sid: str, timeout: float = 30.0) -> dict:
+        return {"done": self.session_agent[sid].wait_done(sid, timeout)}
+
+    def op_remove_state(self, sid: str) -> dict:
+        self.session_agent[sid].remove_state(sid)
+        return {}
 
     def op_impostor(self, sid: str, uid: int) -> dict:
         """A process anyone could start: `ssm-session-worker <sid>` running as an ordinary user."""
@@ -166,58 +182,13 @@ class Stage:
         proc = self.children.get(int(pid))
         return {"alive": proc is not None and proc.poll() is None}
 
-    def op_end(self, sid: str, how: str = "delete") -> dict:
-        """End a session as the agent does: the state file goes (deleted, or moved to completed/),
-        then the worker and its shell end."""
-        self._remove_state(sid, how)
-        with self._lock:
-            proc = self.workers.pop(sid, None)
-        if proc is not None:
-            self._kill_tree(proc)
-        return {}
-
-    def op_remove_state(self, sid: str, how: str = "delete") -> dict:
-        self._remove_state(sid, how)
-        return {}
-
-    def _remove_state(self, sid: str, how: str) -> None:
-        path = self.state_paths.pop(sid, None)
-        if path is None or not path.exists():
-            return
-        if how == "move":
-            os.rename(path, path.parent.parent / "completed" / sid)
-        else:
-            path.unlink()
-
-    @staticmethod
-    def _kill_tree(proc: subprocess.Popen) -> None:
-        import psutil
-
-        try:
-            tree = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            tree = []
-        for p in tree:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        proc.wait(10)
-
-    def _reap(self) -> None:
-        """Emulates the agent: when a worker exits, its session's state file goes."""
-        while True:
-            time.sleep(0.05)
-            with self._lock:
-                done = [sid for sid, p in self.workers.items() if p.poll() is not None]
-                for sid in done:
-                    del self.workers[sid]
-            for sid in done:
-                self._remove_state(sid, "delete")
-
     def op_alive(self, sids: list) -> dict:
-        with self._lock:
-            return {"alive": {sid: sid in self.workers and self.workers[sid].poll() is None for sid in sids}}
+        """Which sessions' workers still run."""
+        out = {}
+        for sid in sids:
+            worker = self.session_agent[sid].sessions[sid].worker
+            out[sid] = worker is not None and worker.poll() is None
+        return {"alive": out}
 
     # --- the agent under test -------------------------------------------------------------------
 
@@ -226,12 +197,14 @@ class Stage:
 
         return config.load(path)
 
-    def op_watcher(self, config: str, use_inotify: bool = True, shell_grace: float = 10.0) -> dict:
+    def op_watcher(self, config: str, use_inotify: bool = True, shell_grace: float = 10.0,
+                   worker_grace: float = 120.0) -> dict:
         from runas_agent.sessions.watcher import SessionWatcher
 
         if self.watcher is not None:
             self.watcher.close()
-        self.watcher = SessionWatcher(self._config(config), use_inotify=use_inotify, shell_grace=shell_grace)
+        self.watcher = SessionWatcher(self._config(config), use_inotify=use_inotify, shell_grace=shell_grace,
+                                      worker_grace=worker_grace)
         return {}
 
     def op_poll(self, wait: float = 0.0, times: int = 1) -> dict:
@@ -300,11 +273,8 @@ class Stage:
         for proc in self.children.values():
             proc.kill()
             proc.wait()
-        with self._lock:
-            workers = list(self.workers.values())
-            self.workers.clear()
-        for proc in workers:
-            self._kill_tree(proc)
+        for agent in self.agents.values():
+            agent.close()
         self.op_journald_stop()
 
 

@@ -89,8 +89,14 @@ def test_settings_are_frozen_and_changed_by_replace():
 def test_defaults_hold_every_key():
     cfg = config.defaults()
     assert cfg.run_as.expression == "" and cfg.run_as.account_kind == "auto"
-    assert cfg.sessions.state_roots == ("/var/lib/amazon/ssm", "/var/snap/amazon-ssm-agent/common")
+    assert cfg.sessions.state_roots == ("/var/lib/amazon/ssm",)
     assert cfg.sudo.rules == () and cfg.groups == () and cfg.path is None
+
+
+def test_session_defaults_read_the_ssm_agents_one_data_path_and_need_no_bucket():
+    cfg = config.validate({**GOOD, "sessions": {"s3_tagging": {"enabled": True}}})
+    assert cfg.sessions.state_roots == ("/var/lib/amazon/ssm",)
+    assert cfg.sessions.s3_tagging.enabled and cfg.sessions.s3_tagging.bucket is None
 
 
 MINIMAL = "source: {type: file, path: /srv/d.json}\nrun_as: {expression: '${path:userName}'}\n"

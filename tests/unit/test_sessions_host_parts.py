@@ -105,14 +105,15 @@ def test_tagger_gives_up_at_the_deadline_or_on_access_denied():
     assert t.results["s2"].startswith("gave up: AccessDenied")
 
 
-def test_process_table_reads_names_and_parents_from_stat_lines(tmp_path):
+def test_process_table_reads_names_parents_and_session_leaders_from_stat_lines(tmp_path):
     from runas_agent.sessions.host import _process_table
 
     lines = {
         1: "1 (systemd) S 0 1 1 0 -1",
-        40: "40 (ssm-session-wor) S 1 40 40 0 -1",
-        41: "41 (sh) S 40 41 41 0 -1",
-        42: "42 (a) (b) c) S 41 42 42 0 -1",          # a name with spaces and parentheses
+        40: "40 (ssm-session-wor) S 1 40 39 0 -1",         # its own process group, not a session leader
+        41: "41 (sh) S 40 41 41 0 -1",                     # the pty shell: setsid
+        42: "42 (a) (b) c) S 41 42 41 0 -1",               # a name with spaces and parentheses
+        45: "45 (sh) S 40 40 39 0 -1",                     # sh -c "id <name>": the worker's session
         43: "43 (ssm-session-wor) Z 1 43 43 0 -1",
     }
     for pid, line in lines.items():
@@ -120,6 +121,33 @@ def test_process_table_reads_names_and_parents_from_stat_lines(tmp_path):
         (tmp_path / str(pid) / "stat").write_text(line + " 0 0 0\n")
     (tmp_path / "44").mkdir()                          # exited between listing and reading
     (tmp_path / "self").mkdir()
-    candidates, children = _process_table(str(tmp_path))
-    assert sorted(candidates) == [40, 43]
-    assert {ppid: sorted(pids) for ppid, pids in children.items()} == {0: [1], 1: [40, 43], 40: [41], 41: [42]}
+    table = _process_table(str(tmp_path))
+    assert sorted(table.candidates) == [40, 43]
+    assert {ppid: sorted(pids) for ppid, pids in table.children.items()} == {0: [1], 1: [40, 43], 40: [41, 45], 41: [42]}
+    assert table.leaders == {1, 41, 43}
+
+
+def test_the_sessions_own_bucket_comes_first_then_the_configured_one():
+    from runas_agent.sessions.s3tags import destination
+
+    settings = SimpleNamespace(bucket="configured", prefix="cfg/", max_wait_seconds=10, region=None, endpoint_url=None)
+    own = Session("s-1", s3_bucket="from-state-file", s3_prefix="ssm//x/")
+    assert destination(own, settings) == ("from-state-file", "ssm/x/s-1.log")
+    assert destination(Session("s-1"), settings) == ("configured", "cfg/s-1.log")
+    assert destination(Session("s-1"), SimpleNamespace(bucket=None, prefix="")) == ("", "")
+
+
+def test_a_session_with_no_bucket_anywhere_is_reported_not_retried(caplog):
+    settings = SimpleNamespace(bucket=None, prefix="", max_wait_seconds=10, region=None, endpoint_url=None)
+    client = FakeS3([])
+    t = S3Tagger(settings, client_factory=lambda: client, clock=lambda: 0.0)
+    t.submit(Session("s-9", identity=Identity("alice", "u1")))
+    assert t.pending() == 0 and t.results["s-9"].startswith("gave up: the session's state file names no S3 bucket")
+    assert "sessions.s3_tagging.bucket is not set" in caplog.text and client.put == []
+
+
+def test_tagging_goes_to_the_bucket_of_the_job():
+    now, client = [0.0], FakeS3([])
+    t = tagger(client, now)
+    t.try_once(_Job(0.0, "s1", "ssm/s1.log", [{"Key": "a", "Value": "b"}], deadline=5.0, bucket="own-bucket"))
+    assert client.put == [("own-bucket", "ssm/s1.log", [{"Key": "a", "Value": "b"}])]

@@ -101,7 +101,7 @@ def test_session_round_trips_through_the_store_format():
 
 
 @pytest.mark.parametrize("name, ok", [("alice@example.com-0a1b2c3d4e5f67890", True), (".tmp", False),
-                                      ("a/b", False), ("", False), ("a b", False)])
+                                      ("a/b", False), ("", False), ("a b", False), ("s-0a1b2c3d4e5f67890\n", False)])
 def test_session_ids(name, ok):
     assert valid_session_id(name) is ok
 
@@ -142,3 +142,54 @@ def test_a_user_name_cut_at_64_characters_resolves_only_when_unambiguous():
     assert identity is None and "not in the directory snapshot" in reason
     identity, _ = resolve(parse_owner(SSO + "b" * 63), parse_document(doc))
     assert identity is None
+
+
+def test_the_plugin_configuration_names_the_account_the_bucket_and_the_worker():
+    configuration = {"PluginName": "Standard_Stream", "RunAsEnabled": True, "RunAsUser": "acme",
+                     "OutputS3BucketName": "session-logs", "OutputS3KeyPrefix": "ssm/", "Properties": None}
+    doc = {"DocumentInformation": {"DocumentID": "alice-0a1b2c3d4e5f67890", "RunAsUser": "", "SessionOwner": SSO + "alice",
+                                   "ProcInfo": {"Pid": 4242, "StartTime": "2024-06-01T10:00:00Z"}},
+           "DocumentType": "StartSession",
+           "InstancePluginsInformation": [{"Configuration": configuration, "Name": "Standard_Stream", "Id": "Standard_Stream"}]}
+    info = parse_state(json.dumps(doc).encode())
+    assert (info.run_as_user, info.configured_user, info.account) == ("", "acme", "acme")
+    assert (info.session_type, info.run_as_enabled, info.elevated) == ("Standard_Stream", True, False)
+    assert (info.s3_bucket, info.s3_prefix, info.worker_pid) == ("session-logs", "ssm/", 4242)
+
+
+@pytest.mark.parametrize("changes, account", [
+    ({}, "acme"),
+    ({"RunAsEnabled": False}, "ssm-user"),                               # Run As off: ssm-user
+    ({"PluginName": "Port"}, ""),                                        # port forwarding: no shell at all
+    ({"PluginName": "InteractiveCommands", "Properties": {"linux": {"runAsElevated": True}}}, "root"),
+    ({"Properties": {"linux": {"runAsElevated": True}}}, "acme"),        # Standard_Stream: properties ignored
+    ({"PluginName": "InteractiveCommands", "Properties": {"linux": {"runAsElevated": "true"}}}, "acme"),
+    ({"RunAsUser": ""}, "vendor"),                                       # falls back to DocumentInformation
+])
+def test_the_account_a_session_runs_as(changes, account):
+    configuration = {"PluginName": "Standard_Stream", "RunAsEnabled": True, "RunAsUser": "acme", **changes}
+    doc = {"DocumentInformation": {"RunAsUser": "vendor"}, "DocumentType": "StartSession",
+           "InstancePluginsInformation": [{"Name": configuration["PluginName"], "Configuration": configuration}]}
+    assert parse_state(json.dumps(doc).encode()).account == account
+
+
+def test_a_terminate_document_under_the_sessions_name_is_recognised():
+    info = parse_state(json.dumps({"DocumentInformation": {"DocumentID": "s"}, "DocumentType": "TerminateSession"}).encode())
+    assert info.is_terminate and not info.is_session
+
+
+@pytest.mark.parametrize("bucket, kept", [("session-logs", True), ("Bad_Bucket", False), ("a" * 64, False),
+                                          ("x\n", False), (7, False)])
+def test_hostile_bucket_names_are_dropped(bucket, kept):
+    doc = {"DocumentInformation": {}, "InstancePluginsInformation": [{"Configuration": {"OutputS3BucketName": bucket}}]}
+    assert parse_state(json.dumps(doc).encode()).s3_bucket == (bucket if kept else "")
+
+
+@pytest.mark.parametrize("prefix, key", [
+    ("", "s-1.log"), ("ssm", "ssm/s-1.log"), ("ssm/", "ssm/s-1.log"), ("a//b/./", "a/b/s-1.log"),
+    ("/logs/", "/logs/s-1.log"), ("a/../b", "b/s-1.log"), ("..", "../s-1.log"), ("/..", "/s-1.log"),
+])
+def test_log_object_keys_join_like_the_agent(prefix, key):
+    from runas_agent.sessions.model import log_object_key
+
+    assert log_object_key(prefix, "s-1") == key

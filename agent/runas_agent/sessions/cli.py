@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 
 from runas_agent.exitcodes import Exit
-from runas_agent.sessions.model import clean
+from runas_agent.sessions.model import clean, shown_account
 
 
 def _row(s) -> dict:
@@ -28,7 +28,9 @@ def _row(s) -> dict:
         "groups": list(ident.groups) if ident else [],
         "identity_status": ("ENABLED" if ident.enabled else "DISABLED") if ident else "",
         "owner_arn": s.owner_arn,
-        "account": s.account or s.requested_account,
+        "account": shown_account(s),
+        "account_source": s.account_source,
+        "session_type": s.session_type,
         "account_uid": s.account_uid,
         "requested_account": s.requested_account,
         "worker_pid": s.worker_pid,

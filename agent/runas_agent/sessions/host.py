@@ -1,5 +1,5 @@
 """Reading the host for sessions (host side): the SSM agent's state directories and files, the
-`ssm-session-worker` processes and the run-as shells beneath them, and ending one session's processes.
+`ssm-session-worker` processes and their children, and ending one session's processes.
 
 A worker is trusted only if it runs as root (the SSM agent's workers do): anyone can start a process
 called `ssm-session-worker` with a made-up session id, and such a process must never be taken for a
@@ -13,20 +13,20 @@ import logging
 import os
 import pwd
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
 from runas_agent.sessions.model import MAX_STATE_BYTES, valid_session_id
+from runas_agent.sessions.tracker import Child, Worker
 
 log = logging.getLogger("runas_agent.sessions")
 
 WORKER = "ssm-session-worker"
 #: the kernel keeps 15 characters of a process name (comm)
 _WORKER_COMM = WORKER[:15]
-#: <root>/<instance-id>/document/state/current/<sessionId>; the same layout under every root
-#: (deb/rpm: /var/lib/amazon/ssm; snap: UNCONFIRMED, hence /var/snap/amazon-ssm-agent/common as well,
-#: and the roots are configurable).
+#: <root>/<instance-id>/document/state/current/<sessionId>. The SSM agent's data path is
+#: /var/lib/amazon/ssm/ (appconfig constants_unix.go), for the snap too (classic confinement).
 STATE_SUBDIR = ("document", "state", "current")
 
 
@@ -76,18 +76,6 @@ def read_state_file(path: str) -> tuple[bytes | None, float]:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class Worker:
-    """One live `ssm-session-worker <sessionId>` and the run-as shell it started."""
-
-    session_id: str
-    pid: int
-    started: float                   # create_time
-    shell_pid: int | None = None
-    shell_uid: int | None = None
-    shell_account: str = ""
-
-
 def _account(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
@@ -109,75 +97,81 @@ def _session_of(proc: psutil.Process, trusted_uids: tuple[int, ...]) -> str | No
     return sid if valid_session_id(sid) else None
 
 
-def _shell(children: list[int]) -> tuple[int | None, int | None, str]:
-    """The run-as shell among a worker's children: the first not running as root, else the first."""
-    chosen = None
-    for pid in sorted(children):
+@dataclass
+class ProcessTable:
+    """One pass over /proc: the pids named like a session worker, every process's children, and the
+    session leaders."""
+
+    candidates: list[int] = field(default_factory=list)
+    children: dict[int, list[int]] = field(default_factory=dict)
+    leaders: set[int] = field(default_factory=set)
+
+
+def _stat_line(proc_root: str, name: str) -> bytes | None:
+    try:
+        fd = os.open(f"{proc_root}/{name}/stat", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            uid = psutil.Process(pid).uids().real
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if uid != 0:
-            return pid, uid, _account(uid)
-        chosen = chosen or (pid, uid)
-    if chosen:
-        return chosen[0], chosen[1], _account(chosen[1])
-    return None, None, ""
+            return os.read(fd, 1024)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None       # gone meanwhile, or unreadable
 
 
-def _process_table(proc_root: str = "/proc") -> tuple[list[int], dict[int, list[int]]]:
-    """One pass over /proc reading each process's stat line only: the pids whose name looks like a
-    session worker, and every process's children. (psutil.process_iter costs several times more.)"""
-    candidates: list[int] = []
-    children: dict[int, list[int]] = {}
+def _process_table(proc_root: str = "/proc") -> ProcessTable:
+    """One pass over /proc reading each process's stat line only: name, parent and session.
+    (psutil.process_iter costs several times more.)"""
+    table = ProcessTable()
     prefix = _WORKER_COMM.encode()
     with os.scandir(proc_root) as entries:
         for entry in entries:
-            if not entry.name.isdigit():
+            data = _stat_line(proc_root, entry.name) if entry.name.isdigit() else None
+            if data is None:
                 continue
             try:
-                fd = os.open(f"{proc_root}/{entry.name}/stat", os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    data = os.read(fd, 1024)
-                finally:
-                    os.close(fd)
                 close = data.rindex(b")")
                 comm = data[data.index(b"(") + 1:close]
-                ppid = int(data[close + 2:].split(b" ", 3)[1])
-            except (OSError, ValueError, IndexError):
-                continue  # gone meanwhile, or unreadable
+                fields = data[close + 2:].split(b" ", 5)
+                ppid, session = int(fields[1]), int(fields[3])
+            except (ValueError, IndexError):
+                continue
             pid = int(entry.name)
-            children.setdefault(ppid, []).append(pid)
+            table.children.setdefault(ppid, []).append(pid)
+            if session == pid:
+                table.leaders.add(pid)
             if comm.startswith(prefix):
-                candidates.append(pid)
-    return candidates, children
+                table.candidates.append(pid)
+    return table
+
+
+def _child(pid: int, leaders: set[int]) -> Child | None:
+    try:
+        uid = psutil.Process(pid).uids().real
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+    return Child(pid, uid, _account(uid), pid in leaders)
 
 
 def scan_workers(trusted_uids: tuple[int, ...] = (0,)) -> dict[str, Worker]:
-    """Every live session worker, by session id. One pass over the process table reading only each
-    process's stat line (name and parent); command lines and credentials only of workers and their
+    """Every live session worker and its children, by session id. One pass over the process table
+    reading only each process's stat line; command lines and credentials only of workers and their
     children."""
-    pids, children = _process_table()
-    candidates = []
-    for pid in pids:
-        try:
-            candidates.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
+    table = _process_table()
     found: dict[str, Worker] = {}
-    for proc in candidates:
-        sid = _session_of(proc, trusted_uids)
-        if sid is None:
-            continue
+    for pid in table.candidates:
         try:
-            started = proc.create_time()
+            proc = psutil.Process(pid)
+            sid = _session_of(proc, trusted_uids)
+            started = proc.create_time() if sid else 0.0
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        shell_pid, shell_uid, account = _shell(children.get(proc.pid, []))
+        if sid is None:
+            continue
         previous = found.get(sid)
         # Two workers claiming one session: keep the older (the first to start it).
         if previous is None or started < previous.started:
-            found[sid] = Worker(sid, proc.pid, started, shell_pid, shell_uid, account)
+            children = (_child(c, table.leaders) for c in sorted(table.children.get(pid, [])))
+            found[sid] = Worker(sid, pid, started, tuple(c for c in children if c is not None))
     return found
 
 
@@ -192,35 +186,83 @@ def worker_alive(pid: int, started: float | None, session_id: str, trusted_uids:
         return False
 
 
-def end_sessions(workers: list[tuple[int, float | None, str]], grace: float = 5.0,
-                 trusted_uids: tuple[int, ...] = (0,)) -> list[str]:
-    """End sessions, each given as (worker pid, worker create_time, session id): SIGTERM every worker
-    and the processes beneath it, then SIGKILL whatever is left after `grace` seconds (one wait for
-    all). Only these sessions' process trees are signalled, never an account's processes. A pid that is
-    no longer its session's worker is left alone. Returns the session ids ended."""
+@dataclass(frozen=True)
+class Stop:
+    """One session to end: its worker (pid and create_time) and its shell, when known."""
+
+    session_id: str
+    worker_pid: int
+    worker_started: float | None = None
+    shell_pid: int | None = None
+
+
+def _shell_tree(worker: psutil.Process, shell_pid: int | None) -> list[psutil.Process]:
+    """What runs on the person's behalf beneath a worker: the shell and everything below it, and any
+    other descendant not running as root. The worker's own root children (`sh -c "id <name>"`
+    look-ups, the `script` that converts the session log) are left to the worker."""
+    tree = []
+    below_shell: set[int] = set()
+    for proc in worker.children(recursive=True):
+        try:
+            if proc.pid == shell_pid or proc.ppid() in below_shell or proc.uids().real != 0:
+                tree.append(proc)
+                below_shell.add(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return tree
+
+
+def _signal(procs: list[psutil.Process], kill: bool) -> None:
+    for proc in procs:
+        try:
+            proc.kill() if kill else proc.terminate()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def stop_sessions(stops: list[Stop], grace: float = 5.0, trusted_uids: tuple[int, ...] = (0,)) -> list[str]:
+    """End sessions the way the SSM agent's own TerminateSession does, and more thoroughly: SIGTERM to
+    each worker (it kills its shell, converts and uploads the session log, then exits by itself; it
+    is given time for that and is not killed here), and SIGTERM to each session's shell and
+    everything beneath it, SIGKILL to what of those is left after `grace` seconds (one wait for all).
+    The shells' trees are taken before any signal: once the worker kills its shell, the shell's
+    background jobs are reparented away from the worker. Only these sessions' processes are
+    signalled, never an account's; a pid that is no longer its session's worker is left alone.
+    Returns the session ids signalled."""
+    workers: dict[str, psutil.Process] = {}
     trees: dict[str, list[psutil.Process]] = {}
-    for pid, started, session_id in workers:
-        if not worker_alive(pid, started, session_id, trusted_uids):
+    for stop in stops:
+        if not worker_alive(stop.worker_pid, stop.worker_started, stop.session_id, trusted_uids):
             continue
         try:
-            worker = psutil.Process(pid)
-            trees[session_id] = [worker] + worker.children(recursive=True)
+            worker = psutil.Process(stop.worker_pid)
+            trees[stop.session_id] = _shell_tree(worker, stop.shell_pid)
+            workers[stop.session_id] = worker
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     everything = [proc for tree in trees.values() for proc in tree]
-    for proc in everything:
-        try:
-            proc.terminate()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
+    _signal(list(workers.values()), kill=False)
+    _signal(everything, kill=False)
     _, alive = psutil.wait_procs(everything, timeout=grace)
-    for proc in alive:
-        try:
-            proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
+    _signal(alive, kill=True)
     if alive:
         psutil.wait_procs(alive, timeout=grace)
     for session_id, tree in trees.items():
-        log.info("ended session %s (worker %d, %d processes)", session_id, tree[0].pid, len(tree))
+        log.info("ended session %s: SIGTERM to worker %d, %d process(es) of its shell ended (%d killed)",
+                 session_id, workers[session_id].pid, len(tree), len([p for p in alive if p in tree]))
     return list(trees)
+
+
+def kill_worker(stop: Stop, trusted_uids: tuple[int, ...] = (0,)) -> bool:
+    """SIGKILL a session's worker and whatever still runs beneath it, if `stop.worker_pid` still is
+    that session's worker. True when it was."""
+    if not worker_alive(stop.worker_pid, stop.worker_started, stop.session_id, trusted_uids):
+        return False
+    try:
+        worker = psutil.Process(stop.worker_pid)
+        procs = [worker] + worker.children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    _signal(procs, kill=True)
+    psutil.wait_procs(procs, timeout=5.0)
+    return True

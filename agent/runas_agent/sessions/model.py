@@ -33,7 +33,7 @@ MAX_VALUE_CHARS = 1024
 
 #: Session ids are `<role session name>-<17 hex>`; role session names use [\w+=,.@-]. Anything else in
 #: the state directory (temporary files, dot files) is not a session.
-SESSION_ID = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,256}$")
+SESSION_ID = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,256}\Z")
 
 _STS_ARN = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):sts::(?P<account>\d{12}):assumed-role/"
@@ -55,16 +55,53 @@ def clean(value: Any, limit: int = MAX_VALUE_CHARS) -> str:
 
 
 # --- the SSM agent's state file ---------------------------------------------------------------
+#
+# The file is the SSM agent's `contracts.DocumentState` marshalled as JSON. The struct has no json
+# tags, so the keys are the Go field names. What the session fields hold (amazon-ssm-agent
+# `agent/session/contracts/agentmessage.go` buildSessionDocumentInfo, `agent/framework/docparser/
+# docparser.go` parsePluginStateForStartSession):
+#   DocumentInformation.DocumentID      the session id (also the file's name)
+#   DocumentInformation.SessionOwner    the owner's ARN, as the service sent it
+#   DocumentInformation.RunAsUser       the Run As user the service sent (the principal's
+#                                       SSMSessionRunAs tag); empty when none was sent
+#   DocumentInformation.ProcInfo.Pid    the ssm-session-worker's pid, once it runs
+#   InstancePluginsInformation[0].Name  the session type: Standard_Stream, InteractiveCommands,
+#                                       NonInteractiveCommands or Port
+#   ....Configuration.RunAsEnabled      the preferences' runAsEnabled
+#   ....Configuration.RunAsUser         the account the shell is started as: RunAsUser above when
+#                                       set, else the preferences' runAsDefaultUser
+#   ....Configuration.OutputS3BucketName / OutputS3KeyPrefix   where the session log is uploaded
+#   ....Configuration.Properties.linux.runAsElevated           commands sessions only: run as root
+# DocumentInformation.CreatedDate is not usable (the service's epoch milliseconds read as seconds).
+
+#: Session types (InstancePluginsInformation[0].Name) of the SSM agent's session plugins.
+PORT_SESSION = "Port"
+#: The session types whose document properties can ask for root (`runAsElevated`); the shell plugin
+#: of Standard_Stream sessions is given no properties (amazon-ssm-agent standardstream.go).
+COMMAND_SESSIONS = ("InteractiveCommands", "NonInteractiveCommands")
+#: The account the SSM agent uses when Run As is disabled in the preferences.
+SSM_USER = "ssm-user"
+TERMINATE_DOCUMENT_TYPE = "TerminateSession"
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+
 
 @dataclass(frozen=True)
 class StateInfo:
     """What a state file says about its session."""
 
     session_owner: str = ""
-    run_as_user: str = ""
+    run_as_user: str = ""                 # DocumentInformation.RunAsUser: what the service asked for
     document_name: str = ""
     instance_id: str = ""
     document_type: str = ""
+    session_type: str = ""                # the plugin: Standard_Stream, InteractiveCommands, Port, ...
+    run_as_enabled: bool | None = None    # None: the file does not say
+    configured_user: str = ""             # Configuration.RunAsUser: the account the shell is started as
+    elevated: bool = False                # a commands session with runAsElevated: root, no Run As check
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    worker_pid: int | None = None
 
     @property
     def is_session(self) -> bool:
@@ -73,14 +110,73 @@ class StateInfo:
         a DocumentType is taken for one, so that an unexpected layout is recorded rather than missed."""
         return self.document_type in ("", SESSION_DOCUMENT_TYPE)
 
+    @property
+    def is_terminate(self) -> bool:
+        """A TerminateSession document: the SSM agent writes it under the session's own file name
+        (renamed over the live session's state file) while it ends that session."""
+        return self.document_type == TERMINATE_DOCUMENT_TYPE
+
+    @property
+    def account(self) -> str:
+        """The account the SSM agent starts this session's shell as ("" for port forwarding, which
+        starts no shell). amazon-ssm-agent shell_unix.go StartCommandExecutor: runAsElevated means
+        root with no user check; Run As disabled means ssm-user; otherwise Configuration.RunAsUser."""
+        if self.session_type == PORT_SESSION:
+            return ""
+        if self.elevated:
+            return "root"
+        if self.run_as_enabled is False:
+            return SSM_USER
+        return self.configured_user or self.run_as_user
+
 
 class StateFileError(ValueError):
     """The state file is not (yet) a complete session state document."""
 
 
+def _mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _plugin(document: Mapping) -> Mapping:
+    """InstancePluginsInformation[0], or {} when the file has none."""
+    plugins = document.get("InstancePluginsInformation")
+    return _mapping(plugins[0]) if isinstance(plugins, list) and plugins else {}
+
+
+def _elevated(session_type: str, configuration: Mapping) -> bool:
+    linux = _mapping(_mapping(configuration.get("Properties")).get("linux"))
+    return session_type in COMMAND_SESSIONS and linux.get("runAsElevated") is True
+
+
+def _pid(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 1 << 22 else None
+
+
+def _bucket(value: Any) -> str:
+    return value if isinstance(value, str) and _BUCKET.match(value) else ""
+
+
+def _plugin_fields(document: Mapping) -> dict[str, Any]:
+    plugin = _plugin(document)
+    configuration = _mapping(plugin.get("Configuration"))
+    io_config = _mapping(document.get("IOConfig"))
+    session_type = clean(plugin.get("Name") or configuration.get("PluginName"), 64)
+    enabled = configuration.get("RunAsEnabled")
+    return {
+        "session_type": session_type,
+        "run_as_enabled": enabled if isinstance(enabled, bool) else None,
+        "configured_user": clean(configuration.get("RunAsUser"), 256),
+        "elevated": _elevated(session_type, configuration),
+        "s3_bucket": _bucket(configuration.get("OutputS3BucketName") or io_config.get("OutputS3BucketName")),
+        "s3_prefix": clean(configuration.get("OutputS3KeyPrefix") or io_config.get("OutputS3KeyPrefix"), 512),
+    }
+
+
 def parse_state(data: bytes) -> StateInfo:
     """Parse the SSM agent's document state JSON. Raises StateFileError when it is empty, partial,
-    oversized or of the wrong shape (it may be caught half-written: the caller reads it again later)."""
+    oversized or of the wrong shape (the agent rewrites the file in place, truncating it first: it may
+    be caught half-written, and the caller reads it again later)."""
     if len(data) > MAX_STATE_BYTES:
         raise StateFileError(f"larger than {MAX_STATE_BYTES} bytes")
     if not data.strip():
@@ -100,7 +196,26 @@ def parse_state(data: bytes) -> StateInfo:
         document_name=clean(info.get("DocumentName"), 256),
         instance_id=clean(info.get("InstanceID"), 64),
         document_type=clean(document.get("DocumentType"), 64),
+        worker_pid=_pid(_mapping(info.get("ProcInfo")).get("Pid")),
+        **_plugin_fields(document),
     )
+
+
+def log_object_key(prefix: str, session_id: str) -> str:
+    """The S3 key of a session's log: the SSM agent's fileutil.BuildS3Path(prefix, "<id>.log"), which
+    is Go's path.Join (cleaned: no doubled or trailing slash, "." and ".." resolved; a leading slash
+    stays)."""
+    rooted = prefix.startswith("/")
+    parts: list[str] = []
+    for part in f"{prefix}/{session_id}.log".split("/"):
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append(part)
+        elif part and part != ".":
+            parts.append(part)
+    return ("/" if rooted else "") + "/".join(parts)
 
 
 # --- the owner and the person behind it -------------------------------------------------------
@@ -190,8 +305,14 @@ class Session:
     identity_user: str = ""              # the Identity Center UserName named by the owner ARN
     identity: Identity | None = None
     unresolved_reason: str = ""
-    account: str = ""                    # the run-as account of the live shell
+    account: str = ""                    # the account the session runs as (see account_source)
     account_uid: int | None = None
+    #: "shell": account and UID are the live shell's; "state-file": the account the SSM agent was told
+    #: to start the shell as (the shell itself was not seen); "": unknown
+    account_source: str = ""
+    session_type: str = ""               # Standard_Stream, InteractiveCommands, Port, ...
+    s3_bucket: str = ""                  # where the SSM agent uploads the session's log (state file)
+    s3_prefix: str = ""
     worker_pid: int | None = None
     worker_started: float | None = None  # the worker's create_time: tells a reused PID apart
     shell_pid: int | None = None
@@ -233,38 +354,65 @@ def attribute(session: Session, info: StateInfo, directory: Directory | None) ->
     identity, reason = resolve(owner, directory)
     return replace(session, owner_arn=owner.arn, requested_account=info.run_as_user,
                    aws_account=owner.aws_account, permission_set=owner.permission_set,
-                   identity_user=owner.user_name, identity=identity, unresolved_reason=reason)
+                   identity_user=owner.user_name, identity=identity, unresolved_reason=reason,
+                   session_type=info.session_type, s3_bucket=info.s3_bucket, s3_prefix=info.s3_prefix)
+
+
+def shown_account(s: Session) -> str:
+    """The account a record names: the session's; for a session that only knows what the service asked
+    for, that (never for port forwarding, which runs as no account)."""
+    if s.account or s.session_type == PORT_SESSION:
+        return s.account
+    return s.requested_account
+
+
+def _as_whom(s: Session) -> str:
+    if s.session_type == PORT_SESSION:
+        return "port forwarding (no Run As account)"
+    account = shown_account(s) or "?"
+    if s.account_source == "state-file":
+        return f"as {account} (the account the SSM agent was told to use; its shell was not seen)"
+    return f"as {account}"
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
+def _identity_pairs(s: Session) -> list[tuple[str, Any]]:
+    ident = s.identity
+    if ident is None:
+        return [("RUNAS_IDENTITY_USER", s.identity_user)]
+    return [("RUNAS_IDENTITY_USER", ident.user_name), ("RUNAS_IDENTITY_ID", ident.user_id),
+            ("RUNAS_IDENTITY_STATUS", "ENABLED" if ident.enabled else "DISABLED"),
+            ("RUNAS_DISPLAY_NAME", ident.display_name), ("RUNAS_EMAIL", ident.email),
+            ("RUNAS_ORGANIZATION", ident.organization)]
+
+
+def _end_pairs(s: Session, now: float | None) -> list[tuple[str, Any]]:
+    end = now if now is not None else s.started_at
+    return [("RUNAS_ENDED_AT", _iso(end)),
+            ("RUNAS_DURATION_SEC", max(0, round(end - s.started_at)) if s.started_at else ""),
+            ("RUNAS_END_REASON", s.end_reason)]
+
+
 def record(session: Session, event: str, now: float | None = None) -> tuple[str, str, list[tuple[str, str]]]:
     """The journal record of a session start ("start") or end ("end"): (MESSAGE, MESSAGE_ID, fields).
     Fields with no value are left out; RUNAS_GROUP repeats once per group."""
-    s, ident = session, session.identity
-    account = s.account or s.requested_account or "?"
-    if event == "start":
-        message = f"session {s.session_id} started: {s.person} as {account}"
-        message_id = MESSAGE_ID_START
-    else:
-        message = f"session {s.session_id} ended: {s.person} as {account}"
-        message_id = MESSAGE_ID_END
+    s = session
+    verb, message_id = ("started", MESSAGE_ID_START) if event == "start" else ("ended", MESSAGE_ID_END)
+    message = f"session {s.session_id} {verb}: {s.person} {_as_whom(s)}"
     pairs: list[tuple[str, Any]] = [
         ("RUNAS_EVENT", event),
         ("RUNAS_SESSION_ID", s.session_id),
         ("RUNAS_OWNER_ARN", s.owner_arn),
         ("RUNAS_AWS_ACCOUNT", s.aws_account),
         ("RUNAS_PERMISSION_SET", s.permission_set),
-        ("RUNAS_IDENTITY_USER", ident.user_name if ident else s.identity_user),
-        ("RUNAS_IDENTITY_ID", ident.user_id if ident else ""),
-        ("RUNAS_IDENTITY_STATUS", ("ENABLED" if ident.enabled else "DISABLED") if ident else ""),
-        ("RUNAS_DISPLAY_NAME", ident.display_name if ident else ""),
-        ("RUNAS_EMAIL", ident.email if ident else ""),
-        ("RUNAS_ORGANIZATION", ident.organization if ident else ""),
-        ("RUNAS_ACCOUNT", s.account or s.requested_account),
+        *_identity_pairs(s),
+        ("RUNAS_ACCOUNT", shown_account(s)),
         ("RUNAS_ACCOUNT_UID", s.account_uid),
+        ("RUNAS_ACCOUNT_SOURCE", s.account_source),
+        ("RUNAS_SESSION_TYPE", s.session_type),
         ("RUNAS_REQUESTED_ACCOUNT", s.requested_account),
         ("RUNAS_WORKER_PID", s.worker_pid),
         ("RUNAS_SHELL_PID", s.shell_pid),
@@ -273,13 +421,10 @@ def record(session: Session, event: str, now: float | None = None) -> tuple[str,
         ("RUNAS_UNRESOLVED_REASON", s.unresolved_reason),
     ]
     if event == "end":
-        end = now if now is not None else s.started_at
-        pairs += [("RUNAS_ENDED_AT", _iso(end)),
-                  ("RUNAS_DURATION_SEC", max(0, round(end - s.started_at)) if s.started_at else ""),
-                  ("RUNAS_END_REASON", s.end_reason)]
+        pairs += _end_pairs(s, now)
     fields = [(k, str(v)) for k, v in pairs if v is not None and v != ""]
-    if ident:
-        fields += [("RUNAS_GROUP", g) for g in ident.groups]
+    if s.identity:
+        fields += [("RUNAS_GROUP", g) for g in s.identity.groups]
     return message, message_id, fields
 
 
@@ -302,7 +447,7 @@ def s3_tags(session: Session) -> list[dict[str, str]]:
     pairs = [
         ("runas:identity-user", ident.user_name if ident else session.identity_user),
         ("runas:identity-id", ident.user_id if ident else ""),
-        ("runas:account", session.account or session.requested_account),
+        ("runas:account", shown_account(session)),
         ("runas:organization", ident.organization if ident else ""),
         ("runas:display-name", ident.display_name if ident else ""),
         ("runas:email", ident.email if ident else ""),

@@ -89,17 +89,30 @@ class RecordSink:
 
 class OpenSessions:
     """The sessions whose start was recorded and whose end was not yet, kept in
-    `<state_dir>/sessions.json` so that a restarted agent knows them."""
+    `<state_dir>/sessions.json` so that a restarted agent knows them; beside them, the sessions
+    recently ended (id and end time), whose state file the SSM agent may still write once more."""
 
     def __init__(self, path: str):
         self.path = path
 
-    def load(self) -> dict[str, Session]:
+    def _document(self) -> dict | None:
         data = read_bytes(self.path)
         if data is None:
-            return {}
+            return None
         try:
             document = json.loads(data)
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+            return document
+        except ValueError as exc:
+            log.error("%s is damaged (%s); starting with no open sessions", self.path, exc)
+            return None
+
+    def load(self) -> dict[str, Session]:
+        document = self._document()
+        if document is None:
+            return {}
+        try:
             sessions = document["sessions"]
             if not isinstance(sessions, list):
                 raise ValueError("sessions is not a list")
@@ -114,6 +127,15 @@ class OpenSessions:
             log.error("%s is damaged (%s); starting with no open sessions", self.path, exc)
             return {}
 
-    def save(self, sessions: dict[str, Session]) -> None:
-        document = {"sessions": [s.to_dict() for _, s in sorted(sessions.items())]}
+    def load_ended(self) -> dict[str, float]:
+        """Session id -> end time of the recently ended sessions ({} when unknown)."""
+        ended = (self._document() or {}).get("ended")
+        if not isinstance(ended, dict):
+            return {}
+        return {k: float(v) for k, v in ended.items() if isinstance(k, str) and isinstance(v, (int, float))}
+
+    def save(self, sessions: dict[str, Session], ended: dict[str, float] | None = None) -> None:
+        document: dict[str, Any] = {"sessions": [s.to_dict() for _, s in sorted(sessions.items())]}
+        if ended:
+            document["ended"] = dict(sorted(ended.items()))
         write_atomic(self.path, dump_json(document), mode=0o600)

@@ -1,8 +1,11 @@
 """Tagging session logs in S3 with the person behind them (host side, opt-in).
 
-Session Manager uploads `<prefix>/<sessionId>.log` when the session ends, some time after the state
-file disappears. A background thread tries each object with growing pauses until it exists or the
-configured time has passed. Every failure is logged; none stops the agent.
+The SSM agent's session worker uploads `<prefix>/<sessionId>.log` when the session ends, before the
+state file disappears when all goes well, later when the worker was asked to stop. The bucket and
+prefix are the session's own (its state file's OutputS3BucketName and OutputS3KeyPrefix); the
+configured `sessions.s3_tagging.bucket`/`prefix` serve sessions whose state file names none. A
+background thread tries each object with growing pauses until it exists or the configured time has
+passed. Every failure is logged; none stops the agent.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from runas_agent.aws import client_error
-from runas_agent.sessions.model import Session, merge_tags, s3_tags
+from runas_agent.sessions.model import Session, log_object_key, merge_tags, s3_tags
 
 log = logging.getLogger("runas_agent.sessions")
 
@@ -28,9 +31,14 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 _FATAL = {"AccessDenied", "NoSuchBucket", "InvalidTag", "MalformedXML", "InvalidBucketName"}
 
 
-def object_key(prefix: str, session_id: str) -> str:
-    prefix = prefix.strip("/")
-    return f"{prefix}/{session_id}.log" if prefix else f"{session_id}.log"
+def destination(session: Session, settings: SimpleNamespace) -> tuple[str, str]:
+    """(bucket, key) of a session's log: the state file's when it names a bucket, else the configured
+    ones; ("", "") when neither names a bucket."""
+    if session.s3_bucket:
+        return session.s3_bucket, log_object_key(session.s3_prefix, session.session_id)
+    if settings.bucket:
+        return settings.bucket, log_object_key(settings.prefix or "", session.session_id)
+    return "", ""
 
 
 @dataclass(order=True)
@@ -42,6 +50,7 @@ class _Job:
     deadline: float = field(compare=False)
     pause: float = field(compare=False, default=FIRST_PAUSE)
     attempts: int = field(compare=False, default=0)
+    bucket: str = field(compare=False, default="")
 
 
 class S3Tagger:
@@ -72,9 +81,16 @@ class S3Tagger:
         tags = s3_tags(session)
         if not tags:
             return
+        bucket, key = destination(session, self.settings)
+        if not bucket:
+            self._result(session.session_id, "gave up: the session's state file names no S3 bucket and "
+                                              "sessions.s3_tagging.bucket is not set")
+            log.warning("cannot tag session %s's log: its state file names no S3 bucket and "
+                        "sessions.s3_tagging.bucket is not set", session.session_id)
+            return
         now = self._clock()
-        job = _Job(now, session.session_id, object_key(self.settings.prefix or "", session.session_id), tags,
-                   now + float(self.settings.max_wait_seconds), self._first_pause)
+        job = _Job(now, session.session_id, key, tags, now + float(self.settings.max_wait_seconds),
+                   self._first_pause, bucket=bucket)
         with self._cond:
             heapq.heappush(self._jobs, job)
             self._cond.notify()
@@ -116,7 +132,7 @@ class S3Tagger:
         from botocore.exceptions import BotoCoreError, ClientError
 
         job.attempts += 1
-        bucket = self.settings.bucket
+        bucket = job.bucket or self.settings.bucket
         try:
             if self._client is None:
                 self._client = self._client_factory()
@@ -141,7 +157,7 @@ class S3Tagger:
         now = self._clock()
         if now >= job.deadline:
             return self._give_up(job, f"{problem}; gave up after {job.attempts} attempts")
-        log.debug("s3://%s/%s: %s; retrying in %.0fs", self.settings.bucket, job.key, problem, job.pause)
+        log.debug("s3://%s/%s: %s; retrying in %.0fs", job.bucket or self.settings.bucket, job.key, problem, job.pause)
         job.due = min(now + job.pause, job.deadline)
         job.pause = min(job.pause * 2, MAX_PAUSE)
         return job
@@ -153,5 +169,6 @@ class S3Tagger:
 
     def _give_up(self, job: _Job, reason: str) -> None:
         self._result(job.session_id, f"gave up: {reason}")
-        log.warning("cannot tag s3://%s/%s with the session's identity: %s", self.settings.bucket, job.key, reason)
+        log.warning("cannot tag s3://%s/%s with the session's identity: %s", job.bucket or self.settings.bucket,
+                    job.key, reason)
         return None

@@ -1,5 +1,7 @@
 """The session watcher (host side): notices Session Manager sessions starting and ending, attributes
-each to the person behind it, and records its start and end exactly once.
+each to the person behind it, and records its start and end exactly once. What a session is and when
+it starts and ends is decided by the pure `tracker.Tracker`; this module feeds it what the host shows
+and carries out what it asks (records, S3 tagging, killing an overdue worker).
 
 Cost: inotify on the SSM agent's `current` state directories wakes the watcher; only then (and at a
 slow periodic reconcile) does it look at the process table, reading just the short name of each
@@ -13,10 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
-from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Callable, Iterable
 
@@ -29,12 +29,13 @@ from runas_agent.sessions.model import (Session, StateFileError, StateInfo, attr
                                         record, resolve)
 from runas_agent.sessions.records import OpenSessions, RecordSink
 from runas_agent.sessions.s3tags import S3Tagger
+from runas_agent.sessions.tracker import SHELL_GRACE, Event, Observation, Read, Tracker, pick_shell
 
 log = logging.getLogger("runas_agent.sessions")
 
-#: How long a new session may wait for its worker and run-as shell to appear before its start is
-#: recorded with what is known. The shell starts when the client's data channel opens.
-SHELL_GRACE = 10.0
+#: How long a worker asked to stop (SIGTERM) may take to convert and upload the session log before
+#: it is killed. The SSM agent itself never kills a worker that is still uploading.
+WORKER_GRACE = 120.0
 #: Re-check interval while sessions wait for their shell or a state file is half-written: from
 #: PENDING_INTERVAL, growing to PENDING_MAX_INTERVAL.
 PENDING_INTERVAL = 0.05
@@ -43,11 +44,6 @@ PENDING_MAX_INTERVAL = 1.0
 MTIME_INTERVAL = 2.0
 #: While no state directory exists yet (agent not installed, no session ever): how often to look.
 DISCOVER_INTERVAL = 5.0
-
-#: A state file whose content never could be read is taken for a session only when its name has the
-#: session id form `<role session name>-<17 hex>` (or a worker claims it): Run Command state files,
-#: named by a command id (a UUID), come and go in the same directory.
-SESSION_FORM = re.compile(r"^[A-Za-z0-9_+=,.@-]{1,200}-[0-9a-f]{17}$")
 
 _DIR_EVENTS = IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF
 _ROOT_EVENTS = IN_CREATE | IN_MOVED_TO
@@ -89,19 +85,33 @@ class SnapshotCache:
             session.unresolved_reason = problem
         return session
 
+    def refresh(self, session: Session) -> Session:
+        """At a session's end: a session that started before the first directory snapshot (or before
+        the person was in it) gets the identity if the snapshot knows it now."""
+        if session.identity is not None or not session.identity_user:
+            return session
+        directory, _ = self.get()
+        identity, _ = resolve(parse_owner(session.owner_arn), directory)
+        if identity is not None:
+            session.identity, session.unresolved_reason = identity, ""
+        return session
 
-@dataclass
-class _Pending:
-    session: Session
-    first_seen: float                 # monotonic
-    info: StateInfo | None = None
-    problem: str = ""
+
+def read_state(path: str) -> Read:
+    """One state file, read and parsed."""
+    data, _ = host.read_state_file(path)
+    if data is None:
+        return Read(problem="the state file could not be read")
+    try:
+        return Read(parse_state(data))
+    except StateFileError as exc:
+        return Read(problem=f"the state file is not a session state document ({exc})")
 
 
 class SessionWatcher:
     def __init__(self, cfg: SimpleNamespace, *, sink: RecordSink | None = None, tagger: S3Tagger | None = None,
                  use_inotify: bool = True, trusted_uids: tuple[int, ...] = (0,), shell_grace: float = SHELL_GRACE,
-                 clock: Callable[[], float] = time.time):
+                 worker_grace: float = WORKER_GRACE, clock: Callable[[], float] = time.time):
         s = cfg.sessions
         self.roots = list(s.state_roots)
         self.reconcile_interval = float(s.reconcile_interval)
@@ -112,22 +122,19 @@ class SessionWatcher:
             tagger = S3Tagger(s.s3_tagging)
         self.tagger = tagger
         self.trusted_uids = trusted_uids
-        self.shell_grace = shell_grace
+        self.worker_grace = worker_grace
         self.clock = clock
         self._lock = threading.RLock()
-        self.live: dict[str, Session] = self.store.load()
-        self._restored = set(self.live)
-        self._pending: dict[str, _Pending] = {}
-        #: state files that are not (or no longer) live sessions: other documents' state, and
-        #: sessions ended by worker exit or by us while the file stays
-        self._ignored: set[str] = set()
+        self._snapshot = SnapshotCache(StateDir(cfg.state_dir).snapshot_path)
+        self.tracker = Tracker(self._snapshot, now=time.monotonic, wall=clock, shell_grace=shell_grace,
+                               live=self.store.load(), ended=self.store.load_ended())
+        self._restored = bool(self.tracker.live)
         self._appeared: set[str] = set()
         self._dirs: list[str] = []
         self._mtimes: dict[str, int] = {}
         self._next_reconcile = 0.0
         self._discover_until = 0.0
         self.state_dir = cfg.state_dir
-        self._snapshot = SnapshotCache(StateDir(cfg.state_dir).snapshot_path)
         self._disabled_checked: tuple | None = None
         self._use_inotify = use_inotify
         self._notify: Inotify | None = None
@@ -167,10 +174,7 @@ class SessionWatcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        self._wake()
         if self._thread:
             self._thread.join(timeout)
             self._thread = None
@@ -201,13 +205,17 @@ class SessionWatcher:
     def next_wait(self) -> float:
         """How long the next poll may block waiting for events."""
         with self._lock:
-            wait = max(0.0, self._next_reconcile - time.monotonic())
-            if self._pending:
+            now = time.monotonic()
+            wait = max(0.0, self._next_reconcile - now)
+            oldest = self.tracker.oldest_pending()
+            if oldest is not None:
                 # Soon after a session appears its shell usually follows within milliseconds; a session
-                # with no shell at all (port forwarding) must not cost a process-table look every 50 ms
-                # for the whole grace period: the pause grows with the age of the oldest pending one.
-                age = time.monotonic() - min(p.first_seen for p in self._pending.values())
-                wait = min(wait, min(PENDING_MAX_INTERVAL, max(PENDING_INTERVAL, age / 4)))
+                # whose shell is slow must not cost a process-table look every 50 ms for the whole
+                # grace period: the pause grows with the age of the oldest pending one.
+                wait = min(wait, min(PENDING_MAX_INTERVAL, max(PENDING_INTERVAL, (now - oldest) / 4)))
+            deadline = self.tracker.next_deadline()
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now) + 0.01)
             if not self._dirs:
                 wait = min(wait, DISCOVER_INTERVAL)
             if time.monotonic() < self._discover_until:
@@ -223,19 +231,19 @@ class SessionWatcher:
         with self._lock:
             self.stats["polls"] += 1
             changed |= self._drain()
-            now_m = time.monotonic()
-            full = now_m >= self._next_reconcile
-            if full or not self._dirs or now_m < self._discover_until:
-                changed |= self._refresh_dirs()
-            if self._notify is None:
-                changed |= self._mtimes_changed()
-            if not (full or changed or self._pending or self._restored):
+            full = time.monotonic() >= self._next_reconcile
+            changed |= self._look_at_dirs(full)
+            if not (full or changed or self._restored or self._tracker_waits()):
                 return
             self._scan(full)
             if full:
                 self._next_reconcile = time.monotonic() + self.reconcile_interval
         if self.end_disabled_people:
             self._end_disabled()
+
+    def _tracker_waits(self) -> bool:
+        """Does the tracker wait for something (a shell, a deadline) that calls for a look now?"""
+        return self.tracker.oldest_pending() is not None or self.tracker.wants_processes()
 
     def _end_disabled(self) -> None:
         """When the directory snapshot has changed: end the sessions of people it marks DISABLED."""
@@ -246,14 +254,18 @@ class SessionWatcher:
         self._disabled_checked = key
         disabled = {u.user_name for u in directory.users if not u.enabled}
         with self._lock:
-            targets = {s.identity.user_name if s.identity else s.identity_user for s in self.live.values()} & disabled
+            targets = {_person(s) for s in self.tracker.live.values()} & disabled
         if targets:
             self.end_sessions_of(targets, poll=False)
+
+    @property
+    def live(self) -> dict[str, Session]:
+        return self.tracker.live
 
     def sessions(self) -> list[Session]:
         """The live sessions whose start has been recorded."""
         with self._lock:
-            return [replace(s) for _, s in sorted(self.live.items())]
+            return self.tracker.sessions()
 
     # --- events -------------------------------------------------------------------------------
 
@@ -288,26 +300,43 @@ class SessionWatcher:
                 self._appeared.add(event.name)
         return bool(events)
 
+    def _look_at_dirs(self, full: bool) -> bool:
+        """Has anything changed in the state directories that events did not say?"""
+        changed = False
+        if full or not self._dirs or time.monotonic() < self._discover_until:
+            changed |= self._refresh_dirs()
+        if self._notify is None:
+            changed |= self._mtimes_changed()
+        return changed
+
     def _refresh_dirs(self) -> bool:
         """Look for state directories again (new instance ids); True when the set changed."""
         dirs = host.state_dirs(self.roots)
         if self._notify is not None:
-            roots = [r for r in self.roots if os.path.isdir(r)]
-            wanted = {d: _DIR_EVENTS for d in dirs}
-            wanted.update({r: _ROOT_EVENTS for r in roots})
-            if self.end_disabled_people and os.path.isdir(self.state_dir):
-                wanted[self.state_dir] = _ROOT_EVENTS | IN_CLOSE_WRITE
-            for gone in self._notify.watched() - set(wanted):
-                self._notify.remove(gone)
-            for directory, mask in wanted.items():
-                if directory not in self._notify.watched():
-                    try:
-                        self._notify.add(directory, mask)
-                    except OSError as exc:
-                        log.warning("cannot watch %s: %s", directory, exc)
+            self._watch(dirs)
         changed = dirs != self._dirs
         self._dirs = dirs
         return changed
+
+    def _wanted(self, dirs: list[str]) -> dict[str, int]:
+        """Directory -> inotify events to watch it for."""
+        wanted = {d: _DIR_EVENTS for d in dirs}
+        wanted.update({r: _ROOT_EVENTS for r in self.roots if os.path.isdir(r)})
+        if self.end_disabled_people and os.path.isdir(self.state_dir):
+            wanted[self.state_dir] = _ROOT_EVENTS | IN_CLOSE_WRITE
+        return wanted
+
+    def _watch(self, dirs: list[str]) -> None:
+        assert self._notify is not None
+        wanted = self._wanted(dirs)
+        for gone in self._notify.watched() - set(wanted):
+            self._notify.remove(gone)
+        for directory, mask in wanted.items():
+            if directory not in self._notify.watched():
+                try:
+                    self._notify.add(directory, mask)
+                except OSError as exc:
+                    log.warning("cannot watch %s: %s", directory, exc)
 
     def _mtimes_changed(self) -> bool:
         mtimes = {}
@@ -320,163 +349,55 @@ class SessionWatcher:
         self._mtimes = mtimes
         return changed
 
-    # --- reconciling --------------------------------------------------------------------------
-
-    def _attribute(self, session: Session, info: StateInfo) -> Session:
-        return self._snapshot.attribute(session, info)
+    # --- looking -------------------------------------------------------------------------------
 
     def _scan(self, full: bool) -> None:
         self.stats["scans"] += 1
         files = host.state_files(self._dirs)
         appeared, self._appeared = self._appeared, set()
-        restored, self._restored = self._restored, set()
-        dirty = False
-        self._ignored &= set(files)
-
-        # Sessions whose state file is gone have ended.
-        for sid in [sid for sid, s in self.live.items() if s.detected_by == "state-file" and sid not in files]:
-            reason = "ended while runas-agent was not running (end time approximate)" if sid in restored else ""
-            self._end(sid, reason or "state file removed")
-            dirty = True
-
-        # New state files: read them; a half-written one is read again on the next poll.
-        now_m = time.monotonic()
-        for sid, path in files.items():
-            if sid in self.live or sid in self._ignored:
-                continue
-            pending = self._pending.get(sid)
-            if pending is None:
-                pending = self._pending[sid] = _Pending(Session(sid, state_path=path, started_at=self.clock()), now_m)
-            if pending.info is None:
-                data, mtime = host.read_state_file(path)
-                if data is None:
-                    pending.problem = "the state file could not be read"
-                    continue
-                try:
-                    info = parse_state(data)
-                    if not info.is_session:   # a Run Command or association document: not ours
-                        del self._pending[sid]
-                        self._ignored.add(sid)
-                        continue
-                    pending.info = info
-                    pending.session = self._attribute(pending.session, pending.info)
-                except StateFileError as exc:
-                    pending.problem = f"the state file is not a session state document ({exc})"
-
-        # Sessions that started and ended between two looks: recorded with what is known.
-        for sid in sorted(appeared):
-            if sid in files or sid in self.live or sid in self._pending or not SESSION_FORM.match(sid):
-                continue
-            session = Session(sid, started_at=self.clock(),
-                              unresolved_reason="the session ended before its state file could be read")
-            self._start(session)
-            self._end(sid, "state file removed")
-            dirty = True
-        for sid in [sid for sid in self._pending if sid not in files]:
-            pending = self._pending.pop(sid)
-            session = pending.session
-            if pending.info is None:
-                if not SESSION_FORM.match(sid):
-                    continue
-                session.unresolved_reason = "the session ended before its state file could be read"
-            self._start(session)
-            self._end(sid, "state file removed")
-            dirty = True
-
-        # Find workers and shells for new sessions (and everything, at a reconcile).
-        if self._pending or full:
+        reads = {sid: read_state(files[sid]) for sid in self.tracker.to_read(files)}
+        events = self.tracker.files_seen(Observation(files, reads, appeared))
+        if full or self.tracker.wants_processes():
             self.stats["process_scans"] += 1
-            workers = host.scan_workers(self.trusted_uids)
-            for sid, pending in list(self._pending.items()):
-                worker = workers.get(sid)
-                waited = now_m - pending.first_seen
-                if not (worker and worker.shell_pid) and waited < self.shell_grace:
-                    continue
-                session = pending.session
-                if pending.info is None:
-                    if waited < self.shell_grace:
-                        continue
-                    if worker is None and not SESSION_FORM.match(sid):
-                        del self._pending[sid]   # unreadable, and nothing says it is a session
-                        self._ignored.add(sid)
-                        log.warning("state file %s is unreadable and not a session's: %s", session.state_path,
-                                    pending.problem)
-                        continue
-                    session.unresolved_reason = pending.problem or "the state file could not be read"
-                if worker:
-                    session = self._with_worker(session, worker)
-                del self._pending[sid]
-                self._start(session)
-                dirty = True
-            if full:
-                dirty |= self._reconcile(files, workers)
-        if dirty or restored:
+            events += self.tracker.processes_seen(host.scan_workers(self.trusted_uids), full)
+        self._carry_out(events, save=self._restored)
+        self._restored = False
+
+    def _carry_out(self, events: list[Event], save: bool = False) -> None:
+        for event in events:
+            if event.kind == "start":
+                self._emit(event.session, "start")
+                self.stats["starts"] += 1
+            elif event.kind == "end":
+                self._emit(event.session, "end", event.at)
+                self.stats["ends"] += 1
+                self._tag(event.session)
+            elif event.kind == "kill":
+                self._kill(event.session)
+        if events or save:
             self._save()
 
-    def _reconcile(self, files: dict[str, str], workers: dict[str, host.Worker]) -> bool:
-        dirty = False
-        for sid, session in list(self.live.items()):
-            worker = workers.get(sid)
-            if session.worker_pid is not None:
-                if worker is None or worker.pid != session.worker_pid:
-                    # The worker is gone but the state file (if any) stayed: the session is over.
-                    if sid in files:
-                        self._ignored.add(sid)
-                    self._end(sid, "worker exited")
-                    dirty = True
-            elif worker is not None:
-                self.live[sid] = self._with_worker(session, worker)
-                dirty = True
-            elif session.detected_by == "process":
-                self._end(sid, "worker exited")
-                dirty = True
-        # Workers without a state file under the configured roots still are sessions.
-        for sid, worker in workers.items():
-            if sid in self.live or sid in self._pending or sid in files or sid in self._ignored:
-                continue
-            session = Session(sid, detected_by="process", started_at=worker.started,
-                              unresolved_reason="no SSM state file for this session under sessions.state_roots")
-            self._start(self._with_worker(session, worker))
-            dirty = True
-        return dirty
-
-    @staticmethod
-    def _with_worker(session: Session, worker: host.Worker) -> Session:
-        return replace(session, worker_pid=worker.pid, worker_started=worker.started, shell_pid=worker.shell_pid,
-                       account=worker.shell_account or session.account,
-                       account_uid=worker.shell_uid if worker.shell_uid is not None else session.account_uid,
-                       started_at=min(session.started_at or worker.started, worker.started))
-
-    # --- records ------------------------------------------------------------------------------
-
-    def _start(self, session: Session) -> None:
-        message, message_id, fields = record(session, "start")
+    def _emit(self, session: Session, event: str, at: float | None = None) -> None:
+        message, message_id, fields = record(session, event, now=at)
         self.sink.emit(message, message_id, fields, priority=5 if session.unresolved_reason else 6)
-        self.live[session.session_id] = session
-        self.stats["starts"] += 1
 
-    def _end(self, sid: str, reason: str) -> None:
-        session = self.live.pop(sid)
-        session.end_reason = session.end_reason or reason
-        if session.identity is None and session.identity_user:
-            # Started before the first directory snapshot (or before the person was in it): the end
-            # record and the S3 tags carry the identity if the snapshot knows it now.
-            directory, _ = self._snapshot.get()
-            identity, _ = resolve(parse_owner(session.owner_arn), directory)
-            if identity is not None:
-                session.identity, session.unresolved_reason = identity, ""
-        message, message_id, fields = record(session, "end", now=self.clock())
-        self.sink.emit(message, message_id, fields, priority=5 if session.unresolved_reason else 6)
-        self.stats["ends"] += 1
-        if self.tagger is not None:
-            try:
-                self.tagger.submit(session)
-            except Exception:
-                log.exception("cannot queue S3 tagging for session %s", sid)
+    def _tag(self, session: Session) -> None:
+        if self.tagger is None:
+            return
+        try:
+            self.tagger.submit(session)
+        except Exception:
+            log.exception("cannot queue S3 tagging for session %s", session.session_id)
+
+    def _kill(self, session: Session) -> None:
+        stop = host.Stop(session.session_id, session.worker_pid or 0, session.worker_started)
+        if host.kill_worker(stop, self.trusted_uids):
+            log.warning("session %s: its worker did not exit within %.0f s of being asked to stop; killed it "
+                        "(its session log may not have been uploaded)", session.session_id, self.worker_grace)
 
     def _save(self) -> None:
         try:
-            self.store.save(self.live)
+            self.store.save(self.tracker.live, ended=self.tracker.ended_sessions())
         except OSError as exc:
             log.error("cannot save open sessions to %s: %s", self.store.path, exc)
 
@@ -484,37 +405,45 @@ class SessionWatcher:
 
     def end_sessions_of(self, user_names: Iterable[str], reason: str = "the person is disabled",
                         grace: float = 5.0, poll: bool = True) -> list[str]:
-        """End the live sessions of these Identity Center users, session by session (their workers and
-        the processes beneath), leaving every other session on the same accounts running. Returns the
-        session ids ended."""
+        """End the live sessions of these Identity Center users, session by session, leaving every other
+        session on the same accounts running: each session's worker is asked to stop (it uploads the
+        session log, and is killed only if it has not exited after `worker_grace`), its shell and
+        everything beneath it end (SIGKILL after `grace` seconds). Returns the session ids ended."""
         names = {n for n in user_names if n}
         if not names:
             return []
         if poll:
             self.poll_once()
+        stops = self._stops_for(names)
+        ended = host.stop_sessions(stops, grace, self.trusted_uids)
         with self._lock:
-            targets = [replace(s) for s in self.live.values()
-                       if (s.identity.user_name if s.identity else s.identity_user) in names]
-            if any(s.worker_pid is None for s in targets):
-                workers = host.scan_workers(self.trusted_uids)
-                targets = [self._with_worker(s, workers[s.session_id]) if s.worker_pid is None and s.session_id in workers
-                           else s for s in targets]
+            events = []
+            for sid in ended:
+                events += self.tracker.end(sid, f"ended by runas-agent: {reason}", self.worker_grace)
+            self._carry_out(events)
+        self._wake()      # the watcher's thread waits for events: it must learn of the workers' deadline
+        return ended
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _stops_for(self, names: set[str]) -> list[host.Stop]:
+        """The processes to stop for the live sessions of these people (the process table is looked at
+        first when one of them has no known worker)."""
+        with self._lock:
+            if any(s.worker_pid is None for s in self.tracker.live.values() if _person(s) in names):
+                self._scan(full=True)
+            targets = [s for s in self.tracker.sessions() if _person(s) in names]
+        stops = []
         for session in targets:
             if session.worker_pid is None:
                 log.warning("session %s of %s has no worker process to end", session.session_id, session.person)
-        ended = host.end_sessions([(s.worker_pid, s.worker_started, s.session_id) for s in targets
-                                   if s.worker_pid is not None], grace, self.trusted_uids)
-        with self._lock:
-            files = host.state_files(self._dirs)
-            for sid in ended:
-                if sid in self.live:
-                    self.live[sid].end_reason = f"ended by runas-agent: {reason}"
-                    if sid in files:
-                        self._ignored.add(sid)
-                    self._end(sid, "")
-            if ended:
-                self._save()
-        return ended
+            else:
+                stops.append(host.Stop(session.session_id, session.worker_pid, session.worker_started, session.shell_pid))
+        return stops
 
     def after_sync(self, directory: Directory) -> list[str]:
         """When sessions.end_sessions_of_disabled_people is set, end the sessions of people
@@ -526,28 +455,44 @@ class SessionWatcher:
         return self.end_sessions_of(disabled)
 
 
+def _person(session: Session) -> str:
+    return session.identity.user_name if session.identity else session.identity_user
+
+
+def _live_row(sid: str, path: str, snapshot: SnapshotCache, workers: dict[str, host.Worker]) -> Session | None:
+    data, mtime = host.read_state_file(path)
+    session = Session(sid, state_path=path, started_at=mtime)
+    info = None
+    try:
+        info = parse_state(data or b"")
+        if not info.is_session:
+            return None
+        session = snapshot.attribute(session, info)
+    except StateFileError as exc:
+        session.unresolved_reason = f"the state file is not a session state document ({exc})"
+    return _with_processes(session, workers.get(sid), bool(info and info.elevated))
+
+
+def _with_processes(session: Session, worker: host.Worker | None, elevated: bool = False) -> Session:
+    if worker is None:
+        return session
+    session.worker_pid, session.worker_started = worker.pid, worker.started
+    shell = pick_shell(worker.children, elevated)
+    if shell is not None:
+        session.shell_pid, session.account, session.account_uid = shell.pid, shell.account, shell.uid
+        session.account_source = "shell"
+    return session
+
+
 def live_sessions(cfg: SimpleNamespace, trusted_uids: tuple[int, ...] = (0,)) -> list[Session]:
     """The sessions on this host right now, attributed, without recording anything (for the CLI)."""
     snapshot = SnapshotCache(StateDir(cfg.state_dir).snapshot_path)
     files = host.state_files(host.state_dirs(list(cfg.sessions.state_roots)))
     workers = host.scan_workers(trusted_uids)
-    out = []
-    for sid, path in sorted(files.items()):
-        data, mtime = host.read_state_file(path)
-        session = Session(sid, state_path=path, started_at=mtime)
-        try:
-            info = parse_state(data or b"")
-            if not info.is_session:
-                continue
-            session = snapshot.attribute(session, info)
-        except StateFileError as exc:
-            session.unresolved_reason = f"the state file is not a session state document ({exc})"
-        if sid in workers:
-            session = SessionWatcher._with_worker(session, workers[sid])
-        out.append(session)
+    out = [row for sid, path in sorted(files.items()) if (row := _live_row(sid, path, snapshot, workers))]
     for sid, worker in sorted(workers.items()):
         if sid not in files:
             session = Session(sid, detected_by="process", started_at=worker.started,
                               unresolved_reason="no SSM state file for this session under sessions.state_roots")
-            out.append(SessionWatcher._with_worker(session, worker))
+            out.append(_with_processes(session, worker))
     return out
