@@ -13,25 +13,8 @@ from runas_agent.core.plan import DisableAccount, Plan
 from runas_agent.directory import canonical, parse_document
 from runas_agent.errors import SnapshotError
 from runas_agent.sources import admission
+from tests.unit.test_document_trust import ALICE, BOB, DAVE, doc, user
 
-STORE = "d-1234567890"
-
-
-def user(n, name, status="ENABLED", org=None):
-    record = {"IdentityStoreId": STORE, "UserId": f"u{n}", "UserName": name, "UserStatus": status}
-    if org:
-        record["Extensions"] = {"aws:identitystore:enterprise": {"organization": org}}
-    return record
-
-
-def doc(*users, **top):
-    return {"IdentityStoreId": STORE, "Users": list(users), "Groups": [], "GroupMemberships": [], **top}
-
-
-ALICE, BOB, DAVE = user(1, "alice", org="iret"), user(2, "bob", org="iret"), user(3, "dave", org="acme")
-
-
-# --- admission --------------------------------------------------------------------------------------
 
 def cfg(expression="${path:userName}"):
     return config.validate({"source": {"type": "file", "path": "/srv/d.json"}, "run_as": {"expression": expression}})
