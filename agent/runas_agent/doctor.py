@@ -673,7 +673,7 @@ class Doctor:
             return
         observation = observe(self.resolved, self.probe.etc)
         _, self.plan = compute_plan(self.resolved, self.directory, observation)
-        self.admitted.judge(self.plan, observation.ledger, force=False)
+        self.plan = self.admitted.judge(self.plan, observation.ledger, force=False)
         own_skips = {(s.identity, s.name, s.reason) for s in self.desired.skips}
         conflicts = [s for s in self.plan.skips if (s.identity, s.name, s.reason) not in own_skips and isinstance(s, Skip)]
         pending = len(self.plan.actions)

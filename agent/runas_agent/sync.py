@@ -115,7 +115,7 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     admitted = admit(cfg, fetched.directory, state.snapshot_path, source.describe())
     observation = observe(cfg, etc)
     _, result = compute_plan(cfg, admitted.directory, observation, force)
-    admitted.judge(result, observation.ledger, force)
+    result = admitted.judge(result, observation.ledger, force)
     sync_result = SyncResult(result, admitted.directory, source_stats=fetched.stats)
     if apply and not result.refusals:
         sync_result.outcome = run_plan(result, observation, state, using or appliers(cfg, etc), progress)

@@ -97,9 +97,7 @@ def test_nothing_is_carried_under_a_name_now_taken_or_from_another_store(tmp_pat
 
 
 def _plan_disabling(*names):
-    plan = Plan()
-    plan.actions = [DisableAccount(n, 1_000_000_000 + i, f"runas-off-{i}", "gone") for i, n in enumerate(names)]
-    return plan
+    return Plan(actions=tuple(DisableAccount(n, 1_000_000_000 + i, f"runas-off-{i}", "gone") for i, n in enumerate(names)))
 
 
 def test_a_disable_of_a_held_person_is_refused_unless_forced(tmp_path):
@@ -109,12 +107,12 @@ def test_a_disable_of_a_held_person_is_refused_unless_forced(tmp_path):
     ledger = Ledger({"alice": Owned("alice", 1_000_000_000, 1_000_000_000, "person", ("u1",)),
                      "dave": Owned("dave", 1_000_000_001, 1_000_000_001, "person", ("u3",))})
     plan = _plan_disabling("alice", "dave")
-    admitted.judge(plan, ledger, force=False)
-    assert plan.refusals == ["the plan would disable alice, but the record of u1 is malformed or missing beside a record "
+    plan = admitted.judge(plan, ledger, force=False)
+    assert list(plan.refusals) == ["the plan would disable alice, but the record of u1 is malformed or missing beside a record "
                              "that names no UserId, and there is no earlier record to keep it as it was"]
     forced = _plan_disabling("alice")
-    admitted.judge(forced, ledger, force=True)
-    assert forced.refusals == [] and forced.warnings[0].startswith("--force overrides: the plan would disable alice")
+    forced = admitted.judge(forced, ledger, force=True)
+    assert forced.refusals == () and forced.warnings[0].startswith("--force overrides: the plan would disable alice")
 
 
 def test_an_untied_record_without_a_last_snapshot_refuses_disabling_anyone_missing(tmp_path):
@@ -125,7 +123,7 @@ def test_an_untied_record_without_a_last_snapshot_refuses_disabling_anyone_missi
     ledger = Ledger({"alice": Owned("alice", 1_000_000_000, 1_000_000_000, "person", ("u1",)),
                      "bob": Owned("bob", 1_000_000_001, 1_000_000_001, "person", ("u2",))})
     plan = _plan_disabling("alice", "bob")  # bob's (present) is not the guard's business
-    admitted.judge(plan, ledger, force=False)
+    plan = admitted.judge(plan, ledger, force=False)
     assert len(plan.refusals) == 1 and plan.refusals[0].startswith("the plan would disable alice, but the record of u1")
 
 

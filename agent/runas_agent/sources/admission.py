@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping, Optional, TypeVar
 
 from runas_agent.core.expression import parse
 from runas_agent.core.ledger import Ledger
@@ -37,6 +37,8 @@ from runas_agent.errors import AgentError, UntrustedError
 from runas_agent.settings import Config
 from runas_agent.sources.identitystore import MIN_BOTOCORE
 from runas_agent.sources.signature import unsigned
+
+P = TypeVar("P", bound=Plan)
 
 _DROPPERS = (f"an SDK older than botocore {MIN_BOTOCORE}, a proxy, or an endpoint that is not the Identity Store "
              "(source.endpoint_url, AWS_ENDPOINT_URL), or a publisher that read through one of those")
@@ -55,14 +57,13 @@ class Admission:
     #: whether the read holds a user record that names no UserId: then nobody missing from it is gone
     untied: bool = False
 
-    def judge(self, plan: Plan, ledger: Ledger, force: bool) -> None:
-        """Add the admission's refusals (and those of disables it cannot allow) to a plan."""
-        refusals = list(self.refusals) + list(self._held_disables(plan, ledger))
-        plan.warnings.extend(self.warnings)
+    def judge(self, plan: P, ledger: Ledger, force: bool) -> P:
+        """The plan with the admission's refusals (and those of disables it cannot allow) added."""
+        refusals = tuple(self.refusals) + tuple(self._held_disables(plan, ledger))
+        warnings = plan.warnings + self.warnings
         if force:
-            plan.warnings.extend(f"--force overrides: {r}" for r in refusals)
-        else:
-            plan.refusals.extend(refusals)
+            return replace(plan, warnings=warnings + tuple(f"--force overrides: {r}" for r in refusals))
+        return replace(plan, warnings=warnings, refusals=plan.refusals + refusals)
 
     def _held_disables(self, plan: Plan, ledger: Ledger) -> Iterable[str]:
         present = {u.user_id for u in self.directory.users}

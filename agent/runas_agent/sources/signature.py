@@ -27,7 +27,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-from runas_agent.directory import canonical
+from runas_agent import aws
+from runas_agent.directory import canonical, format_timestamp
 from runas_agent.errors import AgentError, UntrustedError
 
 ALGORITHM = "RSASSA_PKCS1_V1_5_SHA_256"
@@ -191,8 +192,6 @@ class KmsSigner:
     def _call(self, method: str, operation: str, **params: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from runas_agent import aws
-
         try:
             return getattr(self.client, method)(**params)
         except (ClientError, BotoCoreError) as exc:
@@ -218,8 +217,6 @@ def snapshot(directory: Any, now: Any, signer: Optional[Callable[[Mapping[str, A
     (`now`, the time of the read, unless the document has one already: a snapshot copied on keeps
     its age), without any earlier Signature, signed by `signer` when given (e.g.
     `lambda d: sign_with_kms(d, kms, key_id)`), as canonical bytes; and the signing key's public half."""
-    from runas_agent.directory import format_timestamp
-
     document = unsigned(directory.document)
     document.setdefault("GeneratedAt", format_timestamp(now))
     public_key = None
