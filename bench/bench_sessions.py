@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from runas_agent import config  # noqa: E402
 from runas_agent.sessions import host  # noqa: E402
-from runas_agent.sessions.records import RecordSink  # noqa: E402
+from runas_agent.journal import Journal  # noqa: E402
 from runas_agent.sessions.watcher import SessionWatcher  # noqa: E402
 from tests.hosts.ssm_agent import Options, SsmAgent  # noqa: E402
 
@@ -43,8 +43,8 @@ RUN_AS = "nobody"
 INSTANCE = "i-0123456789abcdef0"
 
 
-class TimingSink(RecordSink):
-    """The real sink, noting when each record was written."""
+class TimingSink(Journal):
+    """The real journal writer, noting when each record was written."""
 
     def __init__(self, audit_file: str):
         super().__init__(audit_file)
@@ -52,9 +52,9 @@ class TimingSink(RecordSink):
         self.fields: dict[tuple[str, str], dict] = {}
         self.cond = threading.Condition()
 
-    def emit(self, message, message_id, fields, priority=6):
-        where = super().emit(message, message_id, fields, priority)
-        values = dict(fields)
+    def write(self, record):
+        where = super().write(record)
+        values = dict(record.fields)
         with self.cond:
             key = (values["RUNAS_EVENT"], values["RUNAS_SESSION_ID"])
             self.times.setdefault(key, time.monotonic())
@@ -194,7 +194,7 @@ def measure(args: argparse.Namespace, tmp: Path, filler: list) -> dict:
         me = psutil.Process()
         rss_before = me.memory_info().rss
         sink = TimingSink(str(tmp / "audit.jsonl"))
-        watcher = SessionWatcher(cfg, sink=sink)
+        watcher = SessionWatcher(cfg, journal=sink)
         watcher.start()
         idle_cpu, idle_wall, idle_stats = idle(watcher, args.idle)
         rss_idle = me.memory_info().rss
@@ -202,7 +202,7 @@ def measure(args: argparse.Namespace, tmp: Path, filler: list) -> dict:
         bursts = burst(agent, sink, watcher, args.burst)
         watcher.close()
 
-        polling = SessionWatcher(cfg, sink=sink, use_inotify=False)
+        polling = SessionWatcher(cfg, journal=sink, use_inotify=False)
         polling.start()
         poll_cpu, poll_wall, _ = idle(polling, args.poll_idle)
         polling.close()

@@ -91,14 +91,14 @@ with contextlib.redirect_stdout(io.StringIO()):
 stats = pstats.Stats(profile).stats
 wanted = {"fetch": "read the directory", "compute": "desired state", "read_host": "read /etc/passwd, /etc/group",
           "plan": "plan", "_create_batch": "create (newusers + chpasswd + skel)", "_copy_skel": "  of which skel copies",
-          "run": "  of which shadow-utils processes", "_SetGroupMembers": "group memberships",
-          "save_ledger": "ledger writes", "save_snapshot": "snapshot write"}
+          "run": "  of which shadow-utils processes", "_set_members": "group memberships",
+          "save": "ledger writes", "save_snapshot": "snapshot write"}
+# where a name is not unique: the module it must come from
+where = {"run": "host/subp", "plan": "core/plan", "save": "host/files"}
 out = {}
 for (filename, _, name), (_, _, _, cumulative, _) in stats.items():
-    if "runas_agent" in filename and name in wanted:
-        label = wanted[name] if not (name == "run" and "subp" not in filename) else None
-        if label and not (name == "plan" and "core/plan" not in filename):
-            out[label] = max(out.get(label, 0.0), cumulative)
+    if "runas_agent" in filename and name in wanted and where.get(name, "") in filename:
+        out[wanted[name]] = max(out.get(wanted[name], 0.0), cumulative)
 print(json.dumps(out))
 """
 

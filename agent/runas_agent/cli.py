@@ -3,107 +3,105 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import sys
-from typing import Callable
+from typing import Any, Callable
 
-from runas_agent import __version__, config
-from runas_agent.settings import Config
-from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, RefusedError, SourceError
+from runas_agent import __version__, aws, config, daemon, image
+from runas_agent.doctor import cli as doctor_cli
+from runas_agent.errors import AgentError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
+from runas_agent.host.files import StateDir, write_atomic
+from runas_agent.host.lock import SyncLock
+from runas_agent.sessions import cli as sessions_cli
+from runas_agent.settings import Config
+from runas_agent.sources import make_source
+from runas_agent.sources.s3 import publish, split_url
+from runas_agent.sources.signature import sign_with_kms, snapshot
+from runas_agent.status import SyncStatus
+from runas_agent.sync import sync
 
 log = logging.getLogger("runas_agent")
 
 
-def _summary(result) -> str:
-    p = result.plan
-    kinds: dict[str, int] = {}
-    for action in p.actions:
-        kinds[action.verb] = kinds.get(action.verb, 0) + 1
-    parts = [f"{n} {verb}" for verb, n in sorted(kinds.items())] or ["no changes"]
-    if p.skips:
-        parts.append(f"{len(p.skips)} skipped")
-    return ", ".join(parts)
-
-
-def _print_json(data) -> None:
+def _print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
     sys.stdout.write("\n")
 
 
 def cmd_plan(args: argparse.Namespace, cfg: Config) -> Exit:
-    from runas_agent.sync import sync
-
     result = sync(cfg, apply=False, force=args.force)
     if args.json:
         _print_json({**result.plan.to_json(), "source": result.source_stats})
     else:
         for line in result.plan.lines():
             print(line)
-        print(f"Plan: {_summary(result)}.")
+        print(f"Plan: {result.plan.summary()}.")
     return result.exit
 
 
 def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
-    from runas_agent.host.files import StateDir
-    from runas_agent.host.lock import SyncLock
-    from runas_agent.sync import sync
-
     with SyncLock(StateDir(cfg.state_dir).lock_path, wait=args.wait):
         result = sync(cfg, apply=True, force=args.force)
-    failed = dict((id(a), msg) for a, msg in (result.outcome.failed if result.outcome else []))
+    failures = result.outcome.failed if result.outcome else []
     if args.json:
         data = result.plan.to_json()
-        data["failed"] = [{"action": a.to_json(), "error": m} for a, m in (result.outcome.failed if result.outcome else [])]
-        data["counts"] = result.counts()
+        data["failed"] = [{"action": a.to_json(), "error": m} for a, m in failures]
+        data["counts"] = result.counts.to_dict()
         data["seconds"] = round(result.seconds, 3)
         _print_json(data)
+        return result.exit
+    failed = {id(a): msg for a, msg in failures}
+    for action in result.plan.actions:
+        print(action.line() + (f"  FAILED: {failed[id(action)]}" if id(action) in failed else ""))
+    for line in result.plan.lines()[len(result.plan.actions):]:
+        print(line)
+    if result.status is SyncStatus.REFUSED:
+        print("Refused: nothing was changed. Fix the cause, or run with --force if you mean it.")
     else:
-        for action in result.plan.actions:
-            status = f"  FAILED: {failed[id(action)]}" if id(action) in failed else ""
-            print(action.line() + status)
-        for line in result.plan.lines()[len(result.plan.actions):]:
-            print(line)
-        if result.plan.refusals:
-            print("Refused: nothing was changed. Fix the cause, or run with --force if you mean it.")
-        else:
-            c = result.counts()
-            sudo = f"{c['sudoers_written']} sudoers written, {c['sudoers_removed']} removed, " if c.get("sudoers_written") or c.get("sudoers_removed") else ""
-            print(f"Sync: {c['created']} created, {c['enabled']} re-enabled, {c['disabled']} disabled, "
-                  f"{sudo}{c['skipped']} skipped, {c['failed']} failed in {result.seconds:.2f}s.")
+        print(f"Sync: {result.counts.summary()} in {result.seconds:.2f}s.")
     return result.exit
 
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> Exit:
     """Write the configured source's directory as a directory document: the file source's format,
-    and the snapshot a fleet publisher puts where instances read it."""
-    from runas_agent.host.files import write_atomic
-    from runas_agent.sources import make_source
-
-    fetched = make_source(cfg.source).fetch()
-    assert fetched is not None  # no known version was given
-    data = fetched.directory.canonical_bytes()
-    if args.output == "-":
-        sys.stdout.buffer.write(data)
-    elif args.output.startswith("s3://"):
-        from runas_agent import aws
-        from runas_agent.sources.s3 import publish, split_url
-
+    and the snapshot a fleet publisher puts where instances read it (signed with --signing-key)."""
+    if args.output.startswith("s3://"):
         try:
             split_url(args.output)
         except ValueError as exc:
             raise AgentError(f"--output: {exc}") from None
+    fetched = make_source(cfg.source).fetch()
+    assert fetched is not None  # no known version was given
+    directory = fetched.directory
+    data, public_key = snapshot(directory, datetime.datetime.now(datetime.timezone.utc), _signer(args, cfg))
+    signed = f", signed by {args.signing_key} (public key {public_key.fingerprint})" if public_key else ", unsigned"
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    elif args.output.startswith("s3://"):
         # The snapshot bucket is not the Identity Store: no endpoint override from source.endpoint_url
         # (AWS_ENDPOINT_URL_S3 is still honoured by boto3).
         etag = publish(aws.client("s3", cfg.source, endpoint_url=None), args.output, data)
-        print(f"{args.output}: {len(fetched.directory.users)} users, {len(fetched.directory.groups)} groups, "
+        print(f"{args.output}: {len(directory.users)} users, {len(directory.groups)} groups{signed}, "
               f"ETag {etag}", file=sys.stderr)
     else:
         write_atomic(args.output, data, mode=0o640)
-        print(f"{args.output}: {len(fetched.directory.users)} users, {len(fetched.directory.groups)} groups, "
-              f"sha256 {fetched.directory.digest()}", file=sys.stderr)
+        print(f"{args.output}: {len(directory.users)} users, {len(directory.groups)} groups{signed}, "
+              f"{len(data)} bytes", file=sys.stderr)
     return Exit.OK
+
+
+def _signer(args: argparse.Namespace, cfg: Config):
+    """The KMS signer of --signing-key (None without it). The key's region is its ARN's, else
+    source.region; its endpoint is not source.endpoint_url (AWS_ENDPOINT_URL_KMS is honoured)."""
+    if not args.signing_key:
+        return None
+    parts = args.signing_key.split(":")
+    region = parts[3] if args.signing_key.startswith("arn:") and len(parts) > 4 else None
+    kms = aws.client("kms", cfg.source, region=region, endpoint_url=None)
+    return lambda document: sign_with_kms(document, kms, args.signing_key)
 
 
 def cmd_check_config(args: argparse.Namespace) -> Exit:
@@ -117,6 +115,11 @@ def cmd_check_config(args: argparse.Namespace) -> Exit:
         return Exit.CONFIG
     print(f"{path}: ok")
     return Exit.OK
+
+
+#: The feature modules' subcommands: fn(subparsers) each.
+COMMANDS: tuple[Callable[[Any], None], ...] = (daemon.register_cli, sessions_cli.register_cli, doctor_cli.register_cli,
+                                              image.register_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,46 +145,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the directory from the configured source as a directory document")
     p.add_argument("--output", "-o", default="-", help="file or s3://bucket/key to write (default: standard output)")
+    p.add_argument("--signing-key", metavar="KEY_ID",
+                   help="sign the snapshot with this KMS key (id, ARN or alias; RSA_3072, SIGN_VERIFY): kms:Sign of "
+                        "the document's SHA-256 digest, checked with kms:GetPublicKey before it is written")
     p.set_defaults(func=cmd_export, needs_config=True)
 
     p = sub.add_parser("check-config", help="validate a configuration file, listing every problem")
     p.add_argument("path", nargs="?", help="file to check (default: --config)")
     p.set_defaults(func=cmd_check_config, needs_config=False)
 
-    for register in EXTRA_COMMANDS:
+    for register in COMMANDS:
         register(sub)
     return parser
 
 
-#: Feature modules register their subcommands here: fn(subparsers).
-EXTRA_COMMANDS: list[Callable] = []
-
-
-def _load_extra_commands() -> None:
-    import importlib
-
-    for module in ("runas_agent.daemon", "runas_agent.sessions.cli", "runas_agent.doctor.cli", "runas_agent.image"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue
-            raise
-        register = getattr(mod, "register_cli", None)
-        if register is not None and register not in EXTRA_COMMANDS:
-            EXTRA_COMMANDS.append(register)
-
-
 def full_parser() -> argparse.ArgumentParser:
-    """The parser with every command, those of the feature modules included (runas-agent(8) is
-    generated from it)."""
-    _load_extra_commands()
+    """The parser with every command (runas-agent(8) is generated from it)."""
     return build_parser()
 
 
+#: How an error ends a command: the exit status, and what its message is prefixed with (first match).
+FAILURES: tuple[tuple[type[AgentError], Exit, str], ...] = (
+    (LockBusyError, Exit.BUSY, ""),
+    (RefusedError, Exit.REFUSED, "refused: "),
+    (SourceError, Exit.ERROR, "cannot read the directory, nothing was changed: "),
+    (AgentError, Exit.ERROR, ""),
+)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command is None and not args.once:
+        return int(daemon.main(args))
+    if args.command is None:
+        args.func, args.needs_config = cmd_once, True
+    if not args.needs_config:
+        return int(args.func(args))
+    return int(args.func(args, config.load(args.config)))
+
+
+def _failed(exc: AgentError) -> Exit:
+    if isinstance(exc, ConfigError):
+        print(f"runas-agent: invalid configuration {exc.path or ''}".rstrip(), file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return Exit.CONFIG
+    status, prefix = next((s, p) for kind, s, p in FAILURES if isinstance(exc, kind))
+    print(f"runas-agent: {prefix}{exc}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = full_parser()
-    args = parser.parse_args(argv)
+    args = full_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="runas-agent: %(levelname)s: %(message)s", stream=sys.stderr)
     if not args.verbose:
@@ -189,32 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         for noisy in ("botocore", "boto3", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        if args.command is None and not args.once:
-            from runas_agent import daemon  # noqa: F401  (the long-running service)
-
-            return int(daemon.main(args))
-        if args.command is None:
-            args.func, args.needs_config = cmd_once, True
-        if not args.needs_config:
-            return int(args.func(args))
-        cfg = config.load(args.config)
-        return int(args.func(args, cfg))
-    except ConfigError as exc:
-        print(f"runas-agent: invalid configuration {exc.path or ''}".rstrip(), file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return Exit.CONFIG
-    except LockBusyError as exc:
-        print(f"runas-agent: {exc}", file=sys.stderr)
-        return Exit.BUSY
-    except RefusedError as exc:
-        print(f"runas-agent: refused: {exc}", file=sys.stderr)
-        return Exit.REFUSED
-    except SourceError as exc:
-        print(f"runas-agent: cannot read the directory, nothing was changed: {exc}", file=sys.stderr)
-        return Exit.ERROR
-    except (AgentError, CommandError) as exc:
-        print(f"runas-agent: {exc}", file=sys.stderr)
-        return Exit.ERROR
+        return _run(args)
+    except AgentError as exc:  # CommandError, ConfigError and the rest of errors.py
+        return _failed(exc)
     except KeyboardInterrupt:
         return Exit.ERROR

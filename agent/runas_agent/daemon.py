@@ -29,26 +29,27 @@ import random
 import select
 import signal
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
-from runas_agent import __version__, config
+from runas_agent import __version__, config, events
+from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
+from runas_agent.events import Priority, Record
+from runas_agent.exitcodes import Exit
+from runas_agent.host.files import StateDir
+from runas_agent.host.lock import SyncLock
+from runas_agent.sessions import SessionWatcher
 from runas_agent.settings import Config, SourceSettings
 from runas_agent.sources import make_source, source_type
-from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
-from runas_agent.exitcodes import Exit
+from runas_agent.journal import Journal
+from runas_agent.status import SyncCounts, SyncStatus
+from runas_agent.sync import sync
 
 log = logging.getLogger("runas_agent.daemon")
 
-#: Fixed journal MESSAGE_IDs: `journalctl MESSAGE_ID=...` finds every record of one kind.
-MESSAGE_SYNC = uuid.UUID("0e6032291cf94883be9c2a9b28aa4889")
-MESSAGE_SYNC_FAILED = uuid.UUID("3c5c59abeda54efe88465408b9f48471")
-MESSAGE_RELOAD = uuid.UUID("5a92e7e8eb604a3199c154af424f3c59")
-MESSAGE_LIFECYCLE = uuid.UUID("c3923360f9784e5e880412fd9d9708dc")
-
-#: syslog priorities
-ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
+#: The service's MESSAGE_IDs (runas_agent/events.py lists every one).
+MESSAGE_SYNC, MESSAGE_SYNC_FAILED, MESSAGE_RELOAD, MESSAGE_LIFECYCLE = (events.SYNC, events.SYNC_FAILED, events.RELOAD,
+                                                                        events.LIFECYCLE)
 
 
 class Abandon(BaseException):
@@ -79,51 +80,17 @@ class Notifier:
         self._send("\n".join(a.replace("\n", " ") for a in assignments))
 
 
-def watchdog_interval(environ: dict[str, str] | None = None, pid: int | None = None) -> float | None:
+def watchdog_interval(environ: Mapping[str, str] | None = None, pid: int | None = None) -> float | None:
     """Seconds of WatchdogSec= when systemd asks this process for keep-alive pings, else None."""
-    environ = os.environ if environ is None else environ
+    env = os.environ if environ is None else environ
     try:
-        usec = int(environ.get("WATCHDOG_USEC", ""))
+        usec = int(env.get("WATCHDOG_USEC", ""))
     except ValueError:
         return None
-    owner = environ.get("WATCHDOG_PID")
+    owner = env.get("WATCHDOG_PID")
     if usec <= 0 or (owner and owner != str(os.getpid() if pid is None else pid)):
         return None
     return usec / 1_000_000
-
-
-def _stderr_is_journal() -> bool:
-    """systemd sets JOURNAL_STREAM=dev:ino when stderr goes to the journal (then, not echoing
-    records to stderr avoids every record appearing twice)."""
-    stream = os.environ.get("JOURNAL_STREAM", "")
-    try:
-        st = os.fstat(2)
-    except OSError:
-        return False
-    return stream == f"{st.st_dev}:{st.st_ino}"
-
-
-class Journal:
-    """Structured records: fixed MESSAGE_IDs, UPPER_SNAKE fields. Echoed to stderr unless stderr is
-    the journal already."""
-
-    def __init__(self, send: Callable[..., Any] | None = None, echo: bool | None = None):
-        if send is None:
-            try:
-                from systemd import journal
-
-                send = journal.send
-            except ImportError:
-                send = None
-        self._send = send
-        self._echo = (not _stderr_is_journal()) if echo is None else echo
-
-    def record(self, message_id: uuid.UUID, priority: int, message: str, **fields: Any) -> None:
-        if self._send is not None:
-            clean = {k: v for k, v in fields.items() if v is not None}
-            self._send(message, MESSAGE_ID=message_id.hex, PRIORITY=str(priority), **clean)
-        if self._echo:
-            log.log({ERR: logging.ERROR, WARNING: logging.WARNING}.get(priority, logging.INFO), "%s", message)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,10 +101,9 @@ class Journal:
 class Report:
     """What one scheduled sync came to."""
 
-    #: ok | partial | refused | failed | busy
-    result: str
+    status: SyncStatus
     seconds: float
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: SyncCounts = field(default_factory=SyncCounts)
     error: str = ""
     refusals: list[str] = field(default_factory=list)
     #: seconds until the next sync
@@ -146,16 +112,13 @@ class Report:
     read_failed: bool = False
 
     def summary(self) -> str:
-        c = self.counts
-        if self.result in ("ok", "partial"):
-            text = (f"{c.get('created', 0)} created, {c.get('enabled', 0)} re-enabled, {c.get('disabled', 0)} disabled, "
-                    f"{c.get('skipped', 0)} skipped, {c.get('failed', 0)} failed in {self.seconds:.2f}s")
-        elif self.result == "refused":
-            text = "refused, nothing changed: " + "; ".join(self.refusals)
-        else:
-            text = f"{self.result}, nothing changed: {self.error}" if self.read_failed or self.result == "busy" \
-                else f"{self.result}: {self.error}"
-        return text
+        if self.status.applied:
+            return f"{self.counts.summary()} in {self.seconds:.2f}s"
+        if self.status is SyncStatus.REFUSED:
+            return "refused, nothing changed: " + "; ".join(self.refusals)
+        if self.read_failed or self.status is SyncStatus.BUSY:
+            return f"{self.status.value}, nothing changed: {self.error}"
+        return f"{self.status.value}: {self.error}"
 
 
 class Daemon:
@@ -182,7 +145,7 @@ class Daemon:
         self.config_path = config_path
         self.cfg = cfg
         self.notify = notify or Notifier()
-        self.journal = journal or Journal()
+        self.journal = journal or Journal(echo=None)
         self.clock = clock
         #: blocks up to the given seconds; returns early when a signal arrived
         self.wait = wait
@@ -250,8 +213,9 @@ class Daemon:
 
     def run(self) -> Exit:
         self.notify(f"STATUS=first sync in progress (runas-agent {__version__})")
-        self.journal.record(MESSAGE_LIFECYCLE, INFO, f"runas-agent {__version__} starting: config {self.config_path}",
-                            DAEMON_EVENT="start", CONFIG_PATH=self.config_path, AGENT_VERSION=__version__)
+        self.journal.write(Record.of(MESSAGE_LIFECYCLE, Priority.INFO,
+                                     f"runas-agent {__version__} starting: config {self.config_path}",
+                                     DAEMON_EVENT="start", CONFIG_PATH=self.config_path, AGENT_VERSION=__version__))
         self._check_watchdog_margin()
         self.next_sync = self.clock()
         try:
@@ -272,8 +236,8 @@ class Daemon:
         finally:
             self.notify("STOPPING=1", "STATUS=stopping")
             self._stop_watcher()
-            self.journal.record(MESSAGE_LIFECYCLE, INFO, "runas-agent stopped", DAEMON_EVENT="stop",
-                                SYNC_COUNT=str(self.syncs))
+            self.journal.write(Record.of(MESSAGE_LIFECYCLE, Priority.INFO, "runas-agent stopped", DAEMON_EVENT="stop",
+                                         SYNC_COUNT=self.syncs))
         return Exit.OK
 
     def _announce(self, report: Report) -> None:
@@ -294,25 +258,26 @@ class Daemon:
             with self._locked():
                 result = self.sync_fn(self.cfg, source=self._source, progress=self.checkpoint)
         except Abandon:
-            self.journal.record(MESSAGE_SYNC_FAILED, NOTICE,
-                                "sync abandoned at a safe point: the service is stopping", SYNC_RESULT="abandoned",
-                                SYNC_SECONDS=f"{self.clock() - started:.3f}")
+            abandoned = SyncStatus.ABANDONED
+            self.journal.write(Record.of(abandoned.message_id, abandoned.priority,
+                                         "sync abandoned at a safe point: the service is stopping",
+                                         SYNC_RESULT=abandoned.value, SYNC_SECONDS=f"{self.clock() - started:.3f}"))
             return None
         except LockBusyError as exc:
-            report = Report("busy", self.clock() - started, error=str(exc))
+            report = Report(SyncStatus.BUSY, self.clock() - started, error=str(exc))
         except SourceError as exc:
-            report = Report("failed", self.clock() - started, error=str(exc), read_failed=True)
+            report = Report(SyncStatus.FAILED, self.clock() - started, error=str(exc), read_failed=True)
         except (AgentError, CommandError) as exc:
-            report = Report("failed", self.clock() - started, error=str(exc))
+            report = Report(SyncStatus.FAILED, self.clock() - started, error=str(exc))
         except Exception as exc:  # a bug: report it with its traceback and keep the last good state
             log.exception("sync failed unexpectedly")
-            report = Report("failed", self.clock() - started, error=f"{type(exc).__name__}: {exc}")
+            report = Report(SyncStatus.FAILED, self.clock() - started, error=f"{type(exc).__name__}: {exc}")
         else:
             report = self._report(result, self.clock() - started)
-            if report.result != "refused":
+            if report.status is not SyncStatus.REFUSED:
                 self._after_sync(result)
 
-        if report.result in ("failed", "busy"):
+        if report.status in (SyncStatus.FAILED, SyncStatus.BUSY):
             self.failures += 1
             delay = self.backoff(self.failures)
         else:
@@ -325,43 +290,34 @@ class Daemon:
         return report
 
     def _report(self, result: Any, seconds: float) -> Report:
-        counts = result.counts()
-        if result.plan.refusals:
-            return Report("refused", seconds, counts, refusals=list(result.plan.refusals))
-        kind = "partial" if counts.get("failed") or counts.get("skipped") else "ok"
-        return Report(kind, seconds, counts)
+        return Report(result.status, seconds, result.counts, refusals=list(result.plan.refusals))
 
     def _journal_sync(self, report: Report) -> None:
-        c = report.counts
-        fields = dict(
-            SYNC_RESULT=report.result,
+        fields: dict[str, Any] = dict(
+            SYNC_RESULT=report.status.value,
             SYNC_SECONDS=f"{report.seconds:.3f}",
             SYNC_NEXT_SECONDS=f"{report.next_in:.0f}",
             SYNC_SOURCE=_describe(self._source, self.cfg.source),
         )
-        if report.result in ("ok", "partial", "refused"):
-            fields.update(SYNC_CREATED=str(c.get("created", 0)), SYNC_DISABLED=str(c.get("disabled", 0)),
-                          SYNC_ENABLED=str(c.get("enabled", 0)), SYNC_SKIPPED=str(c.get("skipped", 0)),
-                          SYNC_FAILED=str(c.get("failed", 0)), SYNC_ACTIONS=str(c.get("actions", 0)))
+        if report.status.applied or report.status is SyncStatus.REFUSED:
+            fields.update(report.counts.journal_fields())
         if report.refusals:
             fields["SYNC_REFUSALS"] = "; ".join(report.refusals)
         if report.error:
             fields.update(SYNC_ERROR=report.error, SYNC_ATTEMPT=str(self.failures))
-        if report.result == "failed":
-            message_id, priority = MESSAGE_SYNC_FAILED, ERR
-            if report.read_failed:
-                message = (f"directory read failed (attempt {self.failures}), accounts left as they are: "
-                           f"{report.error}; retry in {report.next_in:.0f}s")
-            else:
-                message = f"sync failed (attempt {self.failures}): {report.error}; retry in {report.next_in:.0f}s"
-        elif report.result == "busy":
-            message_id, priority = MESSAGE_SYNC_FAILED, WARNING
-            message = f"sync postponed: {report.error}; retry in {report.next_in:.0f}s"
-        else:
-            message_id = MESSAGE_SYNC
-            priority = INFO if report.result == "ok" else WARNING
-            message = f"sync {report.summary()}"
-        self.journal.record(message_id, priority, message, **fields)
+        status = report.status
+        self.journal.write(Record.of(status.message_id, status.priority, self._sync_message(report), **fields))
+
+    def _sync_message(self, report: Report) -> str:
+        retry = f"retry in {report.next_in:.0f}s"
+        if report.status is SyncStatus.FAILED and report.read_failed:
+            return (f"directory read failed (attempt {self.failures}), accounts left as they are: "
+                    f"{report.error}; {retry}")
+        if report.status is SyncStatus.FAILED:
+            return f"sync failed (attempt {self.failures}): {report.error}; {retry}"
+        if report.status is SyncStatus.BUSY:
+            return f"sync postponed: {report.error}; {retry}"
+        return f"sync {report.summary()}"
 
     # -- timing -----------------------------------------------------------------------------------
 
@@ -390,8 +346,6 @@ class Daemon:
     def _locked(self) -> Iterator[None]:
         """The lock shared with `--once`; while a manual sync holds it, wait (pinging) up to
         daemon.lock_wait_seconds."""
-        from runas_agent.host.files import StateDir
-
         path = StateDir(self.cfg.state_dir).lock_path
         deadline = self.clock() + self.cfg.daemon.lock_wait_seconds
         while True:
@@ -421,9 +375,9 @@ class Daemon:
         except ConfigError as exc:
             problems = "; ".join(exc.problems)
             self._status_note = f"; reload refused, previous configuration kept: {problems}"
-            self.journal.record(MESSAGE_RELOAD, ERR,
-                                f"invalid configuration {self.config_path}, keeping the previous one: {problems}",
-                                RELOAD_RESULT="invalid", CONFIG_PATH=self.config_path, CONFIG_PROBLEMS=problems)
+            self.journal.write(Record.of(MESSAGE_RELOAD, Priority.ERR,
+                                         f"invalid configuration {self.config_path}, keeping the previous one: {problems}",
+                                         RELOAD_RESULT="invalid", CONFIG_PATH=self.config_path, CONFIG_PROBLEMS=problems))
         else:
             self.cfg = new
             self._source = None  # rebuilt from the new source section on the next sync
@@ -432,8 +386,8 @@ class Daemon:
             self.next_sync = self.clock()  # apply the new configuration now
             self._restart_watcher()
             self._check_watchdog_margin()
-            self.journal.record(MESSAGE_RELOAD, INFO, f"configuration {self.config_path} reloaded",
-                                RELOAD_RESULT="ok", CONFIG_PATH=self.config_path)
+            self.journal.write(Record.of(MESSAGE_RELOAD, Priority.INFO, f"configuration {self.config_path} reloaded",
+                                         RELOAD_RESULT="ok", CONFIG_PATH=self.config_path))
         last = f"last sync: {self.last.summary()}" if self.last else "first sync pending"
         if self.ready:
             self.notify("READY=1", f"STATUS={last}{self._status_note}")
@@ -480,14 +434,10 @@ class Daemon:
 
 
 def _default_sync(cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
-    from runas_agent.sync import sync
-
     return sync(cfg, apply=True, source=source, progress=progress)
 
 
 def _default_lock(path: str) -> Any:
-    from runas_agent.host.lock import SyncLock
-
     return SyncLock(path, wait=0)
 
 
@@ -507,19 +457,9 @@ def build_source(source_cfg: SourceSettings, *, checkpoint: Callable[[], None], 
 
 
 def make_session_watcher(cfg: Config) -> Any:
-    """The session watcher (runas_agent.sessions.SessionWatcher), or None when this build has none.
-    It runs beside the sync loop with start()/stop(); the loop's watchdog pings do not depend on it."""
-    try:
-        from runas_agent import sessions
-    except ModuleNotFoundError as exc:
-        if exc.name in ("runas_agent.sessions",):
-            return None
-        raise
-    watcher_class = getattr(sessions, "SessionWatcher", None)
-    if watcher_class is None:
-        return None
-    factory = getattr(watcher_class, "from_config", None) or watcher_class
-    return factory(cfg)
+    """The session watcher (runas_agent.sessions.SessionWatcher). It runs beside the sync loop with
+    start()/stop(); the loop's watchdog pings do not depend on it."""
+    return SessionWatcher.from_config(cfg)  # type: ignore[arg-type]  # its annotation predates typed settings
 
 
 class SignalWaker:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Optional
 
 from runas_agent import aws
+from runas_agent.core.expression import ExpressionError, parse
 from runas_agent.errors import SourceError
 from runas_agent.settings import Config, SourceSettings
 
@@ -194,8 +195,6 @@ def resolve_run_as(cfg: Config, sso_admin: Any = None) -> Config:
     when it cannot be read or is not one the agent can evaluate."""
     if cfg.run_as.expression != FROM_IDENTITY_CENTER:
         return cfg
-    from runas_agent.core.expression import ExpressionError, parse
-
     abac = fetch_abac(cfg.source, sso_admin or client(cfg.source))
     live = expression_from(abac)
     try:

@@ -25,17 +25,17 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from runas_agent import config
 from runas_agent.errors import CommandError, ConfigError
 from runas_agent.exitcodes import Exit
+from runas_agent.host.files import StateDir
+from runas_agent.host.lock import SyncLock
+from runas_agent.host.systemctl import UNIT, Service
 
-UNIT = "runas-agent.service"
 #: The unit's RuntimeDirectory=.
 RUNTIME_DIR = "/run/runas-agent"
-#: systemd is PID 1 when this directory exists (sd_booted(3)).
-SYSTEMD_RUN_DIR = "/run/systemd/system"
 
 
 @dataclass(frozen=True)
@@ -90,38 +90,9 @@ def _remove(path: str) -> bool:
     return True
 
 
-class Service:
-    """The unit, through systemctl (only when systemd is PID 1)."""
-
-    def __init__(self, unit: str = UNIT, run: Callable[..., Any] | None = None,
-                 booted: Callable[[], bool] | None = None):
-        from runas_agent.host import subp
-
-        self.unit = unit
-        self.run = run or subp.run
-        self.booted = booted or (lambda: os.path.isdir(SYSTEMD_RUN_DIR))
-
-    def _query(self, verb: str) -> tuple[int, str]:
-        result = self.run(["systemctl", verb, self.unit], ok=tuple(range(256)))
-        return result.returncode, result.stdout.strip()
-
-    def active(self) -> bool:
-        return self.booted() and self._query("is-active")[0] == 0
-
-    def enabled(self) -> str:
-        """`systemctl is-enabled` (enabled, disabled, masked...), or "" without systemd."""
-        return self._query("is-enabled")[1] if self.booted() else ""
-
-    def stop(self) -> None:
-        self.run(["systemctl", "stop", self.unit], timeout=300)
-
-
 def image_clean(state_dir: str, audit_file: str, *, service: Service, dry_run: bool = False,
                 runtime_dir: str = RUNTIME_DIR, lock_wait: float = 60.0) -> dict[str, Any]:
     """Stop the service, remove the host-specific state under the sync lock, report what was done."""
-    from runas_agent.host.files import StateDir
-    from runas_agent.host.lock import SyncLock
-
     report: dict[str, Any] = {"dry_run": dry_run, "stopped": False, "removed": [], "absent": [],
                               "kept": [], "warnings": []}
     if service.active():

@@ -13,7 +13,7 @@ shares, and a source type with keys of its own (`sources/`) subclasses it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 from runas_agent.core import naming
 from runas_agent.core.desired import GroupRule as DesiredGroupRule
@@ -21,7 +21,8 @@ from runas_agent.core.desired import Settings as DesiredSettings
 from runas_agent.core.desired import resolve_kind
 from runas_agent.core.expression import parse
 from runas_agent.core.plan import PlanSettings
-from runas_agent.core.sudoers import Rule
+from runas_agent.core.sudoers import Rule, SudoSettings
+from runas_agent.core.sync import SyncSettings
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Accounts:
     uid_min: int
     uid_max: int
     name_rules: str
+    #: the regular expression every Run As name must match whole (core/allowed.py); None: no such rule
+    allowed_names: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -176,3 +179,20 @@ def sudo_rules(cfg: Config) -> Tuple[Rule, ...]:
              identity_store_group=r.identity_store_group, run_as=r.run_as, user=r.user,
              nopasswd=r.nopasswd, noexec=r.noexec, setenv=r.setenv, shared_accounts=r.shared_accounts)
         for index, r in enumerate(cfg.sudo.rules))
+
+
+def sudo_settings(cfg: Config) -> SudoSettings:
+    """core.sudoers' settings: the policy, and whether ssm-user's blanket drop-in goes."""
+    return SudoSettings(sudo_rules(cfg), cfg.sudo.remove_ssm_user_blanket)
+
+
+def sync_settings(cfg: Config) -> SyncSettings:
+    """core.sync's settings: those of the account plan and of the sudo plan."""
+    return SyncSettings(plan_settings(cfg), sudo_settings(cfg))
+
+
+def name_rules(cfg: Config, os_release: Mapping[str, str]) -> naming.NameRules:
+    """The configured account name rules, or those of the host's os-release for `auto`."""
+    if cfg.accounts.name_rules != "auto":
+        return naming.RULES[cfg.accounts.name_rules]
+    return naming.rules_for_os_release(os_release)

@@ -13,10 +13,12 @@ import time
 import types
 
 from runas_agent import config
-from runas_agent.daemon import Abandon, Daemon, Journal
+from runas_agent.daemon import Abandon, Daemon
 from runas_agent.doctor.chain import Doctor
 from runas_agent.doctor.sync import read_last_sync
 from runas_agent.errors import SourceError
+from runas_agent.journal import Journal
+from runas_agent.status import SyncCounts, SyncStatus
 
 
 def start_journald() -> subprocess.Popen:
@@ -40,8 +42,8 @@ def outcome(kind: str):
             raise SourceError("Identity Store d-1234567890: ListUsers page 1: access denied")
         if kind == "abandoned":
             raise Abandon()
-        counts = {"created": 2, "enabled": 0, "disabled": 0, "skipped": 1 if kind == "partial" else 0, "failed": 0, "actions": 2}
-        return types.SimpleNamespace(counts=lambda: counts, plan=types.SimpleNamespace(refusals=[]))
+        counts = SyncCounts(created=2, skipped=1 if kind == "partial" else 0, actions=2)
+        return types.SimpleNamespace(counts=counts, status=SyncStatus(kind), plan=types.SimpleNamespace(refusals=[]))
 
     return sync_fn
 

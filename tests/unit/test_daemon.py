@@ -11,6 +11,8 @@ from runas_agent import cli, config, daemon
 from runas_agent.daemon import MESSAGE_RELOAD, MESSAGE_SYNC, MESSAGE_SYNC_FAILED, Abandon, Daemon
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
 from runas_agent.exitcodes import Exit
+from runas_agent.journal import Journal
+from runas_agent.status import SyncCounts, SyncStatus
 
 BASE = {"source": {"type": "file", "path": "/nonexistent/directory.json"},
         "run_as": {"expression": "${path:userName}"},
@@ -25,14 +27,14 @@ def cfg(**daemon_keys):
 
 
 class FakeResult:
+    """A sync.SyncResult as far as the daemon reads it."""
+
     def __init__(self, created=0, disabled=0, enabled=0, skipped=0, failed=0, refusals=()):
-        self._counts = {"created": created, "disabled": disabled, "enabled": enabled, "skipped": skipped,
-                        "failed": failed, "actions": created + disabled + enabled}
+        self.counts = SyncCounts(created=created, disabled=disabled, enabled=enabled, skipped=skipped, failed=failed,
+                                 actions=created + disabled + enabled)
+        self.status = (SyncStatus.REFUSED if refusals else SyncStatus.PARTIAL if failed or skipped else SyncStatus.OK)
         self.plan = SimpleNamespace(refusals=list(refusals))
         self.directory = SimpleNamespace(users=[])
-
-    def counts(self):
-        return dict(self._counts)
 
 
 class FakeLock:
@@ -74,7 +76,7 @@ class Harness:
         rng.random = lambda: rng_value  # type: ignore[method-assign]
         self.daemon = Daemon(
             "/etc/runas-agent/config.yaml", config_ns or cfg(),
-            notify=self.notify, journal=daemon.Journal(send=self.send, echo=False),
+            notify=self.notify, journal=Journal(sendv=self.sendv, echo=False),
             clock=lambda: self.now, wait=self.wait, rng=rng, watchdog=watchdog,
             sync_fn=self.sync, source_factory=lambda source_cfg, checkpoint, nap: "source",
             lock_factory=self.lock, load_config=load_config or (lambda path: cfg()),
@@ -84,8 +86,8 @@ class Harness:
     def notify(self, *assignments):
         self.notes.append((self.now, "\n".join(assignments)))
 
-    def send(self, message, **fields):
-        self.records.append({"MESSAGE": message, **fields})
+    def sendv(self, *assignments):
+        self.records.append(dict(a.split("=", 1) for a in assignments))
 
     def wait(self, seconds):
         assert seconds >= 0
@@ -168,8 +170,8 @@ def test_interval_plus_jitter_between_sync_starts(rng_value):
 
 
 def test_each_instance_draws_its_own_jitter():
-    a = Daemon("/x", cfg(), notify=lambda *a: None, journal=daemon.Journal(send=lambda *a, **k: None, echo=False))
-    b = Daemon("/x", cfg(), notify=lambda *a: None, journal=daemon.Journal(send=lambda *a, **k: None, echo=False))
+    a = Daemon("/x", cfg(), notify=lambda *a: None, journal=Journal(sendv=lambda *a: None, echo=False))
+    b = Daemon("/x", cfg(), notify=lambda *a: None, journal=Journal(sendv=lambda *a: None, echo=False))
     draws_a = [a.interval() for _ in range(20)]
     draws_b = [b.interval() for _ in range(20)]
     assert all(600 <= d <= 660 for d in draws_a + draws_b)
@@ -364,7 +366,7 @@ def test_gives_up_after_lock_wait_and_retries_later():
     lock = FakeLock(busy=10_000)
     h = Harness([], lock=lock)
     report = h.daemon.sync_once()
-    assert report.result == "busy"
+    assert report.status is SyncStatus.BUSY
     assert h.now == pytest.approx(1020.0)  # daemon.lock_wait_seconds
     assert h.daemon.next_sync - 1000 == pytest.approx(7.5)
     assert [r["SYNC_RESULT"] for r in h.records] == ["busy"]
@@ -497,7 +499,7 @@ def test_identitystore_source_checks_in_before_every_request(monkeypatch):
             raise Abandon()
 
     source = daemon.build_source(source_cfg, checkpoint=checkpoint, nap=lambda s: None)
-    bodies = {"ListUsers": b'{"Users": [{"UserId": "u1", "UserName": "alice", "IdentityStoreId": "d-1234567890"}]}',
+    bodies = {"ListUsers": b'{"Users": [{"UserId": "u1", "UserName": "alice", "UserStatus": "ENABLED", "IdentityStoreId": "d-1234567890"}]}',
               "ListGroups": b'{"Groups": []}'}
 
     def answer(request, **kwargs):
@@ -523,7 +525,6 @@ def test_identitystore_source_checks_in_before_every_request(monkeypatch):
 
 
 def test_run_subcommand_is_registered():
-    cli._load_extra_commands()
     args = cli.build_parser().parse_args(["run"])
     assert args.func is daemon.main and args.needs_config is False
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from runas_agent import cli, image
+from runas_agent.host import systemctl
 from runas_agent.host.subp import Result
 
 
@@ -134,7 +135,7 @@ def test_cli_uses_the_configured_state_dir(tmp_path, monkeypatch, capsys):
     cfg.write_text(f"source: {{type: file, path: /dev/null}}\nrun_as: {{expression: '${{path:userName}}'}}\n"
                    f"state_dir: {paths['state']}\nsessions: {{audit_file: {paths['audit']}}}\n")
     monkeypatch.setattr(image, "RUNTIME_DIR", str(paths["runtime"]))
-    monkeypatch.setattr(image, "SYSTEMD_RUN_DIR", str(tmp_path / "no-systemd"))
+    monkeypatch.setattr(systemctl, "SYSTEMD_RUN_DIR", str(tmp_path / "no-systemd"))
     rc = cli.main(["--config", str(cfg), "image-clean", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
@@ -143,7 +144,7 @@ def test_cli_uses_the_configured_state_dir(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_with_unreadable_config_falls_back_to_defaults_and_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(image, "SYSTEMD_RUN_DIR", str(tmp_path / "no-systemd"))
+    monkeypatch.setattr(systemctl, "SYSTEMD_RUN_DIR", str(tmp_path / "no-systemd"))
     monkeypatch.setattr(image, "RUNTIME_DIR", str(tmp_path / "run"))
     seen = {}
 

@@ -45,7 +45,7 @@ IRET = [user("u1", "alice@x.com", "iret"), user("u2", "bob@x.com", "iret"), user
 def run(dir_users, h, ledger=Ledger(), s=None, force=False, groups=(), memberships=(), ps=PS):
     d = directory(dir_users, groups, memberships)
     desired = compute(d, s or settings())
-    return plan(desired, h, ledger, ps, {u.user_id: u.enabled for u in d.users}, len(d.users), force)
+    return plan(desired, h, ledger, ps, {u.user_id: u.enabled for u in d.users}, force)
 
 
 def test_organization_shares_one_account():
@@ -63,7 +63,7 @@ def test_nothing_to_do_when_host_matches():
     first = run(IRET, host())
     uid = first.actions[0].uid
     p = run(IRET, host([managed("iret", uid)], [HostGroup("iret", uid, ())]), first.ledger)
-    assert p.actions == [] and not p.changes
+    assert p.actions == () and not p.changes
     assert p.ledger == first.ledger
 
 
@@ -110,7 +110,7 @@ def test_one_of_several_people_leaving_keeps_the_shared_account():
     ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1", "u2", "u3"))})
     h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ())])
     p = run(IRET[1:], h, ledger)
-    assert p.actions == []
+    assert p.actions == ()
     assert p.ledger.accounts["iret"].identities == ("u2", "u3")
 
 
@@ -131,7 +131,7 @@ def test_parked_account_stays_parked_when_not_wanted():
 def test_unmanaged_account_with_the_name_is_left_alone_and_reported():
     h = host([HostUser("iret", 1001, 1001, "Iret Admin", "/home/iret", "/bin/bash")])
     p = run(IRET, h)
-    assert p.actions == []
+    assert p.actions == ()
     assert any("not managed by runas-agent" in s.reason and s.name == "iret" for s in p.skips)
 
 
@@ -141,7 +141,7 @@ def test_system_account_and_group_names_are_conflicts():
     assert "group named 'docker'" in reasons["docker"]
     assert "existing account" in reasons["ops"]
     assert "reserved" in reasons["daemon"]
-    assert p.actions == []
+    assert p.actions == ()
 
 
 def test_account_changed_by_hand_is_not_touched():
@@ -174,7 +174,7 @@ def test_hostile_values_are_skipped_and_the_rest_sync():
 def test_person_mode_refuses_two_people_on_one_name():
     s = settings("${path:displayName}", "person")
     p = run([user("u1", "al@x", None), user("u2", "al@y", None)], host(), s=s)
-    assert p.actions == []
+    assert p.actions == ()
     assert len(p.skips) == 2 and all("shared by 2 people" in s.reason for s in p.skips)
 
 
@@ -234,7 +234,7 @@ def test_groups_added_by_agent_are_tracked_and_admin_memberships_are_not():
     h.groups["docker"] = HostGroup("docker", 999, ("admin", "iret"))
     s2 = settings(group_rules=(GroupRule(None, "iret", ("adm",)),))
     p2 = run(IRET, h, p.ledger, s=s2)
-    assert p2.actions == [SetGroupMembers("docker", (), ("iret",))]
+    assert p2.actions == (SetGroupMembers("docker", (), ("iret",)),)
     assert p2.ledger.accounts["iret"].groups_added == ("adm",)
 
 
@@ -244,10 +244,10 @@ def test_membership_an_admin_made_is_never_claimed():
     h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ()), HostGroup("docker", 999, ("iret",))])
     h.groups["docker"] = HostGroup("docker", 999, ("iret",))
     p = run(IRET, h, ledger, s=s)
-    assert p.actions == [] and p.ledger.accounts["iret"].groups_added == ()
+    assert p.actions == () and p.ledger.accounts["iret"].groups_added == ()
     # ...so dropping the rule later removes nothing.
     p2 = run(IRET, h, p.ledger)
-    assert p2.actions == []
+    assert p2.actions == ()
 
 
 def test_disable_removes_agent_added_groups():
@@ -274,4 +274,4 @@ def test_shell_change_updates_owned_account():
     ledger = Ledger({"iret": Owned("iret", 5000, 5000, "shared", ("u1",))})
     h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ())])
     p = run(IRET, h, ledger, ps=PlanSettings(uid_min=2000, uid_max=2_000_000, shell="/bin/zsh"))
-    assert p.actions == [UpdateAccount("iret", {"shell": ["/bin/bash", "/bin/zsh"]})]
+    assert p.actions == (UpdateAccount("iret", {"shell": ["/bin/bash", "/bin/zsh"]}),)

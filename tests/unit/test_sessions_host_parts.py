@@ -11,7 +11,10 @@ from botocore.exceptions import ClientError
 
 from runas_agent.sessions.inotify import IN_CREATE, IN_DELETE, IN_MOVED_FROM, IN_MOVED_TO, Inotify
 from runas_agent.sessions.model import Identity, Session
-from runas_agent.sessions.records import OpenSessions, RecordSink
+from runas_agent import events
+from runas_agent.events import Priority, Record
+from runas_agent.journal import Journal
+from runas_agent.sessions.records import OpenSessions
 from runas_agent.sessions.s3tags import S3Tagger, _Job
 
 
@@ -30,20 +33,25 @@ def test_inotify_reports_names_created_moved_and_deleted(tmp_path):
         watch.close()
 
 
+def record(message, message_id, fields):
+    return Record(message, message_id, Priority.INFO, tuple(fields))
+
+
 def test_without_journald_records_are_appended_to_the_audit_file(tmp_path):
-    sink = RecordSink(str(tmp_path / "log" / "sessions.jsonl"), journal_socket=str(tmp_path / "no-socket"))
-    assert sink.emit("m1", "id1", [("RUNAS_SESSION_ID", "s1"), ("RUNAS_GROUP", "a"), ("RUNAS_GROUP", "b")]) == "file"
-    assert sink.emit("m2", "id2", [("RUNAS_SESSION_ID", "s2")]) == "file"
+    journal = Journal(str(tmp_path / "log" / "sessions.jsonl"), socket_path=str(tmp_path / "no-socket"))
+    start, end = events.SESSION_START, events.SESSION_END
+    assert journal.write(record("m1", start, [("RUNAS_SESSION_ID", "s1"), ("RUNAS_GROUP", "a"), ("RUNAS_GROUP", "b")])) == "file"
+    assert journal.write(record("m2", end, [("RUNAS_SESSION_ID", "s2")])) == "file"
     lines = [json.loads(l) for l in (tmp_path / "log" / "sessions.jsonl").read_text().splitlines()]
-    assert [(l["MESSAGE"], l["MESSAGE_ID"], l["RUNAS_SESSION_ID"]) for l in lines] == [("m1", "id1", "s1"), ("m2", "id2", "s2")]
+    assert [(l["MESSAGE"], l["MESSAGE_ID"], l["RUNAS_SESSION_ID"]) for l in lines] == [("m1", start, "s1"), ("m2", end, "s2")]
     assert lines[0]["RUNAS_GROUP"] == ["a", "b"]
 
 
 def test_a_record_that_cannot_be_written_anywhere_is_reported(tmp_path, caplog):
     (tmp_path / "file").write_text("")
-    sink = RecordSink(str(tmp_path / "file" / "sessions.jsonl"), journal_socket=str(tmp_path / "no-socket"))
-    assert sink.emit("lost one", "id", [("RUNAS_SESSION_ID", "s9")]) == "lost"
-    assert "s9" in caplog.text and "session record lost" in caplog.text
+    journal = Journal(str(tmp_path / "file" / "sessions.jsonl"), socket_path=str(tmp_path / "no-socket"))
+    assert journal.write(record("lost one", events.SESSION_START, [("RUNAS_SESSION_ID", "s9")])) == "lost"
+    assert "s9" in caplog.text and "journal record lost" in caplog.text
 
 
 def test_open_session_store_round_trip_and_damage(tmp_path):

@@ -218,7 +218,7 @@ def test_new_account_gets_a_new_drop_in():
 
 def test_unchanged_sync_plans_nothing():
     p = s.plan(want(ann=[OPS], bob=[]), {ANN: on_disk("ann", [OPS])}, SudoLedger({"ann": ANN}))
-    assert p.actions == [] and p.skips == [] and p.warnings == []
+    assert p.actions == () and p.skips == () and p.warnings == ()
     assert p.ledger.files == {"ann": ANN}
 
 
@@ -246,32 +246,32 @@ def test_inactive_or_unprivileged_account_loses_its_drop_in(wanted, reason):
 
 def test_owned_file_already_gone_is_forgotten_without_action():
     p = s.plan({}, {ANN: None}, SudoLedger({"ann": ANN}))
-    assert p.actions == [] and p.ledger.files == {}
+    assert p.actions == () and p.ledger.files == {}
 
 
 def test_file_not_written_by_the_agent_is_never_touched():
     foreign = Observed('ann ALL=(ALL) NOPASSWD: ALL\n', 0o440)
     p = s.plan(want(ann=[OPS]), {ANN: foreign}, SudoLedger())
-    assert p.actions == [] and p.ledger.files == {}
+    assert p.actions == () and p.ledger.files == {}
     assert len(p.skips) == 1 and "not written by runas-agent" in p.skips[0].reason
     # marked, but not in the ledger: still not ours
     p = s.plan(want(ann=[OPS]), {ANN: on_disk("ann", [CID])}, SudoLedger())
-    assert p.actions == [] and p.skips
+    assert p.actions == () and p.skips
 
 
 def test_owned_file_edited_by_hand_is_left_alone_even_when_the_account_goes():
     edited = Observed('ann ALL=(ALL) ALL\n', 0o440)
     p = s.plan(want(ann=[OPS]), {ANN: edited}, SudoLedger({"ann": ANN}))
-    assert p.actions == [] and "changed by hand" in p.warnings[0]
+    assert p.actions == () and "changed by hand" in p.warnings[0]
     p = s.plan({}, {ANN: edited}, SudoLedger({"ann": ANN}))
-    assert p.actions == [] and "not removing" in p.warnings[0] and p.ledger.files == {"ann": ANN}
+    assert p.actions == () and "not removing" in p.warnings[0] and p.ledger.files == {"ann": ANN}
 
 
 @pytest.mark.parametrize("name,_", HOSTILE_NAMES)
 def test_hostile_account_names_never_get_a_file(name, _):
     p = s.plan({name: (Grantee(name, "person", ("id-x",), ("x@example.com",)), [Rule(0, ("ALL",), sudo_as=("ALL",), nopasswd=True, user="x@example.com")])},
                {}, SudoLedger())
-    assert p.actions == [] and p.ledger.files == {}
+    assert p.actions == () and p.ledger.files == {}
     assert len(p.skips) == 1 and p.skips[0].identity == "x@example.com" and "no sudo rights written" in p.skips[0].reason
 
 
@@ -280,17 +280,17 @@ SSM_BLANKET = "# User rules for ssm-user\nssm-user ALL=(ALL) NOPASSWD:ALL\n"
 
 def test_ssm_blanket_is_kept_by_default_and_removed_when_opted_in():
     observed = {s.SSM_USER_FILE: Observed(SSM_BLANKET, 0o440)}
-    assert s.plan({}, observed, SudoLedger()).actions == []
+    assert s.plan({}, observed, SudoLedger()).actions == ()
     p = s.plan({}, observed, SudoLedger(), remove_ssm_blanket=True)
-    assert p.actions == [RemoveSsmUserBlanket(s.SSM_USER_FILE, s.backup_name(SSM_BLANKET), ("ssm-user ALL=(ALL) NOPASSWD:ALL",))]
+    assert p.actions == (RemoveSsmUserBlanket(s.SSM_USER_FILE, s.backup_name(SSM_BLANKET), ("ssm-user ALL=(ALL) NOPASSWD:ALL",)),)
     assert "backed up" in p.actions[0].line()
-    assert s.plan({}, {s.SSM_USER_FILE: None}, SudoLedger(), remove_ssm_blanket=True).actions == []
+    assert s.plan({}, {s.SSM_USER_FILE: None}, SudoLedger(), remove_ssm_blanket=True).actions == ()
 
 
 def test_ssm_file_granting_more_than_ssm_user_is_left_alone():
     edited = SSM_BLANKET + "deploy ALL=(ALL) NOPASSWD: /usr/bin/systemctl\n"
     p = s.plan({}, {s.SSM_USER_FILE: Observed(edited, 0o440)}, SudoLedger(), remove_ssm_blanket=True)
-    assert p.actions == [] and "leaves it alone" in p.warnings[0]
+    assert p.actions == () and "leaves it alone" in p.warnings[0]
 
 
 def test_backup_name_depends_on_content():

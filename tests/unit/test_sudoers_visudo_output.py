@@ -48,4 +48,6 @@ def test_check_attributes_problems_to_files(rc, stdout, stderr, missing, expecte
 def test_worse_blames_only_new_problems_or_our_own_files(baseline, after, paths, worse):
     host = SudoersHost("/etc/sudoers.d", "/var/lib/runas-agent")
     host._check = lambda *args: dict(after)
-    assert (host._worse(baseline, paths) is not None) == worse
+    problem, tree = host._worse(baseline, paths)
+    assert (problem is not None) == worse
+    assert tree == after  # the tree as it is now: the next change's baseline

@@ -102,6 +102,10 @@ def _kind_of(line: bytes) -> str:
     return "entry"
 
 
+#: One recorded edit: the method's name, its positional and its keyword arguments.
+Edit = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
 def _decode(line: bytes) -> list[str]:
     return line.decode("utf-8", "surrogateescape").split(":")
 
@@ -154,6 +158,13 @@ class Table:
         fields = self.get(name)
         if fields is not None and len(fields) != self.width:
             raise MalformedEntry(name, f"its line in {self.kind} has {len(fields)} fields instead of {self.width}; left alone")
+        return fields
+
+    def required(self, name: str) -> list[str]:
+        """The well-formed fields of an entry that must exist; NoSuchAccount when it does not."""
+        fields = self.well_formed(name)
+        if fields is None:
+            raise NoSuchAccount(name, f"no entry in {self.kind}")
         return fields
 
     def put(self, name: str, fields: list[str]) -> None:
@@ -312,13 +323,24 @@ class AccountDB:
         self.uids = IdIndex(self.passwd, 2)
         self.gids = IdIndex(self.group, 2)
         self.members = MemberIndex(self.group, self.gshadow)
-        self.journal: list[tuple[str, tuple, dict]] = []
+        self.journal: list[Edit] = []
         self.added: list[NewAccount] = []
 
-    passwd = property(lambda self: self.tables["passwd"])
-    shadow = property(lambda self: self.tables["shadow"])
-    group = property(lambda self: self.tables["group"])
-    gshadow = property(lambda self: self.tables["gshadow"])
+    @property
+    def passwd(self) -> Table:
+        return self.tables["passwd"]
+
+    @property
+    def shadow(self) -> Table:
+        return self.tables["shadow"]
+
+    @property
+    def group(self) -> Table:
+        return self.tables["group"]
+
+    @property
+    def gshadow(self) -> Table:
+        return self.tables["gshadow"]
 
     # --- reading --------------------------------------------------------------------------------
 
@@ -351,7 +373,7 @@ class AccountDB:
                     out[kind] = data
         return out
 
-    def with_edits(self, journal: Iterable[tuple[str, tuple, dict]]) -> tuple["AccountDB", list]:
+    def with_edits(self, journal: Iterable[Edit]) -> tuple["AccountDB", list[tuple[Edit, AccountEditError]]]:
         """A model of the same files as read, with only the edits in `journal` (for instance this
         one's journal without the accounts whose home could not be made); and the refused ones."""
         fresh = AccountDB(self.passwd.original, self.shadow.original if self.shadow.present else None,
@@ -359,7 +381,7 @@ class AccountDB:
                           rules=self.rules, policy=self.policy)
         return fresh, fresh.replay(journal)
 
-    def replay(self, journal: Iterable[tuple[str, tuple, dict]]) -> list[tuple[tuple[str, tuple, dict], AccountEditError]]:
+    def replay(self, journal: Iterable[Edit]) -> list[tuple[Edit, AccountEditError]]:
         """Apply recorded edits again (on a fresh read); returns the ones refused now, with why."""
         refused = []
         for entry in journal:
@@ -453,7 +475,7 @@ class AccountDB:
 
     # --- validation -----------------------------------------------------------------------------
 
-    def _record(self, method: str, args: tuple, kwargs: dict) -> None:
+    def _record(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.journal.append((method, args, kwargs))
 
     def _check_name(self, name: str) -> None:
@@ -513,10 +535,10 @@ class AccountDB:
 
     def _rename(self, uid: int, new: str, home: str | None) -> None:
         old = self.user_by_uid(uid)
-        user = self.passwd.well_formed(old)
+        user = self.passwd.required(old)
         group = self._check_rename(uid, old, user, new, home)
         if group is not None and group != new:
-            self.group.put(group, [new] + self.group.get(group)[1:])
+            self.group.put(group, [new] + self.group.required(group)[1:])
             self.gids.rename(int(user[3]), group, new)
             self.members.group_renamed(group, new)
         if group is not None:
@@ -566,6 +588,7 @@ class AccountDB:
     def _rename_member(self, old: str, new: str) -> None:
         for kind, group, column in sorted(self.members.lists_of(old)):
             fields = self.tables[kind].get(group)
+            assert fields is not None  # lists_of names only entries the tables hold
             before = _members(fields[column])
             after: list[str] = []
             for member in before:
@@ -588,7 +611,7 @@ class AccountDB:
     def _set_members(self, group: str, members: list[str], current: list[str]) -> None:
         self._check_members(group, members, current)
         secret = self.gshadow.well_formed(group) if self.gshadow.present else None
-        self._put_list("group", group, 3, self.group.get(group), current, members)
+        self._put_list("group", group, 3, self.group.required(group), current, members)
         if secret is not None:
             # gshadow's own list may differ from group's: the same removals and additions are made to it
             before = _members(secret[3])
@@ -607,7 +630,7 @@ class AccountDB:
 
     def _set_user(self, name: str, *, comment: str | None = None, shell: str | None = None,
                   home: str | None = None) -> None:
-        fields = self.passwd.well_formed(name)
+        fields = self.passwd.required(name)
         updated = list(fields)
         for column, value in ((4, comment), (5, home), (6, shell)):
             if value is not None:

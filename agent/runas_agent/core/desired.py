@@ -8,7 +8,7 @@ this host is the planner's business.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from runas_agent.core import naming, uids
@@ -75,8 +75,6 @@ class Desired:
     skips: tuple[Skip, ...]
     #: scope groups named in the config that the directory does not have (the plan must refuse)
     missing_scope_groups: tuple[str, ...] = ()
-    #: every Run As value each in-scope, enabled-or-not user maps to, for reporting why a name went away
-    values_by_user: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_kind(account_kind: str, expression: Expression) -> str:
@@ -123,14 +121,12 @@ def compute(directory: Directory, settings: Settings) -> Desired:
             in_scope_users |= directory.members.get(gid, frozenset())
 
     by_name: dict[str, list[User]] = {}
-    values: dict[str, str] = {}
     for user in directory.users:
         if in_scope_users is not None and user.user_id not in in_scope_users:
             continue
-        value = settings.expression.evaluate(user)
-        values[user.user_id] = value
         if not user.enabled:
             continue
+        value = settings.expression.evaluate(user)
         problem = naming.name_problem(value, settings.rules)
         if problem:
             skips.append(Skip(str(Identity(user.user_id, user.user_name)), value, problem))
@@ -158,7 +154,7 @@ def compute(directory: Directory, settings: Settings) -> Desired:
             comment=_comment(settings.account_kind, name, people),
             local_groups=frozenset(_local_groups(directory, settings, name, people)),
         )
-    return Desired(accounts, tuple(skips), tuple(missing_scope), values)
+    return Desired(accounts, tuple(skips), tuple(missing_scope))
 
 
 def _local_groups(directory: Directory, settings: Settings, name: str, people: list[User]) -> set[str]:

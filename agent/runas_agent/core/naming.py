@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Mapping
 
 #: Characters allowed in an STS session tag value, besides Unicode letters and digits.
 TAG_PUNCTUATION = frozenset(" _.:/=+-@")
@@ -26,7 +27,7 @@ class NameRules:
 
     family: str
     #: one-line reason per rule, shown when a name breaks it
-    pattern: re.Pattern | None
+    pattern: re.Pattern[str] | None
     pattern_reason: str
 
     def check(self, name: str) -> str | None:
@@ -44,7 +45,7 @@ RHEL = NameRules("rhel", re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]{0,30}[a-zA-Z0
 RULES = {"debian": DEBIAN, "rhel": RHEL}
 
 
-def rules_for_os_release(os_release: dict[str, str]) -> NameRules:
+def rules_for_os_release(os_release: Mapping[str, str]) -> NameRules:
     """debian rules for Debian and Ubuntu, rhel rules for everything else (the stricter set)."""
     ids = {os_release.get("ID", "")} | set(os_release.get("ID_LIKE", "").split())
     return DEBIAN if ids & {"debian", "ubuntu"} else RHEL

@@ -1,9 +1,14 @@
-"""The observed host (pure): accounts and groups as /etc/passwd and /etc/group hold them. Read by
-host/accounts.py, compared against by the planner."""
+"""The observed host (pure): everything a plan is made from besides the directory and the config,
+as host/observe.py read it once: accounts and groups as /etc/passwd and /etc/group hold them, the
+login.defs UID_MIN, os-release, both ledgers and the sudoers drop-ins."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
+
+from runas_agent.core.ledger import Ledger
+from runas_agent.core.sudoers import Observed, SudoLedger
 
 
 @dataclass(frozen=True)
@@ -44,3 +49,19 @@ class HostState:
     def user_by_uid(self, uid: int) -> HostUser | None:
         name = self.uids.get(uid)
         return self.users.get(name) if name is not None else None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One read of the host, taken before planning; the plan is a function of it."""
+
+    host: HostState
+    #: /etc/os-release as key -> value
+    os_release: Mapping[str, str]
+    #: the accounts the agent owns (`<state_dir>/ledger.json`)
+    ledger: Ledger
+    #: the drop-ins the agent owns (`<state_dir>/sudoers.json`)
+    sudo_ledger: SudoLedger
+    #: file name -> content, for the sudoers directory's files a plan can look at: the agent's own
+    #: names and the SSM agent's ssm-user drop-in. Not read (empty) while sudo is not in use.
+    drop_ins: Mapping[str, Observed] = field(default_factory=dict)

@@ -1,20 +1,26 @@
-"""Planning (pure): desired accounts + the host's accounts + the ledger -> the actions that make the
-host match, and the refusals that keep a bad directory from doing harm.
+"""Planning accounts (pure): desired accounts + the host's accounts + the ledger -> the actions that
+make the host match, and the refusals that keep a bad directory from doing harm.
 
 Only owned things are ever changed: an account is owned when the ledger names it AND the host has it
 with the ledger's UID AND its comment carries the marker. Anything else with a wanted name is a
 conflict, reported and left alone.
+
+Each account name is in one state (`owned_state`, or new), and what the plan does about it is one
+small handler per state: `WANTED` for accounts the directory calls for, `LEAVING` for owned accounts
+it no longer does. A handler returns a `Decision` (actions, skip, warnings, ledger entry, group
+memberships); `plan` folds the decisions into one plan and applies the safety checks.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 from runas_agent.core import naming, uids
+from runas_agent.core.action import Action, Outcome
 from runas_agent.core.desired import MARKER, Desired, DesiredAccount, Skip
-from runas_agent.core.ledger import Ledger, Owned
+from runas_agent.core.ledger import Bookkeeping, Ledger, Owned
 from runas_agent.core.observed import HostState, HostUser
 
 NOLOGIN = "/usr/sbin/nologin"
@@ -35,26 +41,6 @@ class PlanSettings:
 # --- actions -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Action:
-    symbol = "?"
-    verb = "act"
-
-    @property
-    def account(self) -> str:
-        return getattr(self, "name", "")
-
-    def detail(self) -> str:
-        return ""
-
-    def line(self) -> str:
-        detail = self.detail()
-        return f"{self.symbol} {self.verb} {self.account}" + (f": {detail}" if detail else "")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"action": self.verb, **asdict(self)}
-
-
-@dataclass(frozen=True)
 class CreateAccount(Action):
     name: str
     uid: int
@@ -68,6 +54,7 @@ class CreateAccount(Action):
     uid_probe: int = 0
     symbol = "+"
     verb = "create"
+    counted_as = "created"
 
     def detail(self) -> str:
         probe = f" (UID probe {self.uid_probe}: derived UID was taken)" if self.uid_probe else ""
@@ -83,6 +70,7 @@ class EnableAccount(Action):
     comment: str
     symbol = "~"
     verb = "enable"
+    counted_as = "enabled"
 
     def detail(self) -> str:
         return f"uid={self.uid}, back from {self.parked}"
@@ -125,6 +113,7 @@ class DisableAccount(Action):
     reason: str
     symbol = "-"
     verb = "disable"
+    counted_as = "disabled"
 
     def detail(self) -> str:
         return f"uid={self.uid} parked as {self.parked} ({self.reason}); home and files kept"
@@ -145,14 +134,14 @@ class ForgetAccount(Action):
 
 # --- the plan ------------------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    actions: list[Action] = field(default_factory=list)
-    skips: list[Skip] = field(default_factory=list)
+    actions: tuple[Action, ...] = ()
+    skips: tuple[Skip, ...] = ()
     #: owned things that changed by hand, or other things a person should look at
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
     #: why the whole plan is refused (empty when it may be applied)
-    refusals: list[str] = field(default_factory=list)
+    refusals: tuple[str, ...] = ()
     #: the ledger as it will be once every action succeeds
     ledger: Ledger = field(default_factory=Ledger)
     #: counts for reporting
@@ -162,8 +151,18 @@ class Plan:
     def changes(self) -> bool:
         return bool(self.actions)
 
-    def of(self, kind: type) -> list:
+    def of(self, kind: type) -> list[Any]:
         return [a for a in self.actions if isinstance(a, kind)]
+
+    def summary(self) -> str:
+        """`1 create, 2 sudoers, 1 skipped`: the plan by kind of action (`no changes` without any)."""
+        kinds: dict[str, int] = {}
+        for action in self.actions:
+            kinds[action.verb] = kinds.get(action.verb, 0) + 1
+        parts = [f"{n} {verb}" for verb, n in sorted(kinds.items())] or ["no changes"]
+        if self.skips:
+            parts.append(f"{len(self.skips)} skipped")
+        return ", ".join(parts)
 
     def lines(self) -> list[str]:
         out = [a.line() for a in self.actions]
@@ -182,135 +181,146 @@ class Plan:
         }
 
 
-def owned_state(owned: Owned, host: HostState) -> tuple[str, HostUser | None]:
+#: The order actions are applied in: accounts are updated, re-enabled and created before memberships
+#: are set (every new member exists by then), and disabled after (out of the agent's groups first).
+#: A new action type takes its place here.
+ORDER: tuple[type[Action], ...] = (UpdateAccount, EnableAccount, CreateAccount, SetGroupMembers, DisableAccount,
+                                   ForgetAccount)
+
+
+# --- what an owned account is on the host ----------------------------------------------------------
+
+State = Literal["new", "active", "disabled", "missing", "changed"]
+#: the account the ledger names is on the host, under its name, with its UID and the marker
+ACTIVE: State = "active"
+#: it is parked under naming.disabled_name(uid), with its UID and the marker
+DISABLED: State = "disabled"
+#: neither it nor anything with its UID is on the host (removed by hand)
+MISSING: State = "missing"
+#: something with its name or UID is there but no longer matches the ledger (changed by hand)
+CHANGED: State = "changed"
+#: a wanted account the ledger does not name
+NEW: State = "new"
+
+
+def owned_state(owned: Owned, host: HostState) -> tuple[State, HostUser | None]:
     """'active', 'disabled', 'missing' or 'changed' (owned account altered by hand), with the host user."""
     user = host.users.get(owned.name)
     if user is not None:
         if user.uid == owned.uid and user.comment.startswith(MARKER):
-            return "active", user
+            return ACTIVE, user
         if user.uid == owned.uid:
-            return "changed", user
+            return CHANGED, user
     parked = host.users.get(naming.disabled_name(owned.uid))
     if parked is not None and parked.uid == owned.uid and parked.comment.startswith(MARKER):
-        return "disabled", parked
+        return DISABLED, parked
     holder = host.user_by_uid(owned.uid)
     if holder is not None:
-        return "changed", holder
-    return "missing", None
+        return CHANGED, holder
+    return MISSING, None
 
 
-def _disable_reason(name: str, owned: Owned, desired: Desired, directory_users: dict[str, Any]) -> str:
-    gone = [uid for uid in owned.identities if uid not in directory_users]
-    disabled = [uid for uid in owned.identities if uid in directory_users and not directory_users[uid]]
-    if disabled and len(disabled) == len(owned.identities):
-        return "its identity is disabled in the directory" if len(disabled) == 1 else "all its identities are disabled"
-    if gone and len(gone) == len(owned.identities):
-        return "its identity was removed from the directory" if len(gone) == 1 else "all its identities were removed"
-    return "no enabled, in-scope identity maps to it any more"
+# --- one account, one decision ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Context:
+    """What every decision may look at besides its own account."""
+
+    host: HostState
+    settings: PlanSettings
+    #: UserId -> enabled, for every user in the directory (for disable reasons)
+    user_status: Mapping[str, bool]
+    #: whether a UID is taken (on the host, in the ledger, or by a create planned before)
+    taken: Callable[[int], bool]
 
 
-def plan(desired: Desired, host: HostState, ledger: Ledger, settings: PlanSettings,
-         user_status: dict[str, bool] | None = None, directory_size: int = 0, force: bool = False) -> Plan:
-    """user_status: UserId -> enabled, for every user in the directory (for disable reasons)."""
-    user_status = user_status or {}
-    result = Plan(skips=list(desired.skips))
-    new_ledger = ledger
-    reserved = ledger.reserved_ids()
-    assigned: set[int] = set()
-    creates: list[Action] = []
-    enables: list[Action] = []
-    updates: list[Action] = []
-    disables: list[Action] = []
-    forgets: list[Action] = []
-    group_add: dict[str, set[str]] = {}
-    group_remove: dict[str, set[str]] = {}
-    #: final supplementary groups the agent owns per account
-    added_after: dict[str, set[str]] = {}
+@dataclass(frozen=True)
+class Case:
+    """One account name: as the directory wants it (None: no longer wanted), as the ledger owns it
+    (None: new) and as the host has it (the user under its name or parked name, or holding its UID)."""
 
-    states = {name: owned_state(owned, host) for name, owned in ledger.accounts.items()}
-    result.managed_active = sum(1 for state, _ in states.values() if state == "active")
+    name: str
+    want: DesiredAccount | None
+    owned: Owned | None
+    user: HostUser | None
 
-    def taken(uid: int) -> bool:
-        return uid in host.uids or uid in host.gids or uid in reserved or uid in assigned
+    @property
+    def wanted(self) -> DesiredAccount:
+        assert self.want is not None
+        return self.want
 
-    for name, want in desired.accounts.items():
-        owned = ledger.accounts.get(name)
-        if owned is None:
-            conflict = _unowned_conflict(name, host)
-            if conflict:
-                result.skips.append(Skip(", ".join(str(i) for i in want.identities), name, conflict))
-                continue
-            derived = uids.derive(want.uid_key, settings.uid_min, settings.uid_max, taken)
-            if derived is None:
-                result.skips.append(Skip(", ".join(str(i) for i in want.identities), name, "no free UID in accounts.uid_min..uid_max"))
-                continue
-            uid, probe = derived
-            assigned.add(uid)
-            creates.append(_create(want, uid, uid, probe, settings))
-            new_ledger = new_ledger.with_account(Owned(name, uid, uid, want.kind, tuple(i.user_id for i in want.identities)))
-            added_after[name] = _plan_groups(name, want, set(), host, group_add, group_remove, result.warnings, creating=True)
-            new_ledger = new_ledger.update(name, groups_added=tuple(sorted(added_after[name])))
+    @property
+    def ours(self) -> Owned:
+        assert self.owned is not None
+        return self.owned
+
+    @property
+    def found(self) -> HostUser:
+        assert self.user is not None
+        return self.user
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the plan does about one account."""
+
+    actions: tuple[Action, ...] = ()
+    #: why the account is skipped (reported against its identities)
+    skip: str | None = None
+    warnings: tuple[str, ...] = ()
+    #: its ledger entry afterwards (None: unchanged, unless `forget`)
+    entry: Owned | None = None
+    forget: bool = False
+    #: supplementary groups it joins and leaves
+    joins: tuple[str, ...] = ()
+    leaves: tuple[str, ...] = ()
+    #: a UID it takes (a new account)
+    uid: int | None = None
+
+
+Handler = Callable[[Context, Case], Decision]
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Membership changes for one account, and the groups the agent owns for it afterwards."""
+
+    owned_after: frozenset[str] = frozenset()
+    joins: tuple[str, ...] = ()
+    leaves: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def plan_groups(name: str, want: DesiredAccount, added: frozenset[str], host: HostState, creating: bool) -> Groups:
+    """Membership changes for one account. A membership an admin made is theirs: never recorded as
+    the agent's, never removed."""
+    owned_after: set[str] = set()
+    joins: list[str] = []
+    warnings: list[str] = []
+    for group in sorted(want.local_groups):
+        if group not in host.groups:
+            warnings.append(f"local group {group!r} for {name} does not exist on this host; not added")
             continue
+        member = name in host.groups[group].members
+        if group in added:
+            owned_after.add(group)
+            if not member:
+                joins.append(group)
+        elif not member or creating:
+            owned_after.add(group)
+            joins.append(group)
+        # else: an admin put the account in this group; it is theirs, never recorded as ours
+    leaves = [g for g in sorted(added - want.local_groups) if g in host.groups and name in host.groups[g].members]
+    return Groups(frozenset(owned_after), tuple(joins), tuple(leaves), tuple(warnings))
 
-        state, user = states[name]
-        identities = tuple(i.user_id for i in want.identities)
-        if state == "changed":
-            result.skips.append(Skip(", ".join(str(i) for i in want.identities), name,
-                                     f"managed account was changed by hand (uid or comment no longer match the ledger: {user.name} uid={user.uid}); left alone"))
-            continue
-        if state == "missing":
-            if _unowned_conflict(name, host):
-                result.skips.append(Skip(", ".join(str(i) for i in want.identities), name, "managed account is gone and the name is now taken on this host"))
-                continue
-            if owned.uid in host.uids or owned.uid in host.gids:
-                result.skips.append(Skip(", ".join(str(i) for i in want.identities), name, f"managed account is gone and its UID {owned.uid} is now taken"))
-                continue
-            result.warnings.append(f"managed account {name} was removed from the host by hand; re-creating it with uid {owned.uid}")
-            creates.append(_create(want, owned.uid, owned.gid, 0, settings))
-            added_after[name] = _plan_groups(name, want, set(), host, group_add, group_remove, result.warnings, creating=True)
-        elif state == "disabled":
-            if _unowned_conflict(name, host):
-                result.skips.append(Skip(", ".join(str(i) for i in want.identities), name, f"cannot re-enable: the name is now taken on this host; the account stays parked as {user.name}"))
-                continue
-            enables.append(EnableAccount(name, owned.uid, user.name, settings.shell, want.comment))
-            added_after[name] = _plan_groups(name, want, set(), host, group_add, group_remove, result.warnings, creating=True)
-        else:  # active
-            changes: dict[str, list[str]] = {}
-            if user.comment != want.comment:
-                changes["comment"] = [user.comment, want.comment]
-            if user.shell != settings.shell:
-                changes["shell"] = [user.shell, settings.shell]
-            group_name = host.gids.get(owned.gid)
-            if group_name != name and group_name == naming.disabled_name(owned.uid):
-                changes["group_name"] = [group_name, name]
-            if changes:
-                updates.append(UpdateAccount(name, changes))
-            added_after[name] = _plan_groups(name, want, set(owned.groups_added), host, group_add, group_remove, result.warnings, creating=False)
-        new_ledger = new_ledger.update(name, identities=identities, groups_added=tuple(sorted(added_after[name])))
 
-    for name, owned in sorted(ledger.accounts.items()):
-        if name in desired.accounts:
-            continue
-        state, user = states[name]
-        if state == "active":
-            for group in owned.groups_added:
-                if group in host.groups and name in host.groups[group].members:
-                    group_remove.setdefault(group, set()).add(name)
-            new_ledger = new_ledger.update(name, groups_added=())
-            disables.append(DisableAccount(name, owned.uid, naming.disabled_name(owned.uid),
-                                           _disable_reason(name, owned, desired, user_status)))
-        elif state == "missing":
-            forgets.append(ForgetAccount(name, "account removed from the host by hand and no longer wanted"))
-            new_ledger = new_ledger.without(name)
-        elif state == "changed":
-            result.warnings.append(f"managed account {name} was changed by hand ({user.name} uid={user.uid}); not disabling it")
+def _with_groups(decision: Decision, groups: Groups, entry: Owned) -> Decision:
+    return replace(decision, warnings=decision.warnings + groups.warnings, joins=groups.joins, leaves=groups.leaves,
+                   entry=replace(entry, groups_added=tuple(sorted(groups.owned_after))))
 
-    group_actions = [SetGroupMembers(g, tuple(sorted(group_add.get(g, ()))), tuple(sorted(group_remove.get(g, ()))))
-                     for g in sorted(set(group_add) | set(group_remove))]
-    result.actions = updates + enables + creates + group_actions + disables + forgets
-    result.ledger = new_ledger
-    _safety(result, desired, settings, directory_size, force)
-    return result
+
+def _identities(want: DesiredAccount) -> tuple[str, ...]:
+    return tuple(i.user_id for i in want.identities)
 
 
 def _unowned_conflict(name: str, host: HostState) -> str | None:
@@ -330,44 +340,231 @@ def _create(want: DesiredAccount, uid: int, gid: int, probe: int, settings: Plan
         identities=tuple(i.user_name for i in want.identities), uid_probe=probe)
 
 
-def _plan_groups(name: str, want: DesiredAccount, added: set[str], host: HostState,
-                 group_add: dict[str, set[str]], group_remove: dict[str, set[str]], warnings: list[str],
-                 creating: bool) -> set[str]:
-    """Membership changes for one account; returns the groups the agent will own afterwards."""
-    owned_after: set[str] = set()
-    for group in sorted(want.local_groups):
-        if group not in host.groups:
-            warnings.append(f"local group {group!r} for {name} does not exist on this host; not added")
-            continue
-        member = name in host.groups[group].members
-        if group in added:
-            owned_after.add(group)
-            if not member:
-                group_add.setdefault(group, set()).add(name)
-        elif not member or creating:
-            owned_after.add(group)
-            group_add.setdefault(group, set()).add(name)
-        # else: an admin put the account in this group; it is theirs, never recorded as ours
-    for group in sorted(added - want.local_groups):
-        if group in host.groups and name in host.groups[group].members:
-            group_remove.setdefault(group, set()).add(name)
-    return owned_after
+# --- wanted accounts, by state ----------------------------------------------------------------------
+
+def _new(ctx: Context, case: Case) -> Decision:
+    want = case.wanted
+    conflict = _unowned_conflict(case.name, ctx.host)
+    if conflict:
+        return Decision(skip=conflict)
+    derived = uids.derive(want.uid_key, ctx.settings.uid_min, ctx.settings.uid_max, ctx.taken)
+    if derived is None:
+        return Decision(skip="no free UID in accounts.uid_min..uid_max")
+    uid, probe = derived
+    groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
+    create = Decision(actions=(_create(want, uid, uid, probe, ctx.settings),), uid=uid)
+    return _with_groups(create, groups, Owned(case.name, uid, uid, want.kind, _identities(want)))
 
 
-def _safety(result: Plan, desired: Desired, settings: PlanSettings, directory_size: int, force: bool) -> None:
+def _recreate(ctx: Context, case: Case) -> Decision:
+    """Owned, wanted, and removed from the host by hand: made again with its own UID."""
+    want, owned = case.wanted, case.ours
+    if _unowned_conflict(case.name, ctx.host):
+        return Decision(skip="managed account is gone and the name is now taken on this host")
+    if owned.uid in ctx.host.uids or owned.uid in ctx.host.gids:
+        return Decision(skip=f"managed account is gone and its UID {owned.uid} is now taken")
+    create = Decision(actions=(_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(
+        f"managed account {case.name} was removed from the host by hand; re-creating it with uid {owned.uid}",))
+    groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
+    return _with_groups(create, groups, replace(owned, identities=_identities(want)))
+
+
+def _enable(ctx: Context, case: Case) -> Decision:
+    """Owned, wanted, and parked: back under its name."""
+    want, owned, parked = case.wanted, case.ours, case.found
+    if _unowned_conflict(case.name, ctx.host):
+        return Decision(skip=f"cannot re-enable: the name is now taken on this host; the account stays parked as {parked.name}")
+    enable = Decision(actions=(EnableAccount(case.name, owned.uid, parked.name, ctx.settings.shell, want.comment),))
+    groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
+    return _with_groups(enable, groups, replace(owned, identities=_identities(want)))
+
+
+def _keep(ctx: Context, case: Case) -> Decision:
+    """Owned, wanted and active: brought in line with the directory and the settings."""
+    want, owned, user = case.wanted, case.ours, case.found
+    changes: dict[str, list[str]] = {}
+    if user.comment != want.comment:
+        changes["comment"] = [user.comment, want.comment]
+    if user.shell != ctx.settings.shell:
+        changes["shell"] = [user.shell, ctx.settings.shell]
+    group_name = ctx.host.gids.get(owned.gid)
+    if group_name is not None and group_name != case.name and group_name == naming.disabled_name(owned.uid):
+        changes["group_name"] = [group_name, case.name]
+    update = Decision(actions=(UpdateAccount(case.name, changes),) if changes else ())
+    groups = plan_groups(case.name, want, frozenset(owned.groups_added), ctx.host, creating=False)
+    return _with_groups(update, groups, replace(owned, identities=_identities(want)))
+
+
+def _changed_wanted(ctx: Context, case: Case) -> Decision:
+    user = case.found
+    return Decision(skip=f"managed account was changed by hand (uid or comment no longer match the ledger: "
+                         f"{user.name} uid={user.uid}); left alone")
+
+
+#: Wanted accounts: what the plan does for each state.
+WANTED: Mapping[State, Handler] = {NEW: _new, MISSING: _recreate, DISABLED: _enable, ACTIVE: _keep,
+                                   CHANGED: _changed_wanted}
+
+
+# --- accounts no longer wanted, by state ------------------------------------------------------------
+
+def _disable_reason(owned: Owned, user_status: Mapping[str, bool]) -> str:
+    ids, one = owned.identities, len(owned.identities) == 1
+    if ids and all(user_status.get(uid) is False for uid in ids):
+        return "its identity is disabled in the directory" if one else "all its identities are disabled"
+    if ids and all(uid not in user_status for uid in ids):
+        return "its identity was removed from the directory" if one else "all its identities were removed"
+    return "no enabled, in-scope identity maps to it any more"
+
+
+def _disable(ctx: Context, case: Case) -> Decision:
+    """Owned, active, no longer wanted: parked, after leaving the groups the agent put it in."""
+    owned = case.ours
+    leaves = tuple(g for g in owned.groups_added if g in ctx.host.groups and case.name in ctx.host.groups[g].members)
+    disable = DisableAccount(case.name, owned.uid, naming.disabled_name(owned.uid),
+                             _disable_reason(owned, ctx.user_status))
+    return Decision(actions=(disable,), leaves=leaves, entry=replace(owned, groups_added=()))
+
+
+def _forget(ctx: Context, case: Case) -> Decision:
+    return Decision(actions=(ForgetAccount(case.name, "account removed from the host by hand and no longer wanted"),),
+                    forget=True)
+
+
+def _changed_leaving(ctx: Context, case: Case) -> Decision:
+    user = case.found
+    return Decision(warnings=(f"managed account {case.name} was changed by hand ({user.name} uid={user.uid}); "
+                              "not disabling it",))
+
+
+def _stay_parked(ctx: Context, case: Case) -> Decision:
+    return Decision()
+
+
+#: Owned accounts no longer wanted: what the plan does for each state.
+LEAVING: Mapping[State, Handler] = {ACTIVE: _disable, MISSING: _forget, CHANGED: _changed_leaving,
+                                    DISABLED: _stay_parked}
+
+
+# --- the whole account plan -----------------------------------------------------------------------
+
+def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: PlanSettings,
+               user_status: Mapping[str, bool],
+               states: Mapping[str, tuple[State, HostUser | None]]) -> Iterator[tuple[Case, Decision]]:
+    """Every wanted account (in the desired order), then every owned one no longer wanted (by name)."""
+    reserved = ledger.reserved_ids()
+    assigned: set[int] = set()
+
+    def taken(uid: int) -> bool:
+        return uid in host.uids or uid in host.gids or uid in reserved or uid in assigned
+
+    ctx = Context(host, settings, user_status, taken)
+    for name, want in desired.accounts.items():
+        owned = ledger.accounts.get(name)
+        state, user = states[name] if owned is not None else (NEW, None)
+        case = Case(name, want, owned, user)
+        decision = WANTED[state](ctx, case)
+        if decision.uid is not None:
+            assigned.add(decision.uid)
+        yield case, decision
+    for name, owned in sorted(ledger.accounts.items()):
+        if name not in desired.accounts:
+            state, user = states[name]
+            case = Case(name, None, owned, user)
+            yield case, LEAVING[state](ctx, case)
+
+
+def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple[list[Action], list[Skip], list[str], Ledger]:
+    """The decisions folded into one list of actions (memberships one per group), skips, warnings and
+    the ledger afterwards."""
+    actions: list[Action] = []
+    skips: list[Skip] = []
+    warnings: list[str] = []
+    joins: dict[str, set[str]] = {}
+    leaves: dict[str, set[str]] = {}
+    accounts = dict(ledger.accounts)
+    for case, d in decided:
+        actions.extend(d.actions)
+        if d.skip is not None:
+            skips.append(Skip(", ".join(str(i) for i in case.wanted.identities), case.name, d.skip))
+        warnings.extend(d.warnings)
+        for group in d.joins:
+            joins.setdefault(group, set()).add(case.name)
+        for group in d.leaves:
+            leaves.setdefault(group, set()).add(case.name)
+        if d.forget:
+            accounts.pop(case.name, None)
+        elif d.entry is not None:
+            accounts[case.name] = d.entry
+    actions += [SetGroupMembers(g, tuple(sorted(joins.get(g, ()))), tuple(sorted(leaves.get(g, ()))))
+                for g in sorted(set(joins) | set(leaves))]
+    actions.sort(key=lambda a: ORDER.index(type(a)))
+    return actions, skips, warnings, Ledger(accounts)
+
+
+def plan(desired: Desired, host: HostState, ledger: Ledger, settings: PlanSettings,
+         user_status: Mapping[str, bool] | None = None, force: bool = False) -> Plan:
+    """The account plan. user_status: UserId -> enabled, for every user in the directory (for
+    disable reasons, and its size: an empty directory is refused)."""
+    status = user_status or {}
+    states = {name: owned_state(owned, host) for name, owned in ledger.accounts.items()}
+    actions, skips, warnings, new_ledger = _assemble(ledger, _decisions(desired, host, ledger, settings, status, states))
+    managed_active = sum(1 for state, _ in states.values() if state == ACTIVE)
+    disables = sum(isinstance(a, DisableAccount) for a in actions)
+    refusals = safety(desired, settings, len(status), disables, managed_active)
+    if refusals and force:
+        warnings += [f"--force overrides: {r}" for r in refusals]
+        refusals = []
+    return Plan(tuple(actions), tuple(desired.skips) + tuple(skips), tuple(warnings), tuple(refusals), new_ledger,
+                managed_active)
+
+
+def safety(desired: Desired, settings: PlanSettings, directory_size: int, disables: int,
+           managed_active: int) -> list[str]:
+    """Why a plan must not be applied: a scope group gone, an empty directory, too many disables."""
     refusals: list[str] = []
     if desired.missing_scope_groups:
         refusals.append("scope group(s) not in the directory: " + ", ".join(desired.missing_scope_groups)
                         + " (a renamed or deleted group would disable all its members)")
     if settings.refuse_empty_directory and directory_size == 0:
         refusals.append("the directory has no users at all (safety.refuse_empty_directory)")
-    disables = len(result.of(DisableAccount))
-    allowed = max(settings.max_disable_count, math.floor(settings.max_disable_fraction * result.managed_active))
+    allowed = max(settings.max_disable_count, math.floor(settings.max_disable_fraction * managed_active))
     if disables > allowed:
-        refusals.append(f"the plan would disable {disables} of {result.managed_active} active managed accounts, "
+        refusals.append(f"the plan would disable {disables} of {managed_active} active managed accounts, "
                         f"more than the {allowed} allowed (safety.max_disable_fraction={settings.max_disable_fraction}, "
                         f"safety.max_disable_count={settings.max_disable_count})")
-    if refusals and force:
-        result.warnings.extend(f"--force overrides: {r}" for r in refusals)
-        return
-    result.refusals = refusals
+    return refusals
+
+
+# --- applying --------------------------------------------------------------------------------------
+
+#: Actions whose failure leaves the name without the agent's account: nothing else (a sudoers
+#: drop-in) may be written for that name in the same sync.
+MAKES_THE_ACCOUNT: tuple[type[Action], ...] = (CreateAccount, EnableAccount)
+
+
+def blocked_accounts(outcome: Outcome) -> set[str]:
+    return {a.account for a, _ in outcome.failed if isinstance(a, MAKES_THE_ACCOUNT)}
+
+
+# --- keeping the ledger across the apply -------------------------------------------------------------
+
+def _created_failed(ledger: Ledger, action: CreateAccount) -> Ledger:
+    return ledger.without(action.name) if action.name in ledger.accounts else ledger
+
+
+def _membership_failed(ledger: Ledger, action: SetGroupMembers) -> Ledger:
+    """The members it did not add are not the agent's in that group; those it did not remove still are."""
+    for name in action.add:
+        if name in ledger.accounts:
+            groups = set(ledger.accounts[name].groups_added) - {action.group}
+            ledger = ledger.update(name, groups_added=tuple(sorted(groups)))
+    for name in action.remove:
+        if name in ledger.accounts:
+            groups = set(ledger.accounts[name].groups_added) | {action.group}
+            ledger = ledger.update(name, groups_added=tuple(sorted(groups)))
+    return ledger
+
+
+ACCOUNTS: Bookkeeping[Ledger] = Bookkeeping(merge=Ledger.merge,
+                                             reverts={CreateAccount: _created_failed, SetGroupMembers: _membership_failed})

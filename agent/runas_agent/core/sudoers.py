@@ -23,12 +23,15 @@ personally. This is the rule core/desired.py applies to local groups.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
-from runas_agent.core.plan import Action
+from runas_agent.core.action import Action
+from runas_agent.core.desired import Skip
+from runas_agent.core.ledger import Bookkeeping
 from runas_agent.directory import Directory
 
 #: First line of every drop-in the agent writes; with the sudo ledger, what makes a file ours.
@@ -309,6 +312,11 @@ class SudoLedger:
                 raise ValueError(f"sudoers ledger names {name!r}, which is not a runas-agent drop-in")
         return cls(dict(data["files"]))
 
+    def merge(self, planned: "SudoLedger") -> "SudoLedger":
+        """Every drop-in either ledger names, the planned file winning for an account in both (the
+        intent before applying `planned`)."""
+        return SudoLedger({**self.files, **planned.files})
+
 
 # --- actions -------------------------------------------------------------------------------------
 
@@ -327,6 +335,7 @@ class WriteSudoers(SudoAction):
     #: what else changed: "new", "mode 0644 -> 0440", "owner", "comments"
     why: str = ""
     verb = "sudoers"
+    counted_as = "sudoers_written"
 
     @property
     def symbol(self) -> str:  # type: ignore[override]
@@ -347,6 +356,7 @@ class RemoveSudoers(SudoAction):
     reason: str
     symbol = "-"
     verb = "sudoers-remove"
+    counted_as = "sudoers_removed"
 
     def detail(self) -> str:
         rules = "; ".join(f"- {r}" for r in self.removed)
@@ -362,6 +372,7 @@ class RemoveSsmUserBlanket(SudoAction):
     name: str = SSM_USER
     symbol = "-"
     verb = "sudoers-remove"
+    counted_as = "sudoers_removed"
 
     def detail(self) -> str:
         return (f"{self.file}, the SSM agent's blanket drop-in (sudo.remove_ssm_user_blanket), backed up as "
@@ -382,101 +393,198 @@ def is_ssm_blanket(content: str) -> bool:
 # --- planning ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class SudoSkip:
-    identity: str
-    name: str
-    reason: str
+class SudoSettings:
+    """What sudo planning needs from the config: the policy and whether ssm-user's blanket goes."""
+
+    rules: tuple[Rule, ...] = ()
+    remove_ssm_user_blanket: bool = False
+
+    @property
+    def in_use(self) -> bool:
+        """Whether the policy can ask for anything (with the ledger, whether the drop-ins matter)."""
+        return bool(self.rules) or self.remove_ssm_user_blanket
 
 
-@dataclass
+@dataclass(frozen=True)
 class SudoPlan:
-    actions: list[SudoAction] = field(default_factory=list)
-    skips: list[SudoSkip] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    actions: tuple[SudoAction, ...] = ()
+    skips: tuple[Skip, ...] = ()
+    warnings: tuple[str, ...] = ()
     #: the ledger once every action succeeds
     ledger: SudoLedger = field(default_factory=SudoLedger)
 
 
-def plan(wanted: Mapping[str, tuple[Grantee, list[Rule]]], observed: Mapping[str, Observed | None],
+@dataclass(frozen=True)
+class SudoDecision:
+    """What the plan does about one account's drop-in."""
+
+    actions: tuple[SudoAction, ...] = ()
+    #: why the account gets no drop-in (reported against its identities)
+    skip: str | None = None
+    warnings: tuple[str, ...] = ()
+    #: the drop-in file name this account takes (no other account may take it after)
+    claim: str | None = None
+    #: the account's drop-in in the ledger afterwards (None: unchanged, unless `forget`)
+    file: str | None = None
+    forget: bool = False
+
+
+@dataclass(frozen=True)
+class DropIn:
+    """One account's drop-in: as the policy renders it, and as the sudoers directory holds it."""
+
+    account: str
+    file: str
+    content: str
+    rules: tuple[Rule, ...]
+    current: Observed | None
+
+
+#: absent: no such file; ours: the ledger names it and the marker is there; foreign: not in the
+#: ledger; edited: in the ledger but the marker is gone (changed by hand).
+DropInState = Literal["absent", "ours", "foreign", "edited"]
+
+
+def drop_in_state(current: Observed | None, owned: bool) -> DropInState:
+    if current is None:
+        return "absent"
+    if not owned:
+        return "foreign"
+    return "ours" if current.marked else "edited"
+
+
+def _write_new(d: DropIn) -> SudoDecision:
+    write = WriteSudoers(d.account, d.file, d.content, tuple(r.spec() for r in d.rules), (), "new")
+    return SudoDecision(actions=(write,), claim=d.file, file=d.file)
+
+
+def _differences(current: Observed, content: str) -> list[str]:
+    """What differs besides the rules: mode, owner, comments."""
+    why = []
+    if current.mode & 0o7777 != MODE:
+        why.append(f"mode {current.mode & 0o7777:04o} -> {MODE:04o}")
+    if (current.uid, current.gid) != (0, 0):
+        why.append(f"owner {current.uid}:{current.gid} -> 0:0")
+    if current.content != content and rule_lines(current.content) == rule_lines(content):
+        why.append("comments")
+    return why
+
+
+def _rewrite(d: DropIn) -> SudoDecision:
+    """Rewritten when its rules, comments, mode or owner differ from what the policy renders."""
+    assert d.current is not None
+    why = _differences(d.current, d.content)
+    if not why and d.current.content == d.content:
+        return SudoDecision(claim=d.file, file=d.file)
+    old_lines, new_lines = rule_lines(d.current.content), rule_lines(d.content)
+    write = WriteSudoers(d.account, d.file, d.content,
+                         tuple(_spec_of(line) for line in new_lines if line not in old_lines),
+                         tuple(_spec_of(line) for line in old_lines if line not in new_lines), ", ".join(why))
+    return SudoDecision(actions=(write,), claim=d.file, file=d.file)
+
+
+def _foreign(d: DropIn) -> SudoDecision:
+    return SudoDecision(skip=f"{d.file} exists in the sudoers directory and was not written by runas-agent; left alone",
+                        claim=d.file)
+
+
+def _edited(d: DropIn) -> SudoDecision:
+    return SudoDecision(warnings=(f"{d.file} (sudo rights of {d.account}) was changed by hand (runas-agent marker gone); "
+                                  "left alone",), claim=d.file)
+
+
+#: Accounts with rules: what the plan does for each state of their drop-in.
+WRITING: Mapping[DropInState, Callable[[DropIn], SudoDecision]] = {
+    "absent": _write_new, "ours": _rewrite, "foreign": _foreign, "edited": _edited}
+
+
+def _wanted(account: str, rules: Sequence[Rule], observed: Mapping[str, Observed | None], ledger: SudoLedger,
+            claimed: Mapping[str, str]) -> SudoDecision:
+    problem = name_problem(account)
+    if problem:
+        return SudoDecision(skip=f"no sudo rights written: the account name {problem}")
+    fname = file_name(account)
+    if claimed.get(fname, account) != account:
+        return SudoDecision(skip=f"drop-in name {fname} collides with account {claimed[fname]!r}")
+    drop_in = DropIn(account, fname, render(account, rules), tuple(rules), observed.get(fname))
+    decision = WRITING[drop_in_state(drop_in.current, ledger.files.get(account) == fname)](drop_in)
+    old = ledger.files.get(account)
+    if decision.file is not None and old is not None and old != fname:
+        renamed = _remove_owned(account, old, observed.get(old), "drop-in renamed to " + fname)
+        decision = dataclasses.replace(decision, actions=decision.actions + renamed.actions,
+                                       warnings=decision.warnings + renamed.warnings)
+    return decision
+
+
+def _leaving_reason(entry: tuple[Grantee, Sequence[Rule]] | None) -> str | None:
+    """Why an account the ledger names loses its drop-in (None: it keeps one)."""
+    if entry is None:
+        return "account no longer active"
+    if not entry[1]:
+        return "no rule of the policy applies any more"
+    return None
+
+
+def _remove_owned(account: str, fname: str, current: Observed | None, reason: str) -> SudoDecision:
+    """Removing an owned drop-in; the ledger entry goes with it (or at once when the file is gone)."""
+    if current is None:
+        return SudoDecision(forget=True)
+    if not current.marked:
+        return SudoDecision(warnings=(f"{fname} (sudo rights of {account}) was changed by hand (runas-agent marker gone); "
+                                      f"not removing it although {reason}",))
+    removed = tuple(_spec_of(line) for line in rule_lines(current.content))
+    return SudoDecision(actions=(RemoveSudoers(account, fname, removed, reason),), forget=True)
+
+
+def _blanket(current: Observed | None) -> SudoDecision:
+    """ssm-user's blanket drop-in, when sudo.remove_ssm_user_blanket is set."""
+    if current is None:
+        return SudoDecision()
+    if not is_ssm_blanket(current.content):
+        return SudoDecision(warnings=(f"{SSM_USER_FILE} grants more than ssm-user's blanket rule (edited by hand?); "
+                                      "sudo.remove_ssm_user_blanket leaves it alone",))
+    remove = RemoveSsmUserBlanket(SSM_USER_FILE, backup_name(current.content), tuple(rule_lines(current.content)))
+    return SudoDecision(actions=(remove,))
+
+
+def plan(wanted: Mapping[str, tuple[Grantee, Sequence[Rule]]], observed: Mapping[str, Observed | None],
          ledger: SudoLedger, remove_ssm_blanket: bool = False) -> SudoPlan:
     """wanted: account -> (grantee, its rules) for every account that will be active after the account
     actions (accounts with no rules included: they need no drop-in). observed: file name -> what the
-    sudoers directory holds (None: absent) for every file named in the ledger or by `file_name`, and
-    for SSM_USER_FILE."""
-    result = SudoPlan()
-    files = dict(ledger.files)
+    sudoers directory holds (absent or None: no such file)."""
+    decided: list[tuple[str, str, SudoDecision]] = []
     claimed: dict[str, str] = {}
-
     for account in sorted(wanted):
         grantee, rules = wanted[account]
-        identity = ", ".join(grantee.user_names) or account
-        if not rules:
-            continue
-        problem = name_problem(account)
-        if problem:
-            result.skips.append(SudoSkip(identity, account, f"no sudo rights written: the account name {problem}"))
-            continue
-        fname = file_name(account)
-        if claimed.get(fname, account) != account:
-            result.skips.append(SudoSkip(identity, account, f"drop-in name {fname} collides with account {claimed[fname]!r}"))
-            continue
-        claimed[fname] = account
-        content = render(account, rules)
-        current = observed.get(fname)
-        owned = files.get(account) == fname
-        if current is not None and not owned:
-            result.skips.append(SudoSkip(identity, account, f"{fname} exists in the sudoers directory and was not written by runas-agent; left alone"))
-            continue
-        if current is not None and not current.marked:
-            result.warnings.append(f"{fname} (sudo rights of {account}) was changed by hand (runas-agent marker gone); left alone")
-            continue
-        new_lines = rule_lines(content)
-        if current is None:
-            result.actions.append(WriteSudoers(account, fname, content, tuple(r.spec() for r in rules), (), "new"))
-        else:
-            old_lines = rule_lines(current.content)
-            why = []
-            if current.mode & 0o7777 != MODE:
-                why.append(f"mode {current.mode & 0o7777:04o} -> {MODE:04o}")
-            if (current.uid, current.gid) != (0, 0):
-                why.append(f"owner {current.uid}:{current.gid} -> 0:0")
-            if current.content != content and old_lines == new_lines:
-                why.append("comments")
-            if why or current.content != content:
-                result.actions.append(WriteSudoers(
-                    account, fname, content,
-                    tuple(_spec_of(line) for line in new_lines if line not in old_lines),
-                    tuple(_spec_of(line) for line in old_lines if line not in new_lines),
-                    ", ".join(why)))
-        old = files.get(account)
-        if old is not None and old != fname:
-            _remove_owned(result, account, old, observed.get(old), "drop-in renamed to " + fname)
-        files[account] = fname
-
+        if rules:
+            decision = _wanted(account, rules, observed, ledger, claimed)
+            if decision.claim is not None:
+                claimed[decision.claim] = account
+            decided.append((account, ", ".join(grantee.user_names) or account, decision))
     for account, fname in sorted(ledger.files.items()):
-        grantee_rules = wanted.get(account)
-        if grantee_rules is not None and grantee_rules[1] and files.get(account) == fname:
-            continue
-        if grantee_rules is None:
-            reason = "account no longer active"
-        elif not grantee_rules[1]:
-            reason = "no rule of the policy applies any more"
-        else:
-            continue  # skipped above; its file stays as it is until the skip is resolved
-        if _remove_owned(result, account, fname, observed.get(fname), reason):
-            files.pop(account, None)
-
+        reason = _leaving_reason(wanted.get(account))
+        if reason is not None:
+            decided.append((account, account, _remove_owned(account, fname, observed.get(fname), reason)))
     if remove_ssm_blanket:
-        current = observed.get(SSM_USER_FILE)
-        if current is not None:
-            if is_ssm_blanket(current.content):
-                result.actions.append(RemoveSsmUserBlanket(SSM_USER_FILE, backup_name(current.content),
-                                                           tuple(rule_lines(current.content))))
-            else:
-                result.warnings.append(f"{SSM_USER_FILE} grants more than ssm-user's blanket rule (edited by hand?); "
-                                       "sudo.remove_ssm_user_blanket leaves it alone")
-    result.ledger = SudoLedger(files)
-    return result
+        decided.append((SSM_USER, SSM_USER, _blanket(observed.get(SSM_USER_FILE))))
+    return _assemble(ledger, decided)
+
+
+def _assemble(ledger: SudoLedger, decided: Iterable[tuple[str, str, SudoDecision]]) -> SudoPlan:
+    actions: list[SudoAction] = []
+    skips: list[Skip] = []
+    warnings: list[str] = []
+    files = dict(ledger.files)
+    for account, identity, d in decided:
+        actions.extend(d.actions)
+        if d.skip is not None:
+            skips.append(Skip(identity, account, d.skip))
+        warnings.extend(d.warnings)
+        if d.forget:
+            files.pop(account, None)
+        elif d.file is not None:
+            files[account] = d.file
+    return SudoPlan(tuple(actions), tuple(skips), tuple(warnings), SudoLedger(files))
 
 
 def _spec_of(line: str) -> str:
@@ -485,13 +593,21 @@ def _spec_of(line: str) -> str:
     return rest if sep else line
 
 
-def _remove_owned(result: SudoPlan, account: str, fname: str, current: Observed | None, reason: str) -> bool:
-    """Plan removing an owned drop-in. True when the ledger entry can go (removed or already absent)."""
-    if current is None:
-        return True
-    if not current.marked:
-        result.warnings.append(f"{fname} (sudo rights of {account}) was changed by hand (runas-agent marker gone); "
-                               f"not removing it although {reason}")
-        return False
-    result.actions.append(RemoveSudoers(account, fname, tuple(_spec_of(l) for l in rule_lines(current.content)), reason))
-    return True
+# --- keeping the ledger across the apply -------------------------------------------------------------
+
+def _write_failed(ledger: SudoLedger, action: WriteSudoers) -> SudoLedger:
+    """A failed write put the previous file back: a new drop-in is not there, so not owned."""
+    if action.why != "new" or ledger.files.get(action.name) != action.file:
+        return ledger
+    return SudoLedger({a: f for a, f in ledger.files.items() if a != action.name})
+
+
+def _remove_failed(ledger: SudoLedger, action: RemoveSudoers) -> SudoLedger:
+    """A failed removal left the file there: still owned (unless the account owns another by now)."""
+    if action.name in ledger.files:
+        return ledger
+    return SudoLedger({**ledger.files, action.name: action.file})
+
+
+SUDO: Bookkeeping[SudoLedger] = Bookkeeping(merge=SudoLedger.merge,
+                                            reverts={WriteSudoers: _write_failed, RemoveSudoers: _remove_failed})

@@ -1,5 +1,5 @@
 """What `doctor` checks read the world through (shell): the host probe, the AWS session and clients,
-the command seam. The defaults are the real host and the default AWS chain; tests point them elsewhere.
+`visudo -c`. The defaults are the real host and the default AWS chain; tests point them elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import boto3
 import psutil
 
 from runas_agent import aws
-from runas_agent.host import subp
+from runas_agent.host.sudoers import check_tree
 from runas_agent.settings import Config
 
 
@@ -74,6 +74,6 @@ class Env:
         return aws.client(service, cfg.source, session=self.session(cfg), region=region, endpoint_url=endpoint_url,
                           attempts=2, agent="doctor")
 
-    def command(self, argv: list[str]) -> Any:
-        """Run a command through the subprocess seam; any exit status is an answer."""
-        return (self.probe.run or subp.run)(argv, ok=tuple(range(256)), timeout=30)
+    def visudo_check(self, visudo: str) -> Any:
+        """`visudo -c` of the whole sudoers tree (host/sudoers.py); any exit status is an answer."""
+        return check_tree(visudo, run=self.probe.run)

@@ -17,16 +17,20 @@ from runas_agent.settings import Config
 
 if TYPE_CHECKING:
     from runas_agent.sources import SourceType
+    from runas_agent.sources.admission import Admission
 
 
 @dataclass(frozen=True)
 class DirectoryRead:
-    """The directory as the sync would read it, and what it makes of it."""
+    """The directory as the sync would read and admit it, and what it makes of it."""
 
     #: the configuration with the run_as expression in force
     config: Config
+    #: the directory admitted for planning (admission.directory)
     directory: Directory
     desired: Desired
+    #: what the plan must still carry (sources/admission.py: refusals of rollback, held disables)
+    admission: Admission
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ SOURCE_ANSWERS: Fact[None] = Fact("the directory source answers", "the directory
 LIVE_EXPRESSION: Fact[str] = Fact("the live run_as expression")
 #: The configuration with run_as.expression resolved (the live value for from-identity-center).
 EXPRESSION: Fact[Config] = Fact("the run_as expression", "the live run_as expression could not be read (see abac)")
-#: The directory, read and mapped to accounts.
+#: The directory, read, admitted as the sync would, and mapped to accounts.
 DIRECTORY: Fact[DirectoryRead] = Fact("the directory", "the directory was not read")
 #: What runas-agent owns (its ledger).
 LEDGER: Fact[Ledger] = Fact("the ledger", "the ledger could not be read")

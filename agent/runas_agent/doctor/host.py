@@ -82,7 +82,7 @@ class Sudoers(Check):
     def run(self, facts: Facts, env: Env) -> Verdict:
         cfg = facts[SETTINGS]
         try:
-            result = env.command([cfg.sudo.visudo, "-c"])
+            result = env.visudo_check(cfg.sudo.visudo)
         except CommandError as exc:
             return Verdict(FAILED if cfg.sudo.rules else WARNING, f"cannot check the sudoers tree: {exc}",
                            "install sudo (it brings visudo), or set sudo.visudo to its path")

@@ -22,11 +22,13 @@ from runas_agent.doctor.check import Check, Facts, Verdict, failed, ok, plural, 
 from runas_agent.doctor.env import Env
 from runas_agent.doctor.facts import (AS_ROOT, CONFIG, DIRECTORY, EXPRESSION, HOME_REGION, LEDGER, SETTINGS,
                                       SOURCE_ANSWERS, DirectoryRead, source_is)
-from runas_agent.errors import AgentError, ConfigError
+from runas_agent.errors import AgentError, ConfigError, UntrustedError
 from runas_agent.host.accounts import read_host
 from runas_agent.host.files import StateDir
+from runas_agent.host.observe import observe
 from runas_agent.settings import Config, desired_settings
 from runas_agent.sources import source_type, types as source_types
+from runas_agent.sources.admission import admit
 from runas_agent.sync import compute_plan, name_rules
 
 #: A last sync older than this many scheduled intervals (interval + jitter) means the loop stopped.
@@ -79,13 +81,19 @@ class Identities(Check):
         kind = source_type(cfg.source.type)
         session = env.session(cfg) if kind.needs_aws_credentials else None
         try:
-            fetched = kind.from_settings(cfg.source, session=session).fetch()
+            source = kind.from_settings(cfg.source, session=session)
+            fetched = source.fetch()
+            assert fetched is not None  # no known version was given
+            admitted = admit(resolved, fetched.directory, StateDir(resolved.state_dir).snapshot_path, source.describe())
+        except UntrustedError as exc:
+            return failed(f"the directory cannot be believed: {exc}",
+                          "the sync refuses it too and changes nothing until this is fixed")
         except AgentError as exc:
             return failed(f"the directory could not be read completely: {exc}",
                           "the sync cannot read it either and changes nothing until this is fixed")
-        assert fetched is not None  # no known version was given
         rules = name_rules(resolved, env.probe.etc)
-        read = DirectoryRead(resolved, fetched.directory, compute(fetched.directory, desired_settings(resolved, rules)))
+        desired = compute(admitted.directory, desired_settings(resolved, rules))
+        read = DirectoryRead(resolved, admitted.directory, desired, admitted)
         return identities_verdict(read, rules.family).giving(DIRECTORY, read)
 
 
@@ -132,8 +140,20 @@ class Accounts(Check):
             return warning(f"cannot read {state.ledger_path}: {exc.strerror}", "run the doctor as root")
         owned = owned_accounts(ledger, read_host(env.probe.etc))
         read = facts.get(DIRECTORY)
-        plan = compute_plan(read.config, read.directory, ledger, env.probe.etc)[1] if read is not None else None
-        return accounts_verdict(owned, read, plan).giving(LEDGER, ledger)
+        if read is None:
+            return accounts_verdict(owned, None, None).giving(LEDGER, ledger)
+        try:
+            return accounts_verdict(owned, read, next_plan(read, env.probe.etc)).giving(LEDGER, ledger)
+        except AgentError as exc:
+            return failed(f"{owned.text}; the host cannot be observed: {exc}",
+                          "the sync cannot observe it either and changes nothing until this is fixed").giving(LEDGER, ledger)
+
+
+def next_plan(read: DirectoryRead, etc: str) -> Plan:
+    """The plan the next sync would make, judged by the admission as the sync judges it (no --force)."""
+    observation = observe(read.config, etc)
+    plan = compute_plan(read.config, read.directory, observation)[1]
+    return read.admission.judge(plan, observation.ledger, force=False)
 
 
 def owned_accounts(ledger: Ledger, host: HostState) -> Owned:

@@ -334,7 +334,7 @@ def _replace(etc: str, kind: str, old: bytes, new: bytes, step: StepHook) -> Non
 def write_databases(etc: str, db: AccountDB, step: StepHook | None = None) -> list[str]:
     """Write every database `db` changed, in WRITE_ORDER; the caller holds the lock. Returns the
     databases written."""
-    written = []
+    written: list[str] = []
     for kind, data in db.rendered().items():
         try:
             _replace(etc, kind, db.tables[kind].original, data, step or (lambda *_: None))
@@ -354,8 +354,8 @@ def _which(program: str) -> str | None:
 def flush_caches(run: Callable = subp.run) -> list[str]:
     """Tell nscd and sssd that passwd and group changed, as shadow-utils does. Returns problems
     (the databases are written by then: a cache that cannot be told is worth a warning)."""
-    problems = []
-    calls = []
+    problems: list[str] = []
+    calls: list[tuple[list[str], tuple[int, ...]]] = []
     if _which("nscd"):
         # exit 1: nscd is installed but not running, so it caches nothing
         calls += [(["nscd", "-i", "passwd"], (0, 1)), (["nscd", "-i", "group"], (0, 1))]

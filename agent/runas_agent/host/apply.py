@@ -1,4 +1,5 @@
-"""Applying a plan (host side): every account change through the real shadow-utils.
+"""Applying a plan (host side): the account actions through an account applier (the real
+shadow-utils here), then the sudoers actions through host/sudoers.py.
 
 Each action is independent: a failed command is recorded against its account and the rest of the
 plan goes on. Nothing here deletes an account, a home directory or a file.
@@ -9,11 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
-from runas_agent.core.plan import (NOLOGIN, Action, CreateAccount, DisableAccount, EnableAccount,
-                                   ForgetAccount, SetGroupMembers, UpdateAccount)
+from runas_agent.core.action import Action, Outcome
+from runas_agent.core.plan import (NOLOGIN, CreateAccount, DisableAccount, EnableAccount, ForgetAccount,
+                                   SetGroupMembers, UpdateAccount, blocked_accounts)
+from runas_agent.core.sudoers import SudoAction
 from runas_agent.errors import CommandError
 from runas_agent.host import subp
 from runas_agent.host.accounts import read_groups, read_users
@@ -21,15 +23,27 @@ from runas_agent.host.accounts import read_groups, read_users
 #: usermod's exit status when the account has running processes (it then refuses to rename).
 USERMOD_BUSY = 8
 
+Progress = Callable[[], None]
 
-@dataclass
-class Outcome:
-    done: list[Action] = field(default_factory=list)
-    #: (action, error message)
-    failed: list[tuple[Action, str]] = field(default_factory=list)
 
-    def failed_accounts(self) -> set[str]:
-        return {a.account for a, _ in self.failed}
+class AccountApplier(Protocol):
+    """Applies account actions; `progress` is called where nothing is half-done and may raise."""
+
+    def apply(self, actions: Sequence[Action], progress: Progress | None = None) -> Outcome: ...
+
+
+class SudoApplier(Protocol):
+    """Applies sudoers actions; none is written for a `blocked` account."""
+
+    def apply(self, actions: Sequence[Action], blocked: Collection[str] = ...) -> Outcome: ...
+
+
+def apply_plan(actions: Sequence[Action], accounts: AccountApplier, sudo: SudoApplier,
+               progress: Progress | None = None) -> Outcome:
+    """The account actions, then the sudoers actions (none for an account that could not be made)."""
+    outcome = accounts.apply([a for a in actions if not isinstance(a, SudoAction)], progress)
+    outcome.extend(sudo.apply([a for a in actions if isinstance(a, SudoAction)], blocked_accounts(outcome)))
+    return outcome
 
 
 def _links_pam(binary: str) -> bool:
@@ -46,15 +60,20 @@ def _nologin() -> str:
 
 
 class Applier:
+    """Account actions through shadow-utils: one handler per action type (`handlers`)."""
+
     #: this many creates or more go through one `newusers` run
     batch_min = 20
 
-    def __init__(self, skel: str = "/etc/skel", etc: str = "/etc", run: Callable = subp.run):
+    def __init__(self, skel: str = "/etc/skel", etc: str = "/etc", run: Callable[..., Any] = subp.run):
         self.skel = skel
         self.etc = etc
         self.run = run
+        self.handlers: Mapping[type, Callable[[Any, Outcome], None]] = {
+            CreateAccount: self._create, EnableAccount: self._enable, UpdateAccount: self._update,
+            SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget}
 
-    def apply(self, actions: list[Action], progress: Callable[[], None] | None = None) -> Outcome:
+    def apply(self, actions: Sequence[Action], progress: Progress | None = None) -> Outcome:
         """Apply every action. `progress`, when given, is called before each action: a point where
         nothing is half-done, so it may raise to abandon the rest (the daemon's watchdog and stop)."""
         outcome = Outcome()
@@ -70,8 +89,7 @@ class Applier:
             if progress is not None:
                 progress()
             try:
-                handler = getattr(self, "_" + type(action).__name__)
-                handler(action, outcome)
+                self.handlers[type(action)](action, outcome)
             except CommandError as exc:
                 outcome.failed.append((action, str(exc)))
                 continue
@@ -183,7 +201,7 @@ class Applier:
         finally:
             os.close(home_fd)
 
-    def _CreateAccount(self, a: CreateAccount, outcome: Outcome) -> None:
+    def _create(self, a: CreateAccount, outcome: Outcome) -> None:
         self.run(["groupadd", "-g", str(a.gid), "--", a.name])
         try:
             self.run(["useradd", "--no-log-init", "-u", str(a.uid), "-g", str(a.gid),
@@ -194,11 +212,11 @@ class Applier:
             self.run(["groupdel", "--", a.name], ok=(0, 6))
             raise
 
-    def _EnableAccount(self, a: EnableAccount, outcome: Outcome) -> None:
+    def _enable(self, a: EnableAccount, outcome: Outcome) -> None:
         self.run(["groupmod", "-n", a.name, "--", a.parked])
         self.run(["usermod", "-l", a.name, "-U", "-e", "", "-s", a.shell, "-c", a.comment, "--", a.parked])
 
-    def _UpdateAccount(self, a: UpdateAccount, outcome: Outcome) -> None:
+    def _update(self, a: UpdateAccount, outcome: Outcome) -> None:
         if "group_name" in a.changes:
             self.run(["groupmod", "-n", a.name, "--", a.changes["group_name"][0]])
         argv = ["usermod"]
@@ -209,7 +227,7 @@ class Applier:
         if len(argv) > 1:
             self.run(argv + ["--", a.name])
 
-    def _SetGroupMembers(self, a: SetGroupMembers, outcome: Outcome) -> None:
+    def _set_members(self, a: SetGroupMembers, outcome: Outcome) -> None:
         # Read the member list afresh and set it whole in one call: one rewrite of /etc/group per
         # group instead of one per member, and memberships an admin added are carried over as they are.
         current = read_groups(self.etc)
@@ -222,7 +240,7 @@ class Applier:
             return
         self.run(["gpasswd", "-M", ",".join(members), a.group])
 
-    def _DisableAccount(self, a: DisableAccount, outcome: Outcome) -> None:
+    def _disable(self, a: DisableAccount, outcome: Outcome) -> None:
         # Renaming is what stops Run As: the SSM agent only asks `id <name>`. The account keeps its
         # UID, GID and home under the parked name; lock and expiry cover any password-based path.
         try:
@@ -237,5 +255,5 @@ class Applier:
                                "the rename is retried every sync") from None
         self.run(["groupmod", "-n", a.parked, "--", a.name])
 
-    def _ForgetAccount(self, a: ForgetAccount, outcome: Outcome) -> None:
+    def _forget(self, a: ForgetAccount, outcome: Outcome) -> None:
         return None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, Iterable, Protocol, TypeVar
 
-from runas_agent.core.ledger import Ledger
+from runas_agent.core.ledger import Entry, Ledger
+from runas_agent.core.sudoers import SudoLedger
 from runas_agent.errors import AgentError
 
 T = TypeVar("T")
@@ -70,15 +71,63 @@ def dump_json(data: Any) -> bytes:
     return (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
+class Record(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
+class LedgerFile(Generic[R]):
+    """One ledger as a JSON file of the state directory."""
+
+    def __init__(self, path: str, from_dict: Callable[[Any], R], empty: Callable[[], R], owns: str):
+        self.path = path
+        self._from_dict = from_dict
+        self._empty = empty
+        self._owns = owns
+
+    def load(self) -> R:
+        return load_state(self.path, self._from_dict, self._empty, self._owns)
+
+    def save(self, ledger: R) -> bool:
+        return write_atomic(self.path, dump_json(ledger.to_dict()))
+
+
+class Keeper(Generic[R]):
+    """Writes one ledger through one apply, following core.ledger's protocol: the intent before the
+    first action, the settled ledger after the last. A write that would change nothing is not made."""
+
+    def __init__(self, file: LedgerFile[R], entry: Entry[R]):
+        self.file = file
+        self.entry = entry
+        self._stored = entry.before
+
+    def intent(self) -> None:
+        self._record(self.entry.intent())
+
+    def settle(self, failed: Iterable[object]) -> None:
+        self._record(self.entry.settle(failed))
+
+    def _record(self, ledger: R) -> None:
+        if ledger != self._stored:
+            self.file.save(ledger)
+            self._stored = ledger
+
+
 class StateDir:
-    """The agent's persistent state: the ledger of owned accounts and the last directory snapshot."""
+    """The agent's persistent state: the ledgers of owned accounts and drop-ins, and the last
+    directory snapshot."""
 
     def __init__(self, path: str):
         self.path = path
+        self.ledger = LedgerFile(os.path.join(path, "ledger.json"), Ledger.from_dict, Ledger, "what the agent owns")
+        self.sudo_ledger = LedgerFile(os.path.join(path, "sudoers.json"), SudoLedger.from_dict, SudoLedger,
+                                      "which drop-ins the agent owns")
 
     @property
     def ledger_path(self) -> str:
-        return os.path.join(self.path, "ledger.json")
+        return self.ledger.path
 
     @property
     def snapshot_path(self) -> str:
@@ -89,10 +138,7 @@ class StateDir:
         return os.path.join(self.path, "sync.lock")
 
     def load_ledger(self) -> Ledger:
-        return load_state(self.ledger_path, Ledger.from_dict, Ledger, "what the agent owns")
-
-    def save_ledger(self, ledger: Ledger) -> bool:
-        return write_atomic(self.ledger_path, dump_json(ledger.to_dict()))
+        return self.ledger.load()
 
     def save_snapshot(self, data: bytes) -> bool:
         return write_atomic(self.snapshot_path, data, mode=0o600)

@@ -36,7 +36,7 @@ class SyncLock:
         self.fd = fd
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *_: object) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)

@@ -12,31 +12,31 @@ import os
 import re
 import stat
 import tempfile
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 from runas_agent.core import sudoers as core
-from runas_agent.core.sudoers import (MODE, Observed, RemoveSsmUserBlanket, RemoveSudoers, SudoAction, SudoLedger,
-                                      WriteSudoers)
+from runas_agent.core.action import Action, Outcome
+from runas_agent.core.sudoers import MODE, Observed, RemoveSsmUserBlanket, RemoveSudoers, SudoLedger, WriteSudoers
 from runas_agent.errors import AgentError, CommandError
 from runas_agent.host import subp
-from runas_agent.host.files import dump_json, load_state, read_bytes, write_atomic
-from runas_agent.settings import Config, sudo_rules
+from runas_agent.host.files import read_bytes, write_atomic
 
 #: visudo reports problems as `<file>:<line>:<column>: <message>` or `<file>: <message>` (permissions).
 _VISUDO_PROBLEM = re.compile(r"^(?P<file>/[^:\n]*):(?:(?P<line>\d+):(?:\d+:)?)?\s*(?P<msg>.*)$", re.M)
 #: Key of a visudo failure that names no file: nothing can be attributed, so nothing is written.
 UNATTRIBUTED = ""
+#: What `visudo -c` says about the whole tree: file -> its first problem (UNATTRIBUTED: names no file).
+Tree = dict[str, str]
 
 
 class SudoersError(AgentError):
     """A drop-in could not be installed or removed; the previous state was put back."""
 
 
-@dataclass
-class SudoOutcome:
-    done: list
-    failed: list  # (action, message)
+def check_tree(visudo: str = "visudo", run: Callable[..., Any] | None = None) -> Any:
+    """`visudo -c` over the whole tree, as it stands (read only): the finished process, whatever its
+    exit status (`returncode`, `stdout`, `stderr`). Raises CommandError when visudo cannot be run."""
+    return (run or subp.run)([visudo, "-c"], ok=tuple(range(256)), timeout=30)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -47,58 +47,63 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def read_drop_in(directory: str, name: str) -> Observed | None:
+    """One file of the sudoers directory, never following a link (None: there is none)."""
+    path = os.path.join(directory, name)
+    try:
+        # O_NONBLOCK: a FIFO under an agent file name must not hang the sync.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise AgentError(f"cannot read {path}: permission denied (sudoers drop-ins are readable by root only)") from None
+    except OSError as exc:
+        # A symlink or something else odd under an agent file name: never ours to follow.
+        return Observed(f"<unreadable: {exc.strerror}>", 0)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return Observed("<not a regular file>", st.st_mode)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            content = handle.read().decode("utf-8", "surrogateescape")
+        return Observed(content, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    finally:
+        os.close(fd)
+
+
+def read_drop_ins(directory: str, ledger: SudoLedger) -> dict[str, Observed]:
+    """Every file a sudo plan can look at: those under the agent's file prefix, those the ledger
+    names, and the SSM agent's ssm-user drop-in. Absent files are left out."""
+    try:
+        names = {n for n in os.listdir(directory) if n.startswith(core.FILE_PREFIX)}
+    except FileNotFoundError:
+        names = set()
+    except PermissionError:
+        raise AgentError(f"cannot read {directory}: permission denied (sudoers drop-ins are readable by root "
+                         "only)") from None
+    names |= set(ledger.files.values()) | {core.SSM_USER_FILE}
+    found = {name: read_drop_in(directory, name) for name in sorted(names)}
+    return {name: observed for name, observed in found.items() if observed is not None}
+
+
 class SudoersHost:
-    #: this many drop-ins or more to write go through install_batch first
+    """Applies sudoers actions to one sudoers directory."""
+
+    #: this many drop-ins or more to write (or remove) go through one batch first
     batch_min = 20
 
-    def __init__(self, sudoers_dir: str, state_dir: str, visudo: str = "visudo", run: Callable = subp.run):
+    def __init__(self, sudoers_dir: str, state_dir: str, visudo: str = "visudo", run: Callable[..., Any] = subp.run):
         self.dir = sudoers_dir
         self.state_dir = state_dir
         self.visudo = visudo
         self.run = run
-        #: the whole tree's problems as the last check after a change found them
-        self._last_tree: dict[str, str] | None = None
-
-    # --- reading ---------------------------------------------------------------------------------
-
-    @property
-    def ledger_path(self) -> str:
-        return os.path.join(self.state_dir, "sudoers.json")
 
     @property
     def backup_dir(self) -> str:
         return os.path.join(self.state_dir, "sudoers-backup")
 
-    def load_ledger(self) -> SudoLedger:
-        return load_state(self.ledger_path, SudoLedger.from_dict, SudoLedger, "which drop-ins the agent owns")
-
-    def save_ledger(self, ledger: SudoLedger) -> bool:
-        return write_atomic(self.ledger_path, dump_json(ledger.to_dict()))
-
     def observe_one(self, name: str) -> Observed | None:
-        path = os.path.join(self.dir, name)
-        try:
-            # O_NONBLOCK: a FIFO under an agent file name must not hang the sync.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except PermissionError:
-            raise AgentError(f"cannot read {path}: permission denied (sudoers drop-ins are readable by root only)") from None
-        except OSError as exc:
-            # A symlink or something else odd under an agent file name: never ours to follow.
-            return Observed(f"<unreadable: {exc.strerror}>", 0)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return Observed("<not a regular file>", st.st_mode)
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                content = handle.read().decode("utf-8", "surrogateescape")
-            return Observed(content, st.st_mode & 0o7777, st.st_uid, st.st_gid)
-        finally:
-            os.close(fd)
-
-    def observe(self, names: Iterable[str]) -> dict[str, Observed | None]:
-        return {name: self.observe_one(name) for name in set(names)}
+        return read_drop_in(self.dir, name)
 
     # --- checking --------------------------------------------------------------------------------
 
@@ -133,20 +138,17 @@ class SudoersHost:
                     return f"{key}: {match.group('msg')}"
         return problem.strip().splitlines()[-1] if problem.strip() else problem
 
-    def tree_problems(self) -> dict[str, str]:
+    def tree_problems(self) -> Tree:
         return self._check()
 
-    def _worse(self, baseline: dict[str, str] | None, paths: Iterable[str] = ()) -> str | None:
+    def _worse(self, baseline: Tree, paths: Iterable[str] = ()) -> tuple[str | None, Tree]:
         """The whole tree's problems that a change to `paths` caused: any problem in those files, or
-        in a file that had none before. Problems that were there already (someone else's broken file)
-        are not this change's doing and do not block it."""
+        in a file that had none before; and the tree as it is now. Problems that were there already
+        (someone else's broken file) are not this change's doing and do not block it."""
         after = self._check()
-        self._last_tree = after
-        if baseline is None:
-            baseline = {}
-        paths = set(paths)
-        new = {f: m for f, m in after.items() if f in paths or f == UNATTRIBUTED or f not in baseline}
-        return "\n".join(new.values()) if new else None
+        changed = set(paths)
+        new = {f: m for f, m in after.items() if f in changed or f == UNATTRIBUTED or f not in baseline}
+        return ("\n".join(new.values()) if new else None), after
 
     # --- changing --------------------------------------------------------------------------------
 
@@ -174,7 +176,8 @@ class SudoersHost:
             os.replace(tmp, path)
         _fsync_dir(self.dir)
 
-    def install(self, action: WriteSudoers, baseline: dict[str, str] | None = None) -> None:
+    def install(self, action: WriteSudoers, baseline: Tree) -> Tree:
+        """Install one drop-in; returns the tree as `visudo -c` found it afterwards."""
         path = os.path.join(self.dir, action.file)
         previous = self.observe_one(action.file)
         if previous is not None and not previous.marked:
@@ -190,29 +193,45 @@ class SudoersHost:
             _unlink(tmp)
             raise
         _fsync_dir(self.dir)
-        problem = self._worse(baseline, {path})
+        problem, after = self._worse(baseline, {path})
         if problem:
             self._put(action.file, previous)
             raise SudoersError(f"sudo rights of {action.name}: the sudoers tree failed visudo -c with the new "
                                f"drop-in ({self._explain(action, problem, path)}); previous state restored")
+        return after
 
-    def install_batch(self, actions: list[WriteSudoers], baseline: dict[str, str]) -> bool:
+    def install_batch(self, actions: Sequence[WriteSudoers], baseline: Tree) -> Tree | None:
         """Install many drop-ins with two visudo runs instead of two per file: one `visudo -cf` of all
         of them together (drop-ins define no aliases or defaults, so together they are valid exactly
-        when each one is), the renames, then one `visudo -c` of the tree. Any failure puts every file
-        back as it was and returns False, and the caller installs them one by one, which isolates and
-        names the bad one. A crash half-way leaves only drop-ins that passed visudo."""
-        previous = {a.file: self.observe_one(a.file) for a in actions}
-        if any(p is not None and not p.marked for p in previous.values()):
-            return False
-        combined = self._temp("".join(a.content for a in actions).encode("utf-8"), MODE)
-        try:
-            if self._visudo("-f", combined):
-                return False
-        finally:
-            _unlink(combined)
-        temps: list[tuple[str, WriteSudoers]] = []
+        when each one is), the renames, then one `visudo -c` of the tree. Returns the tree afterwards;
+        any failure puts every file back as it was and returns None, and the caller installs them one
+        by one, which isolates and names the bad one. A crash half-way leaves only drop-ins that
+        passed visudo. Nothing is tried while visudo fails naming no file."""
+        if UNATTRIBUTED in baseline:
+            return None
+        previous = self._previous(actions)
+        if previous is None or not self._accepted_together(actions):
+            return None
         installed: list[WriteSudoers] = []
+        try:
+            self._rename_into_place(actions, installed)
+            problem, after = self._worse(baseline, {os.path.join(self.dir, a.file) for a in actions})
+            if not problem:
+                return after
+        except OSError:
+            pass
+        for action in installed:
+            self._put(action.file, previous[action.file])
+        return None
+
+    def _previous(self, actions: Sequence[WriteSudoers | RemoveSudoers]) -> dict[str, Observed | None] | None:
+        """The files as they are before a batch, or None when one of them is not the agent's."""
+        previous = {a.file: self.observe_one(a.file) for a in actions}
+        return None if any(p is not None and not p.marked for p in previous.values()) else previous
+
+    def _rename_into_place(self, actions: Sequence[WriteSudoers], installed: list[WriteSudoers]) -> None:
+        """Every drop-in to a temp file, then each renamed to its name (listed in `installed`)."""
+        temps: list[tuple[str, WriteSudoers]] = []
         try:
             for action in actions:
                 temps.append((self._temp(action.content.encode("utf-8"), MODE), action))
@@ -220,58 +239,66 @@ class SudoersHost:
                 os.rename(tmp, os.path.join(self.dir, action.file))
                 installed.append(action)
             _fsync_dir(self.dir)
-            if not self._worse(baseline, {os.path.join(self.dir, a.file) for a in actions}):
-                return True
-        except OSError:
-            pass
         finally:
             for tmp, _ in temps:
                 _unlink(tmp)
-        for action in installed:
-            self._put(action.file, previous[action.file])
-        self._last_tree = None
-        return False
 
-    def remove_batch(self, actions: list[RemoveSudoers], baseline: dict[str, str]) -> bool:
-        """Remove many owned drop-ins with one tree check; on failure put them all back and return
-        False (the caller then removes them one by one)."""
-        previous = {a.file: self.observe_one(a.file) for a in actions}
-        if any(p is not None and not p.marked for p in previous.values()):
-            return False
+    def _accepted_together(self, actions: Sequence[WriteSudoers]) -> bool:
+        combined = self._temp("".join(a.content for a in actions).encode("utf-8"), MODE)
+        try:
+            return not self._visudo("-f", combined)
+        finally:
+            _unlink(combined)
+
+    def remove_batch(self, actions: Sequence[RemoveSudoers], baseline: Tree) -> Tree | None:
+        """Remove many owned drop-ins with one tree check. Returns the tree afterwards; on failure puts
+        them all back and returns None (the caller then removes them one by one)."""
+        previous = self._previous(actions)
+        if previous is None:
+            return None
         for action in actions:
             _unlink(os.path.join(self.dir, action.file))
         _fsync_dir(self.dir)
-        if UNATTRIBUTED in baseline or not self._worse(baseline):
-            return True
+        if UNATTRIBUTED in baseline:
+            return self.tree_problems()
+        problem, after = self._worse(baseline)
+        if not problem:
+            return after
         for action in actions:
-            if previous[action.file] is not None:
-                self._put(action.file, previous[action.file])
-        self._last_tree = None
-        return False
+            old = previous[action.file]
+            if old is not None:
+                self._put(action.file, old)
+        return None
 
-    def remove(self, action: RemoveSudoers, baseline: dict[str, str] | None = None) -> None:
+    def remove(self, action: RemoveSudoers, baseline: Tree) -> Tree:
+        """Remove one owned drop-in; returns the tree afterwards."""
         previous = self.observe_one(action.file)
         if previous is None:
-            return
+            return self.tree_problems()
         if not previous.marked:
             raise SudoersError(f"sudo rights of {action.name}: {os.path.join(self.dir, action.file)} is no longer a "
                                "runas-agent drop-in; left alone")
-        self._remove_file(action.name, action.file, previous, baseline)
+        return self._remove_file(action.name, action.file, previous, baseline)
 
-    def _remove_file(self, account: str, name: str, previous: Observed, baseline: dict[str, str] | None) -> None:
+    def _remove_file(self, account: str, name: str, previous: Observed, baseline: Tree) -> Tree:
+        """Taking rights away never waits for someone else's broken file: while visudo fails naming
+        no file, the removal is not checked."""
         _unlink(os.path.join(self.dir, name))
         _fsync_dir(self.dir)
-        if baseline is not None and UNATTRIBUTED not in baseline:
-            problem = self._worse(baseline)
-            if problem:
-                self._put(name, previous)
-                raise SudoersError(f"sudo rights of {account}: the sudoers tree failed visudo -c without "
-                                   f"{name} ({problem.strip().splitlines()[-1]}); previous state restored")
+        if UNATTRIBUTED in baseline:
+            return self.tree_problems()
+        problem, after = self._worse(baseline)
+        if problem:
+            self._put(name, previous)
+            raise SudoersError(f"sudo rights of {account}: the sudoers tree failed visudo -c without "
+                               f"{name} ({problem.strip().splitlines()[-1]}); previous state restored")
+        return after
 
-    def remove_ssm_blanket(self, action: RemoveSsmUserBlanket, baseline: dict[str, str] | None = None) -> None:
+    def remove_ssm_blanket(self, action: RemoveSsmUserBlanket, baseline: Tree) -> Tree:
+        """Back up ssm-user's blanket drop-in, then remove it; returns the tree afterwards."""
         previous = self.observe_one(action.file)
         if previous is None:
-            return
+            return self.tree_problems()
         if not core.is_ssm_blanket(previous.content) or core.backup_name(previous.content) != action.backup:
             raise SudoersError(f"{action.file} changed since the plan was made; left alone")
         data = previous.content.encode("utf-8", "surrogateescape")
@@ -281,11 +308,11 @@ class SudoersHost:
             write_atomic(backup, data, mode=0o600)
         if read_bytes(backup) != data:
             raise SudoersError(f"{action.file}: backup {backup} could not be verified; not removing it")
-        self._remove_file(core.SSM_USER, action.file, previous, baseline)
+        return self._remove_file(core.SSM_USER, action.file, previous, baseline)
 
     def clean_temps(self) -> list[str]:
         """Remove temp files a crashed install left behind (sudo never read them)."""
-        removed = []
+        removed: list[str] = []
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:
@@ -296,65 +323,60 @@ class SudoersHost:
                 removed.append(name)
         return removed
 
-    # --- one batch -------------------------------------------------------------------------------
+    # --- one apply -------------------------------------------------------------------------------
 
-    def apply(self, actions: list[SudoAction], blocked_accounts: set[str] = frozenset()) -> SudoOutcome:
-        """Apply sudo actions. Writes for `blocked_accounts` (whose account could not be created or
-        re-enabled) are not attempted: a rule must never wait for someone else to take the name."""
-        outcome = SudoOutcome([], [])
+    def apply(self, actions: Sequence[Action], blocked: Collection[str] = frozenset()) -> Outcome:
+        """Apply sudo actions: first in batches where there are many of a kind, then one by one
+        (what a batch did not do, or isolating the one that made it fail). Writes for `blocked`
+        accounts (whose account could not be created or re-enabled) are not attempted: a rule must
+        never wait for someone else to take the name."""
+        outcome = Outcome()
         if not actions:
             return outcome
         if not os.path.isdir(self.dir):
-            for action in actions:
-                outcome.failed.append((action, f"sudoers directory {self.dir} does not exist"))
+            outcome.failed.extend((a, f"sudoers directory {self.dir} does not exist") for a in actions)
             return outcome
-        old = self.load_ledger()
-        writes = [a for a in actions if isinstance(a, WriteSudoers)]
-        intent = dict(old.files)
-        intent.update({a.name: a.file for a in writes})
-        self.save_ledger(SudoLedger(intent))
         self.clean_temps()
-        baseline = self.tree_problems()
-        batch = [a for a in actions if isinstance(a, WriteSudoers) and a.name not in blocked_accounts]
-        if len(batch) >= self.batch_min and UNATTRIBUTED not in baseline:
-            self._last_tree = None
-            if self.install_batch(batch, baseline):
-                outcome.done.extend(batch)
-                batched = {id(a) for a in batch}
-                actions = [a for a in actions if id(a) not in batched]
-                baseline = self._last_tree if self._last_tree is not None else self.tree_problems()
-        removals = [a for a in actions if isinstance(a, RemoveSudoers)]
-        if len(removals) >= self.batch_min:
-            self._last_tree = None
-            if self.remove_batch(removals, baseline):
-                outcome.done.extend(removals)
-                batched = {id(a) for a in removals}
-                actions = [a for a in actions if id(a) not in batched]
-                baseline = self._last_tree if self._last_tree is not None else self.tree_problems()
-        for action in actions:
-            self._last_tree = None
+        pending, tree = self._in_batches(list(actions), self.tree_problems(), blocked, outcome)
+        handlers = self._handlers(blocked)
+        for action in pending:
             try:
-                if isinstance(action, WriteSudoers):
-                    if action.name in blocked_accounts:
-                        raise SudoersError(f"sudo rights of {action.name}: not written, the account itself failed")
-                    if UNATTRIBUTED in baseline:
-                        raise SudoersError(f"sudo rights of {action.name}: not written, visudo -c fails and names no "
-                                           f"file, so the new drop-in cannot be checked: {baseline[UNATTRIBUTED].splitlines()[-1]}")
-                    self.install(action, baseline)
-                elif isinstance(action, RemoveSudoers):
-                    # Taking rights away never waits for someone else's broken file.
-                    self.remove(action, baseline)
-                elif isinstance(action, RemoveSsmUserBlanket):
-                    self.remove_ssm_blanket(action, baseline)
+                tree = handlers[type(action)](action, tree)
             except (SudoersError, CommandError, OSError) as exc:
                 outcome.failed.append((action, str(exc)))
                 continue
             outcome.done.append(action)
-            baseline = self._last_tree if self._last_tree is not None else self.tree_problems()
-        # What the agent owns afterwards is what is on disk: failed writes were put back, failed
-        # removals are still there, files removed by hand are forgotten.
-        self.save_ledger(SudoLedger({a: f for a, f in intent.items() if self.observe_one(f) is not None}))
         return outcome
+
+    def _in_batches(self, pending: list[Action], tree: Tree, blocked: Collection[str],
+                    outcome: Outcome) -> tuple[list[Action], Tree]:
+        """Apply each kind of action of which there are many as one batch. Returns what is left to
+        do one by one, and the tree afterwards."""
+        batches: list[tuple[Callable[[Any, Tree], Tree | None], Callable[[Action], bool]]] = [
+            (self.install_batch, lambda a: isinstance(a, WriteSudoers) and a.name not in blocked),
+            (self.remove_batch, lambda a: isinstance(a, RemoveSudoers))]
+        for batch, belongs in batches:
+            group = [a for a in pending if belongs(a)]
+            after = batch(group, tree) if len(group) >= self.batch_min else None
+            if after is not None:
+                outcome.done.extend(group)
+                batched = {id(a) for a in group}
+                pending = [a for a in pending if id(a) not in batched]
+                tree = after
+        return pending, tree
+
+    def _handlers(self, blocked: Collection[str]) -> Mapping[type, Callable[[Any, Tree], Tree]]:
+        """Each action type's one-by-one operation: (action, tree before) -> tree after."""
+
+        def write(action: WriteSudoers, tree: Tree) -> Tree:
+            if action.name in blocked:
+                raise SudoersError(f"sudo rights of {action.name}: not written, the account itself failed")
+            if UNATTRIBUTED in tree:
+                raise SudoersError(f"sudo rights of {action.name}: not written, visudo -c fails and names no "
+                                   f"file, so the new drop-in cannot be checked: {tree[UNATTRIBUTED].splitlines()[-1]}")
+            return self.install(action, tree)
+
+        return {WriteSudoers: write, RemoveSudoers: self.remove, RemoveSsmUserBlanket: self.remove_ssm_blanket}
 
 
 def _unlink(path: str) -> None:
@@ -362,52 +384,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-# --- glue for sync -------------------------------------------------------------------------------
-
-def host_for(cfg: Config) -> SudoersHost:
-    return SudoersHost(cfg.sudo.sudoers_dir, cfg.state_dir, cfg.sudo.visudo)
-
-
-def plan_sudo(cfg: Config, desired, directory, result) -> None:
-    """Add the sudo actions, skips and warnings to an account plan `result` (core.plan.Plan).
-    Only accounts that will be active and owned after the account actions get a drop-in."""
-    from runas_agent.core.desired import Skip
-
-    rules = sudo_rules(cfg)
-    host = host_for(cfg)
-    ledger = host.load_ledger()
-    if not rules and not ledger.files and not cfg.sudo.remove_ssm_user_blanket:
-        return
-    skipped = {s.name for s in result.skips}
-    wanted: dict[str, tuple[core.Grantee, list[core.Rule]]] = {}
-    for name, account in desired.accounts.items():
-        if name in skipped or name not in result.ledger.accounts:
-            continue
-        grantee = core.Grantee(name, account.kind, tuple(i.user_id for i in account.identities),
-                               tuple(i.user_name for i in account.identities))
-        wanted[name] = (grantee, core.rules_for(grantee, rules, directory))
-    names = set(ledger.files.values())
-    names |= {core.file_name(n) for n, (_, r) in wanted.items() if r and not core.name_problem(n)}
-    if cfg.sudo.remove_ssm_user_blanket:
-        names.add(core.SSM_USER_FILE)
-    sudo_plan = core.plan(wanted, host.observe(names), ledger, cfg.sudo.remove_ssm_user_blanket)
-    result.actions.extend(sudo_plan.actions)
-    result.skips.extend(Skip(s.identity, s.name, s.reason) for s in sudo_plan.skips)
-    result.warnings.extend(core.policy_warnings(rules, directory))
-    result.warnings.extend(sudo_plan.warnings)
-
-
-def apply_sudo(cfg: Config, actions: list, outcome) -> None:
-    """Apply the sudo actions of a plan after its account actions; results go into `outcome`
-    (host.apply.Outcome)."""
-    from runas_agent.core.plan import CreateAccount, EnableAccount
-
-    sudo_actions = [a for a in actions if isinstance(a, SudoAction)]
-    if not sudo_actions:
-        return
-    blocked = {a.name for a, _ in outcome.failed if isinstance(a, (CreateAccount, EnableAccount))}
-    result = host_for(cfg).apply(sudo_actions, blocked)
-    outcome.done.extend(result.done)
-    outcome.failed.extend(result.failed)

@@ -16,11 +16,13 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from runas_agent import events
 from runas_agent.directory import Directory, User
+from runas_agent.events import MessageId
 
 #: journald MESSAGE_IDs of the two records (fixed forever: operators filter on them).
-MESSAGE_ID_START = "464551acb08b4c05b513582234ec34e3"
-MESSAGE_ID_END = "4f05f0a8ba2249d4952fb598f8b82ee5"
+MESSAGE_ID_START = events.SESSION_START
+MESSAGE_ID_END = events.SESSION_END
 
 #: The SSM agent's DocumentType of a Session Manager session (contracts.StartSession).
 SESSION_DOCUMENT_TYPE = "StartSession"
@@ -396,7 +398,7 @@ def _end_pairs(s: Session, now: float | None) -> list[tuple[str, Any]]:
             ("RUNAS_END_REASON", s.end_reason)]
 
 
-def record(session: Session, event: str, now: float | None = None) -> tuple[str, str, list[tuple[str, str]]]:
+def record(session: Session, event: str, now: float | None = None) -> tuple[str, MessageId, list[tuple[str, str]]]:
     """The journal record of a session start ("start") or end ("end"): (MESSAGE, MESSAGE_ID, fields).
     Fields with no value are left out; RUNAS_GROUP repeats once per group."""
     s = session

@@ -21,13 +21,15 @@ from types import SimpleNamespace
 from typing import Callable, Iterable
 
 from runas_agent.directory import Directory, parse_document
+from runas_agent.events import Priority, Record
 from runas_agent.host.files import StateDir
+from runas_agent.journal import Journal
 from runas_agent.sessions import host
 from runas_agent.sessions.inotify import (IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF,
                                           IN_MOVED_FROM, IN_MOVED_TO, IN_Q_OVERFLOW, Inotify)
 from runas_agent.sessions.model import (Session, StateFileError, StateInfo, attribute, parse_owner, parse_state,
                                         record, resolve)
-from runas_agent.sessions.records import OpenSessions, RecordSink
+from runas_agent.sessions.records import OpenSessions
 from runas_agent.sessions.s3tags import S3Tagger
 from runas_agent.sessions.tracker import SHELL_GRACE, Event, Observation, Read, Tracker, pick_shell
 
@@ -109,7 +111,7 @@ def read_state(path: str) -> Read:
 
 
 class SessionWatcher:
-    def __init__(self, cfg: SimpleNamespace, *, sink: RecordSink | None = None, tagger: S3Tagger | None = None,
+    def __init__(self, cfg: SimpleNamespace, *, journal: Journal | None = None, tagger: S3Tagger | None = None,
                  use_inotify: bool = True, trusted_uids: tuple[int, ...] = (0,), shell_grace: float = SHELL_GRACE,
                  worker_grace: float = WORKER_GRACE, clock: Callable[[], float] = time.time):
         s = cfg.sessions
@@ -117,7 +119,8 @@ class SessionWatcher:
         self.reconcile_interval = float(s.reconcile_interval)
         self.end_disabled_people = bool(s.end_sessions_of_disabled_people)
         self.store = OpenSessions(os.path.join(cfg.state_dir, "sessions.json"))
-        self.sink = sink or RecordSink(s.audit_file)
+        #: journald, else the audit file
+        self.journal = journal or Journal(s.audit_file)
         if tagger is None and s.s3_tagging.enabled:
             tagger = S3Tagger(s.s3_tagging)
         self.tagger = tagger
@@ -379,7 +382,8 @@ class SessionWatcher:
 
     def _emit(self, session: Session, event: str, at: float | None = None) -> None:
         message, message_id, fields = record(session, event, now=at)
-        self.sink.emit(message, message_id, fields, priority=5 if session.unresolved_reason else 6)
+        priority = Priority.NOTICE if session.unresolved_reason else Priority.INFO
+        self.journal.write(Record(message, message_id, priority, tuple(fields)))
 
     def _tag(self, session: Session) -> None:
         if self.tagger is None:

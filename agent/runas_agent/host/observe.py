@@ -1,0 +1,27 @@
+"""Observing the host (host side): everything a plan is made from besides the directory and the
+config, read once before planning into one immutable value (core.observed.Observation)."""
+
+from __future__ import annotations
+
+from runas_agent.core.observed import Observation
+from runas_agent.host.accounts import read_host, read_os_release
+from runas_agent.host.files import StateDir
+from runas_agent.host.sudoers import read_drop_ins
+from runas_agent.settings import Config, sudo_settings
+
+
+def observe(cfg: Config, etc: str = "/etc") -> Observation:
+    """Both ledgers, /etc/passwd, /etc/group, login.defs, os-release, and (while sudo is in use: a
+    policy, ssm-user's blanket to remove, or drop-ins the agent owns) the sudoers drop-ins. Raises
+    AgentError when a ledger is damaged or a drop-in cannot be read; nothing has been changed then."""
+    state = StateDir(cfg.state_dir)
+    ledger = state.ledger.load()
+    sudo_ledger = state.sudo_ledger.load()
+    sudo_in_use = sudo_settings(cfg).in_use or bool(sudo_ledger.files)
+    return Observation(
+        host=read_host(etc),
+        os_release=read_os_release(f"{etc}/os-release"),
+        ledger=ledger,
+        sudo_ledger=sudo_ledger,
+        drop_ins=read_drop_ins(cfg.sudo.sudoers_dir, sudo_ledger) if sudo_in_use else {},
+    )
