@@ -661,3 +661,15 @@ def test_a_rollback_the_sync_would_refuse_fails_the_accounts_link(world, snapsho
     checks = world.run(source=snapshot)
     assert checks["accounts"].status == FAILED and "the next sync will be refused" in checks["accounts"].summary
     assert any("before the last one applied" in d for d in checks["accounts"].details)
+
+
+def test_a_damaged_sudo_ledger_fails_the_accounts_link(world):
+    """The observation the sync plans from reads both ledgers: a damaged sudoers ledger stops the
+    sync, and the accounts link says so instead of crashing the report."""
+    state = Path(world.config_data["state_dir"])
+    state.mkdir(exist_ok=True)
+    (state / "sudoers.json").write_text("{not json")
+    checks = world.run()
+    assert checks["accounts"].status == FAILED
+    assert "the host cannot be observed" in checks["accounts"].summary and "sudoers.json" in checks["accounts"].summary
+    assert checks["identities"].status == OK and world.exit == Exit.UNHEALTHY
