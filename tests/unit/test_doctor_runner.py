@@ -176,6 +176,48 @@ def test_the_chain_is_shown_in_the_order_docs_doctor_md_lists():
     assert [cls.name for cls in chain_checks() if cls.shown] == documented
 
 
+def documented_sections() -> dict[str, dict[str, list[str]]]:
+    """docs/doctor.md's `### `name`` sections: relation (needs, uses, provides) -> the fact names listed."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current = None
+    for line in DOCS.read_text().splitlines():
+        heading = re.fullmatch(r"### `([a-z-]+)`", line)
+        if heading:
+            current = sections.setdefault(heading.group(1), {})
+        elif line.startswith("## "):
+            current = None
+        elif current is not None:
+            listed = re.fullmatch(r"- (needs|uses|provides): (.+)", line)
+            if listed:
+                current[listed.group(1)] = listed.group(2).split("; ")
+    return sections
+
+
+def declared(cls) -> dict[str, list[str]]:
+    found = {"needs": [n.fact.name for n in cls.need_list()], "uses": [f.name for f in cls.uses],
+             "provides": [f.name for f in cls.provides]}
+    return {relation: names for relation, names in found.items() if names}
+
+
+def test_every_check_is_documented_with_the_facts_it_declares():
+    sections = documented_sections()
+    shown = [cls for cls in chain_checks() if cls.shown]
+    assert list(sections) == [cls.name for cls in shown]
+    assert {cls.name: sections[cls.name] for cls in shown} == {cls.name: declared(cls) for cls in shown}
+
+
+def test_every_fact_is_documented_with_its_provider():
+    rows = dict(re.findall(r"^\| ([^|`]+?) \| `([a-z-]+)` \|", DOCS.read_text(), re.M))
+    assert rows == {fact.name: cls.name for cls in chain_checks() for fact in cls.provides}
+
+
+def test_the_documented_facts_are_read_as_written():
+    """The parser itself: a section listing a fact the check does not declare does not pass."""
+    assert documented_sections()["accounts"] == {"needs": ["the configuration"], "uses": ["the directory"],
+                                                 "provides": ["the ledger"]}
+    assert declared(ConfigLink)["provides"][:2] == ["the configuration", "the settings"]
+
+
 def test_the_config_check_settles_which_source_type_applies_for_every_type():
     kinds = set(source_types())
     assert {source_is(k) for k in kinds} <= set(ConfigLink.provides)

@@ -12,12 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
-from runas_agent import config
+from runas_agent import config, events
 from runas_agent.core.desired import Skip, compute
 from runas_agent.core.ledger import Ledger
 from runas_agent.core.observed import HostState
 from runas_agent.core.plan import Plan, owned_state
-from runas_agent.daemon import MESSAGE_SYNC, MESSAGE_SYNC_FAILED
 from runas_agent.doctor.check import Check, Facts, Verdict, failed, ok, plural, warning
 from runas_agent.doctor.env import Env
 from runas_agent.doctor.facts import (AS_ROOT, CONFIG, DIRECTORY, EXPRESSION, HOME_REGION, LEDGER, SETTINGS,
@@ -29,6 +28,7 @@ from runas_agent.host.observe import observe
 from runas_agent.settings import Config, desired_settings
 from runas_agent.sources import source_type, types as source_types
 from runas_agent.sources.admission import admit
+from runas_agent.status import SyncStatus
 from runas_agent.sync import compute_plan, name_rules
 
 #: A last sync older than this many scheduled intervals (interval + jitter) means the loop stopped.
@@ -237,23 +237,31 @@ def no_sync_verdict(problem: str, state_dir: str, state_age: Optional[float]) ->
 
 def last_sync_verdict(record: Mapping[str, Any], now: float, limit: float) -> Verdict:
     """The last sync record's result, and whether it is too old."""
-    result = record.get("SYNC_RESULT", "")
+    result = _status(record.get("SYNC_RESULT", ""))
     when = record.get("REALTIME")
     age = now - when if when else None
     text = sync_text(record, age)
-    if result == "failed":
+    if result is SyncStatus.FAILED:
         return failed(text, "the accounts are left as they were; fix the cause named above "
                             "(this report's Identity Store checks usually show it)")
-    if result == "refused":
+    if result is SyncStatus.REFUSED:
         return failed(text, "nothing changes until a person decides: fix the directory, or run "
                             "`runas-agent --once --force` if the change is meant")
     if age is not None and age > limit:
         return warning(f"{text}; that is longer than {STALE_INTERVALS} sync intervals",
                        "check that the service runs: `systemctl status runas-agent`")
-    if result in ("partial", "busy"):
+    if result in (SyncStatus.PARTIAL, SyncStatus.BUSY):
         return warning(text, "see the identities and accounts checks for who was skipped, and "
                              "`journalctl -u runas-agent` for failed actions")
     return ok(text)
+
+
+def _status(value: Any) -> Optional[SyncStatus]:
+    """The SYNC_RESULT of a record as a status (None for a value this version does not know)."""
+    try:
+        return SyncStatus(str(value))
+    except ValueError:
+        return None
 
 
 def sync_text(record: Mapping[str, Any], age: Optional[float]) -> str:
@@ -293,15 +301,15 @@ def read_last_sync(limit: int = 50) -> Optional[dict[str, Any]]:
         return None
     reader = journal.Reader()
     try:
-        reader.add_match(MESSAGE_ID=MESSAGE_SYNC.hex)
+        reader.add_match(MESSAGE_ID=events.SYNC.hex)
         reader.add_disjunction()
-        reader.add_match(MESSAGE_ID=MESSAGE_SYNC_FAILED.hex)
+        reader.add_match(MESSAGE_ID=events.SYNC_FAILED.hex)
         reader.seek_tail()
         for _ in range(limit):
             entry = reader.get_previous()
             if not entry:
                 return None
-            if entry.get("SYNC_RESULT") in (None, "abandoned"):
+            if entry.get("SYNC_RESULT") in (None, SyncStatus.ABANDONED.value):
                 continue
             return _record(entry)
         return None
