@@ -63,6 +63,7 @@ class Staged:
             "source": {"type": "identitystore", "region": self.region, "identity_store_id": STORE,
                        "endpoint_url": self.endpoint.url, "max_attempts": 1, "read_deadline": 30},
             "run_as": {"expression": "${path:userName}"},
+            "accounts": {"allowed_names": "^[a-z][a-z0-9._-]*$"},
             "sudo": sudo,
         })
         return self.config_path

@@ -56,6 +56,8 @@ def directory(users: list[dict]) -> dict:
 
 
 USERS = [person("id-alice", "alice", "Acme"), person("id-bob", "bob", "Globex")]
+#: accounts.allowed_names of the all-good state: every name the staged directories map to
+ALLOWED = "^[A-Za-z][A-Za-z0-9._-]*$"
 
 
 class World:
@@ -77,6 +79,7 @@ class World:
             "source": {"type": "identitystore", "region": self.region, "identity_store_id": STORE,
                        "endpoint_url": endpoint.url, "max_attempts": 1, "read_deadline": 30},
             "run_as": {"expression": "${path:userName}"},
+            "accounts": {"allowed_names": ALLOWED},
             "state_dir": str(root / "state"),
             "sudo": {"sudoers_dir": str(root / "sudoers.d")},
         }
@@ -154,7 +157,7 @@ def test_all_good(world):
     # one page each for the permission probe, then the full read: nothing is ever written
     assert not [op for op in calls if op.split(":")[-1].startswith(("Create", "Update", "Delete", "Put"))]
     text = render(world.report, "config.yaml")
-    assert text.splitlines()[-1] == "14 checks: 14 ok, 0 warnings, 0 failed, 0 skipped"
+    assert text.splitlines()[-1] == "15 checks: 15 ok, 0 warnings, 0 failed, 0 skipped"
     assert checks["session-documents"].summary == (
         "runAsElevated is set in no session document (SSM-SessionManagerRunShell and 0 others reviewed); port "
         "forwarding and SSH never check the Run As user: permission sets must deny AWS-StartPortForwardingSession, "
@@ -168,6 +171,7 @@ def test_access_denied_on_list_users_names_the_action(world):
     assert "identitystore:ListUsers" in checks["identitystore"].summary
     assert "AWSSSODirectoryReadOnly" in checks["identitystore"].remedy
     assert "conflicts unknown" in checks["accounts"].summary
+    assert "was not read" in checks["allowed-names"].summary
     assert world.exit == Exit.UNHEALTHY
 
 
@@ -673,3 +677,20 @@ def test_a_damaged_sudo_ledger_fails_the_accounts_link(world):
     assert checks["accounts"].status == FAILED
     assert "the host cannot be observed" in checks["accounts"].summary and "sudoers.json" in checks["accounts"].summary
     assert checks["identities"].status == OK and world.exit == Exit.UNHEALTHY
+
+
+def test_allowed_names_unset_is_a_warning_with_a_pattern_from_the_directory(world):
+    world.config_data["accounts"] = {}
+    world.seed([person("id-alice", "alice@corp.example"), person("id-bob", "bob.smith@corp.example")])
+    ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:userName}"})
+    checks = world.run()
+    assert_only(checks, {"allowed-names": WARNING})
+    assert world.exit == Exit.OK
+    assert checks["allowed-names"].summary.startswith("accounts.allowed_names is unset")
+    assert r"'^[a-z0-9._-]+@corp\.example$'" in checks["allowed-names"].remedy
+
+
+def test_allowed_names_that_leave_out_a_name_of_the_directory(world):
+    checks = world.run(accounts={"allowed_names": "^alice$"})
+    assert_only(checks, {"allowed-names": WARNING})
+    assert checks["allowed-names"].details == ["'bob' does not match accounts.allowed_names (^alice$)"]

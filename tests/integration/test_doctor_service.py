@@ -53,6 +53,7 @@ def test_doctor_on_a_booted_host_reads_the_service_journal(host):
     assert status.pop("abac") == "warning"
     assert status.pop("session-preferences") == "warning"
     assert status.pop("session-documents") == "skipped"  # it reviews the preferences it could not read
+    assert status.pop("allowed-names") == "warning"  # the service's configuration leaves it unset
     assert set(status.values()) == {"ok"}, checks
     assert rc == 0
     assert checks["last-sync"]["summary"].startswith("last sync ")

@@ -6,8 +6,8 @@ The chain, in the order it is shown (`chain.py`):
 
     config -> credentials -> the source type's probes (for the Identity Store: botocore, identitystore,
     identitystore-fields) -> Identity Center ABAC -> Session Manager preferences -> the session documents
-    that bypass Run As -> identities -> accounts -> SSM agent -> sudoers tree -> ssm-user's blanket sudo
-    -> last sync
+    that bypass Run As -> identities -> allowed names -> accounts -> SSM agent -> sudoers tree -> ssm-user's
+    blanket sudo -> last sync
 
 The package:
 
@@ -22,6 +22,7 @@ The package:
     session_manager.py  the Session Manager preferences (and the region they are read in), the session
                         documents that bypass Run As
     host.py             the SSM agent, the sudoers tree, ssm-user's blanket sudo
+    names.py            accounts.allowed_names: set, and matched by the names the directory maps to
     cli.py              the command, its text and JSON output and exit status
 
 A source type's own probes live on its class (`Source.probes`, e.g. `sources/identitystore.py`).

@@ -13,6 +13,7 @@ from runas_agent.doctor.aws import Abac, Credentials, ExpressionInForce
 from runas_agent.doctor.check import Check, Result
 from runas_agent.doctor.env import Env
 from runas_agent.doctor.host import Privileges, SsmAgent, SsmUserSudo, Sudoers
+from runas_agent.doctor.names import AllowedNamesLink
 from runas_agent.doctor.runner import Runner
 from runas_agent.doctor.session_manager import RunAsBypass, SessionManagerRegion, SessionPreferences
 from runas_agent.doctor.sync import Accounts, ConfigLink, Identities, LastSync
@@ -28,10 +29,26 @@ def source_probes() -> Tuple[Type[Check], ...]:
 
 
 def checks() -> Tuple[Type[Check], ...]:
-    """Every check: those shown, in display order, then those that only provide facts."""
-    return (ConfigLink, Credentials, *source_probes(), Abac, SessionPreferences, RunAsBypass, Identities, Accounts,
-            SsmAgent, Sudoers, SsmUserSudo, LastSync,
-            ExpressionInForce, SessionManagerRegion, Privileges)
+    """Every check: those shown, in display order, then those that only provide facts (one a line)."""
+    return (
+        ConfigLink,
+        Credentials,
+        *source_probes(),
+        Abac,
+        SessionPreferences,
+        RunAsBypass,
+        Identities,
+        AllowedNamesLink,
+        Accounts,
+        SsmAgent,
+        Sudoers,
+        SsmUserSudo,
+        LastSync,
+        # not shown: they only provide facts
+        ExpressionInForce,
+        SessionManagerRegion,
+        Privileges,
+    )
 
 
 class Doctor(Env):
