@@ -296,13 +296,14 @@ def simulate(endpoint: Any, agents: int = 500, users: int = 200, changes: int = 
             agent.sync(fresh=False)
         change_requests = dict(counter.requests)
 
-        # an hour without change: every instance's service syncs on its schedule, reads conditionally
+        # an hour without change: every instance's service reads on its schedule, conditionally (the
+        # read alone: planning makes no S3 request)
         counter.requests.clear()
         periodic = 0
         for agent in fleet:
             at = rng.uniform(0, model.interval + model.jitter)
             while at < HOUR:
-                agent.sync(fresh=False)
+                agent.service_source.fetch()
                 periodic += 1
                 at += model.interval + rng.uniform(0, model.jitter)
         idle = dict(counter.requests)

@@ -59,6 +59,10 @@ GENERATED_AT_KEY = "runas-agent-generated-at"
 LOCK_NAME = "publish.lock"
 
 
+class PublishError(AgentError):
+    """The snapshot could not be compared or written (the directory was read): nothing was written."""
+
+
 def content_digest(document: dict[str, Any]) -> str:
     """`sha256:` and the hex SHA-256 of the canonical document without GeneratedAt and Signature."""
     body = {k: v for k, v in document.items() if k not in ("GeneratedAt", "Signature")}
@@ -131,7 +135,8 @@ class Publisher:
 
     def publish(self, progress: Optional[Callable[[], None]] = None) -> Published:
         """Read, compare, and write when the directory changed or the snapshot is due for a refresh.
-        Raises SourceError (read, projection, HeadObject, PutObject) or AgentError (signing)."""
+        Raises SourceError (the read or its projection), PublishError (HeadObject, PutObject) or
+        AgentError (signing); nothing is written then."""
         started = time.monotonic()
         cfg = self.resolve(self.cfg)
         fetched = self.source.fetch()
@@ -156,7 +161,10 @@ class Publisher:
         if progress is not None:
             progress()
         generated_at = format_timestamp(now)
-        etag = put_snapshot(self.s3, self.url, data, {DIGEST_KEY: digest, GENERATED_AT_KEY: generated_at})
+        try:
+            etag = put_snapshot(self.s3, self.url, data, {DIGEST_KEY: digest, GENERATED_AT_KEY: generated_at})
+        except SourceError as exc:
+            raise PublishError(f"nothing was written: {exc}") from None
         return Published("published", reason=reason, generated_at=generated_at, etag=etag,
                          public_key=public_key.fingerprint if public_key else "",
                          seconds=time.monotonic() - started, **counts)
@@ -192,9 +200,9 @@ class Publisher:
                 return None
             if failure.kind is aws.Kind.ACCESS_DENIED:
                 return False
-            raise SourceError(f"{self.url}: HeadObject: {failure}") from None
+            raise PublishError(f"nothing was written: {self.url}: HeadObject: {failure}") from None
         except BotoCoreError as exc:
-            raise SourceError(f"{self.url}: HeadObject: {aws.classify(exc)}") from None
+            raise PublishError(f"nothing was written: {self.url}: HeadObject: {aws.classify(exc)}") from None
         return {str(k).lower(): str(v) for k, v in (response.get("Metadata") or {}).items()}
 
 

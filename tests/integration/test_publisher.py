@@ -14,9 +14,9 @@ import pytest
 
 from runas_agent import cli, config
 from runas_agent.directory import ENTERPRISE_EXTENSION
-from runas_agent.errors import SourceError
+from runas_agent.errors import SourceError, UntrustedError
 from runas_agent.exitcodes import Exit
-from runas_agent.publisher import DIGEST_KEY, GENERATED_AT_KEY, PublishDaemon, Publisher, content_digest
+from runas_agent.publisher import DIGEST_KEY, GENERATED_AT_KEY, PublishDaemon, Publisher, PublishError, content_digest
 from runas_agent.journal import Journal
 from runas_agent.sources import make_source
 from runas_agent.sources.s3 import S3Source
@@ -179,6 +179,27 @@ def test_nothing_is_written_when_the_read_fails(fleet):
     assert not [op for op in operations(calls) if op.startswith("s3:")]
     with pytest.raises(fleet.s3.exceptions.ClientError):
         fleet.s3.head_object(Bucket=BUCKET, Key="runas/directory.json")
+
+
+def test_a_read_that_dropped_user_status_is_not_published(fleet):
+    """Every instance would refuse it: the publisher does not write it over the last good snapshot."""
+    publisher, calls = fleet.publisher(fleet.config())
+    good = publisher.publish()
+    fleet.endpoint.seed(make_directory(31, users_per_group=10))
+    fleet.endpoint.inject("ListUsers", "drop_field", member="UserStatus")
+    calls.calls.clear()
+    with pytest.raises(UntrustedError, match="none of the 31 users carries UserStatus.*Nothing was published"):
+        publisher.publish()
+    assert "s3:PutObject" not in operations(calls)
+    assert fleet.s3.head_object(Bucket=BUCKET, Key="runas/directory.json")["ETag"] == good.etag
+
+
+def test_a_write_that_fails_names_the_call(fleet, monkeypatch):
+    publisher, _ = fleet.publisher(fleet.config())
+    fleet.s3.delete_bucket(Bucket=BUCKET)
+    with pytest.raises(PublishError, match="nothing was written.*NoSuchBucket"):
+        publisher.publish()
+    fleet.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
 
 
 def write_config(fleet, **publisher) -> str:
