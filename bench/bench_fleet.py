@@ -130,6 +130,12 @@ class Agent:
         #: the service's next periodic sync (simulated time)
         self.next_periodic = rng.uniform(0, model.interval + model.jitter)
 
+    def periodic_after(self, when: float, model: Model, rng: random.Random) -> float:
+        """When this instance's service syncs next, at or after `when`."""
+        while self.next_periodic < when:
+            self.next_periodic += model.interval + rng.uniform(0, model.jitter)
+        return self.next_periodic
+
     def sync(self, fresh: bool) -> tuple[float, Any]:
         """One plan-only sync, as `--once` (fresh: a new source, a full GET) or as the service's
         periodic sync (conditional). Returns (seconds, the plan's created account names)."""
@@ -224,12 +230,9 @@ def process_start_seconds(repeat: int = 3) -> float:
     return statistics.median(runs)
 
 
-def simulate(endpoint: Any, agents: int = 500, users: int = 200, changes: int = 3, seed: int = 1,
-             model: Model = Model(), workdir: Optional[str] = None, process_start: Optional[float] = None,
-             settings: Optional[list[tuple[str, int]]] = None) -> dict[str, Any]:
-    """Run the simulation against a started tests.endpoint Endpoint (its directory is replaced). The
-    latencies are given for each (MaxConcurrency, MaxDelaySeconds) of `settings` (default: the
-    model's), over the same measured changes."""
+def start_publisher(endpoint: Any, users: int) -> tuple[Any, str]:
+    """The bucket, the signing key, the first directory and the publisher (with its first snapshot
+    written); returns (the publisher, the signing key's public PEM)."""
     import boto3
 
     from runas_agent import config
@@ -238,94 +241,120 @@ def simulate(endpoint: Any, agents: int = 500, users: int = 200, changes: int = 
     from runas_agent.sources.signature import PublicKey, sign_with_kms
     from tests.endpoint.directories import make_directory
 
-    rng = random.Random(seed)
-    url = endpoint.url
-    s3 = boto3.client("s3", endpoint_url=url, region_name=REGION)
+    s3 = boto3.client("s3", endpoint_url=endpoint.url, region_name=REGION)
     if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     key = endpoint.signing_key("alias/runas-agent-bench-signing")
-    kms = boto3.client("kms", endpoint_url=url, region_name=REGION)
+    kms = boto3.client("kms", endpoint_url=endpoint.url, region_name=REGION)
     public_pem = PublicKey.load(base64.b64encode(kms.get_public_key(KeyId=key)["PublicKey"]).decode()).pem()
     endpoint.seed(make_directory(users, users_per_group=20))
-    publisher_cfg = config.validate({
-        "source": {"type": "identitystore", "region": REGION, "identity_store_id": STORE, "endpoint_url": url},
+    cfg = config.validate({
+        "source": {"type": "identitystore", "region": REGION, "identity_store_id": STORE, "endpoint_url": endpoint.url},
         "run_as": {"expression": "${path:userName}"}, "publisher": {"url": URL, "signing_key": key}})
-    publisher = Publisher(publisher_cfg, source=IdentityStoreSource.from_settings(publisher_cfg.source), s3=s3,
+    publisher = Publisher(cfg, source=IdentityStoreSource.from_settings(cfg.source), s3=s3,
                           signer=lambda document: sign_with_kms(document, kms, key))
     publisher.publish()  # the snapshot the fleet starts from
-    start_cost = process_start_seconds() if process_start is None else process_start
+    return publisher, public_pem
 
+
+class Run:
+    """One simulation: the publisher, the fleet, and what was measured."""
+
+    def __init__(self, endpoint: Any, publisher: Any, fleet: list[Agent], users: int, model: Model,
+                 rng: random.Random, process_start: float, counter: S3Counter):
+        self.endpoint, self.publisher, self.fleet, self.users = endpoint, publisher, fleet, users
+        self.model, self.rng, self.process_start, self.counter = model, rng, process_start, counter
+        self.timelines: list[Timeline] = []
+        self.calls_per_change: list[int] = []
+        self.publish_seconds: list[float] = []
+        self.sync_seconds: list[float] = []
+
+    def change(self, index: int) -> None:
+        """A new person in the directory an hour after the last change; the publisher and every
+        instance run for real, the AWS legs between them are drawn."""
+        from tests.endpoint.directories import make_directory
+
+        model, rng = self.model, self.rng
+        changed = HOUR * (index + 1)
+        name = f"user{self.users + index:05d}"
+        self.endpoint.reset_calls()
+        self.endpoint.seed(make_directory(self.users + index + 1, users_per_group=20))
+        started = changed + _uniform(rng, model.trail_to_rule) + _uniform(rng, model.run_command_dispatch)
+        result = self.publisher.publish()
+        if result.result != "published":
+            raise SystemExit(f"change {index}: the publisher found nothing to publish")
+        self.publish_seconds.append(result.seconds)
+        written = started + self.process_start + result.seconds
+        fanout = written + _uniform(rng, model.s3_event_to_member_bus) + _uniform(rng, model.automation_start)
+        durations = []
+        for agent in self.fleet:
+            seconds, created = agent.sync(fresh=True)
+            if name not in created:
+                raise SystemExit(f"change {index}: an instance's plan does not create {name}")
+            durations.append(self.process_start + seconds)
+        self.sync_seconds += durations
+        periodic = [agent.periodic_after(written, model, rng) for agent in self.fleet]
+        self.timelines.append(Timeline(changed, written, fanout, durations, periodic, self.process_start))
+        self.calls_per_change.append(identitystore_calls(self.endpoint))
+
+    def idle_hour(self) -> dict[str, Any]:
+        """An hour without change: every instance's service reads on its schedule, conditionally (the
+        read alone: planning makes no S3 request); the publisher runs on its FallbackSchedule."""
+        self.counter.requests.clear()
+        periodic = 0
+        for agent in self.fleet:
+            at = self.rng.uniform(0, self.model.interval + self.model.jitter)
+            while at < HOUR:
+                agent.service_source.fetch()
+                periodic += 1
+                at += self.model.interval + self.rng.uniform(0, self.model.jitter)
+        idle = dict(self.counter.requests)
+        self.endpoint.reset_calls()
+        runs = [self.publisher.publish().result for _ in range(int(HOUR // self.model.fallback))]
+        return {"s3_requests_idle_hour": idle,
+                "s3_requests_per_instance_hour": round(sum(idle.values()) / len(self.fleet), 2),
+                "periodic_syncs_idle_hour": periodic,
+                "publisher_idle_hour": {"runs": len(runs), "written": runs.count("published"),
+                                        "identitystore_calls": identitystore_calls(self.endpoint)}}
+
+
+def simulate(endpoint: Any, agents: int = 500, users: int = 200, changes: int = 3, seed: int = 1,
+             model: Model = Model(), workdir: Optional[str] = None, process_start: Optional[float] = None,
+             settings: Optional[list[tuple[str, int]]] = None) -> dict[str, Any]:
+    """Run the simulation against a started tests.endpoint Endpoint (its directory is replaced). The
+    latencies are given for each (MaxConcurrency, MaxDelaySeconds) of `settings` (default: the
+    model's), over the same measured changes."""
+    import boto3
+
+    rng = random.Random(seed)
+    publisher, public_pem = start_publisher(endpoint, users)
+    start_cost = process_start_seconds() if process_start is None else process_start
     session = boto3.session.Session(region_name=REGION)
     counter = S3Counter()
     session.events.register("after-call.s3", counter)
     with tempfile.TemporaryDirectory(dir=workdir) as root:
-        fleet = [Agent(i, Path(root), url, public_pem, session, rng, model) for i in range(agents)]
+        fleet = [Agent(i, Path(root), endpoint.url, public_pem, session, rng, model) for i in range(agents)]
         for agent in fleet:  # every service has read the snapshot once: its next read is conditional
             agent.sync(fresh=False)
-        timelines, calls_per_change, publish_seconds, sync_seconds = [], [], [], []
         counter.requests.clear()
-        clock = 0.0
-        for change in range(changes):
-            clock += HOUR  # changes an hour apart: each instance's periodic phase moves on
-            name = f"user{users + change:05d}"
-            endpoint.reset_calls()
-            endpoint.seed(make_directory(users + change + 1, users_per_group=20))
-            published_at = clock + _uniform(rng, model.trail_to_rule) + _uniform(rng, model.run_command_dispatch)
-            result = publisher.publish()
-            if result.result != "published":
-                raise SystemExit(f"change {change}: the publisher found nothing to publish")
-            publish_seconds.append(result.seconds)
-            written = published_at + start_cost + result.seconds
-            fanout = written + _uniform(rng, model.s3_event_to_member_bus) + _uniform(rng, model.automation_start)
-            durations = []
-            for agent in fleet:
-                seconds, created = agent.sync(fresh=True)
-                if name not in created:
-                    raise SystemExit(f"change {change}: an instance's plan does not create {name}")
-                durations.append(start_cost + seconds)
-            sync_seconds += durations
-            periodic = []
-            for agent in fleet:
-                while agent.next_periodic < written:
-                    agent.next_periodic += model.interval + rng.uniform(0, model.jitter)
-                periodic.append(agent.next_periodic)
-            timelines.append(Timeline(clock, written, fanout, durations, periodic, start_cost))
-            calls_per_change.append(identitystore_calls(endpoint))
-        # the service's next periodic read after the last change: one full GET (a new ETag)
-        for agent in fleet:
+        run = Run(endpoint, publisher, fleet, users, model, rng, start_cost, counter)
+        for index in range(changes):
+            run.change(index)
+        for agent in fleet:  # the service's next periodic read after the last change: a full GET
             agent.sync(fresh=False)
         change_requests = dict(counter.requests)
-
-        # an hour without change: every instance's service reads on its schedule, conditionally (the
-        # read alone: planning makes no S3 request)
-        counter.requests.clear()
-        periodic = 0
-        for agent in fleet:
-            at = rng.uniform(0, model.interval + model.jitter)
-            while at < HOUR:
-                agent.service_source.fetch()
-                periodic += 1
-                at += model.interval + rng.uniform(0, model.jitter)
-        idle = dict(counter.requests)
-        endpoint.reset_calls()
-        publisher_idle = [publisher.publish().result for _ in range(int(HOUR // model.fallback))]
-        idle_identitystore = identitystore_calls(endpoint)
-
+        idle = run.idle_hour()
     return {
         "agents": agents, "users": users, "changes": changes, "seed": seed, "model": asdict(model),
         "process_start_seconds": round(start_cost, 3),
-        "latency_seconds": [evaluate(timelines, replace(model, max_concurrency=c, max_delay=d), seed)
+        "latency_seconds": [evaluate(run.timelines, replace(model, max_concurrency=c, max_delay=d), seed)
                             for c, d in settings or [(model.max_concurrency, model.max_delay)]],
-        "publish_seconds": {"median": round(statistics.median(publish_seconds), 3)},
-        "instance_sync_seconds": {"median": round(statistics.median(sync_seconds), 3),
-                                  "p99": round(percentile(sync_seconds, 99), 3)},
-        "identitystore_calls_per_change": calls_per_change,
+        "publish_seconds": {"median": round(statistics.median(run.publish_seconds), 3)},
+        "instance_sync_seconds": {"median": round(statistics.median(run.sync_seconds), 3),
+                                  "p99": round(percentile(run.sync_seconds, 99), 3)},
+        "identitystore_calls_per_change": run.calls_per_change,
         "s3_requests_during_changes": change_requests,
-        "s3_requests_idle_hour": idle,
-        "s3_requests_per_instance_hour": round(sum(idle.values()) / agents, 2),
-        "periodic_syncs_idle_hour": periodic,
-        "publisher_idle_hour": {"runs": len(publisher_idle), "written": publisher_idle.count("published"),
-                                "identitystore_calls": idle_identitystore},
+        **idle,
     }
 
 

@@ -134,13 +134,15 @@ def project_user(record: Any, index: int, paths: Iterable[str]) -> Any:
         out["Extensions"] = {ENTERPRISE_EXTENSION: {}}
     for path in wanted:
         COPIERS[path](record, out)
+    return _listed(out)
+
+
+def _listed(out: dict[str, Any]) -> dict[str, Any]:
+    """The filtered lists (collected as index -> item) as lists in their order; empty ones left out."""
     for list_field in ("Emails", "PhoneNumbers", "Addresses"):
-        if list_field in out:
-            items = [out[list_field][i] for i in sorted(out[list_field])]
-            if items:
-                out[list_field] = items
-            else:
-                del out[list_field]
+        kept = out.pop(list_field, None)
+        if kept:
+            out[list_field] = [kept[i] for i in sorted(kept)]
     return out
 
 
