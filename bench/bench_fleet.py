@@ -28,7 +28,7 @@ one after another; each instance's measured duration is placed on the simulated 
 are separate machines: one's work does not slow another's).
 
     python bench/bench_fleet.py [--agents 500] [--users 200] [--changes 3] [--seed 1]
-                                [--settings 10%:30 50%:10 ...] [--json]
+                                [--settings 50%:10 10%:30 ...] [--json]
 
 Reports the change-to-instance latency (p50, p99, max; goal: p99 <= 60 s), Identity Store calls per
 change (counted by the endpoint over the whole change, the instances' syncs included), and S3 requests
@@ -74,8 +74,8 @@ class Model:
     s3_event_to_member_bus: tuple[float, float] = (1.0, 5.0)
     automation_start: tuple[float, float] = (1.0, 5.0)
     #: runas-agent-FleetSync's MaxConcurrency ("10%" or a count) and runas-agent-Sync's MaxDelaySeconds
-    max_concurrency: str = "10%"
-    max_delay: int = 30
+    max_concurrency: str = "50%"
+    max_delay: int = 10
     #: the instances' daemon.interval_seconds and jitter_seconds (the safety net)
     interval: float = 900.0
     jitter: float = 120.0
@@ -364,7 +364,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--changes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--settings", nargs="+", default=["10%:30", "10%:10", "25%:10", "50%:10", "100%:30"],
+    parser.add_argument("--settings", nargs="+", default=["50%:10", "10%:30", "10%:10", "25%:10", "50%:20", "100%:10",
+                                                           "100%:30"],
                         metavar="MAXCONCURRENCY:MAXDELAY",
                         help="runas-agent-FleetSync's MaxConcurrency and runas-agent-Sync's MaxDelaySeconds to report")
     parser.add_argument("--json", action="store_true")
