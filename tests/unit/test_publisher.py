@@ -134,3 +134,37 @@ def test_the_service_records_a_failure_and_backs_off(setup):
     assert failure["PUBLISH_ATTEMPT"] == "1" and failure["MESSAGE"].startswith("publish failed, nothing was written")
     # daemon.backoff_initial_seconds (30), with "equal jitter": 15 to 30 s
     assert 15 <= float(failure["PUBLISH_NEXT_SECONDS"]) <= 30
+
+
+def test_the_publisher_section_names_each_problem():
+    from runas_agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        config.validate({"source": {"type": "s3", "url": URL, "bucket_owner": "123456789012",
+                                    "signing_public_key": "x"},
+                         "run_as": {"expression": "${path:userName}"},
+                         "publisher": {"url": "https://example.com/x", "fields": ["emails", 7], "refresh_seconds": 30,
+                                       "interval_seconds": 5, "colour": "blue"}})
+    problems = caught.value.problems
+    assert "publisher.colour: unknown key" in problems
+    assert "publisher.url: 'https://example.com/x' is not an s3://bucket/key URL" in problems
+    assert any(p.startswith("publisher.fields[0]: 'emails' is not an attribute path") for p in problems)
+    assert "publisher.fields[1]: must be a string" in problems
+    assert "publisher.refresh_seconds: must be at least 60" in problems
+    assert "publisher.interval_seconds: must be at least 10" in problems
+
+    with pytest.raises(ConfigError) as caught:
+        config.validate({"source": {"type": "s3", "url": URL, "bucket_owner": "123456789012",
+                                    "signing_public_key": _pem()},
+                         "run_as": {"expression": "${path:userName}"},
+                         "publisher": {"url": URL, "refresh_seconds": 120, "interval_seconds": 600}})
+    assert caught.value.problems == [
+        "publisher.url: is source.url: a publisher reads the Identity Store and writes the snapshot its fleet "
+        "reads, never the object it reads itself",
+        "publisher.refresh_seconds: must not be less than publisher.interval_seconds"]
+
+
+def _pem():
+    from tests import signing
+
+    return signing.public_pem()
