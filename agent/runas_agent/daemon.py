@@ -262,10 +262,7 @@ class Daemon:
             with self._locked():
                 result = self.sync_fn(self.cfg, source=self._source, progress=self.checkpoint)
         except Abandon:
-            abandoned = SyncStatus.ABANDONED
-            self.journal.write(Record.of(abandoned.message_id, abandoned.priority,
-                                         "sync abandoned at a safe point: the service is stopping",
-                                         SYNC_RESULT=abandoned.value, SYNC_SECONDS=f"{self.clock() - started:.3f}"))
+            self._journal_abandoned(self.clock() - started)
             return None
         except LockBusyError as exc:
             report = Report(SyncStatus.BUSY, self.clock() - started, error=str(exc))
@@ -292,6 +289,12 @@ class Daemon:
         self.last = report
         self._journal_sync(report)
         return report
+
+    def _journal_abandoned(self, seconds: float) -> None:
+        abandoned = SyncStatus.ABANDONED
+        self.journal.write(Record.of(abandoned.message_id, abandoned.priority,
+                                     "sync abandoned at a safe point: the service is stopping",
+                                     SYNC_RESULT=abandoned.value, SYNC_SECONDS=f"{seconds:.3f}"))
 
     def _report(self, result: Any, seconds: float) -> Report:
         return Report(result.status, seconds, result.counts, refusals=list(result.plan.refusals))

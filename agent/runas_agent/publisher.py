@@ -245,7 +245,8 @@ def record(published: Optional[Published], cfg: Config, *, status: SyncStatus = 
         fields.update(PUBLISH_RESULT=status.value, PUBLISH_SECONDS=f"{seconds:.3f}", PUBLISH_ERROR=error,
                       PUBLISH_ATTEMPT=str(attempt) if attempt else None)
         retry = f"; retry in {next_in:.0f}s" if next_in is not None else ""
-        what = "postponed" if status is SyncStatus.BUSY else "failed, nothing was written"
+        what = {SyncStatus.BUSY: "postponed", SyncStatus.ABANDONED: "abandoned at a safe point, nothing was written"
+                }.get(status, "failed, nothing was written")
         return Record.of(PUBLISH_FAILED, status.priority, f"publish {what}: {error}{retry}", **fields)
     fields.update(PUBLISH_RESULT=published.result, PUBLISH_REASON=published.reason or None,
                   PUBLISH_DIGEST=published.digest, PUBLISH_GENERATED_AT=published.generated_at or None,
@@ -295,6 +296,10 @@ class PublishDaemon(daemon.Daemon):
 
     def _report(self, result: Any, seconds: float) -> PublishReport:
         return PublishReport(SyncStatus.OK, seconds, published=result)
+
+    def _journal_abandoned(self, seconds: float) -> None:
+        self.journal.write(record(None, self.cfg, status=SyncStatus.ABANDONED, seconds=seconds,
+                                  error="the service is stopping"))
 
     def _journal_sync(self, report: daemon.Report) -> None:
         published = getattr(report, "published", None)

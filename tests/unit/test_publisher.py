@@ -168,3 +168,28 @@ def _pem():
     from tests import signing
 
     return signing.public_pem()
+
+
+def test_a_stop_during_a_publish_abandons_it_before_anything_is_written(setup):
+    """SIGTERM while the directory is read: the publish ends at its next safe point (after the read,
+    before the write), recorded as abandoned; HeadObject and PutObject are never called."""
+    publisher, stubber, _ = setup
+    records = []
+    service = None
+
+    class Stopping:
+        def __init__(self, cfg, source):
+            self.inner = Publisher(cfg, source=source, s3=publisher.s3, clock=publisher.clock)
+
+        def publish(self, progress):
+            service.request_stop()  # the signal arrives during the read
+            return self.inner.publish(progress)
+
+    service = PublishDaemon("/etc/runas-agent/config.yaml", publisher.cfg, publisher_factory=Stopping,
+                            notify=lambda *a: None, clock=lambda: 1000.0, wait=lambda s: None,
+                            journal=Journal(sendv=lambda *f: records.append(dict(x.split("=", 1) for x in f)), echo=False))
+    service.run()
+    (abandoned,) = [r for r in records if "PUBLISH_RESULT" in r]
+    assert abandoned["PUBLISH_RESULT"] == "abandoned" and abandoned["MESSAGE_ID"] == "48c5f39b919c416d817352b80ed574b2"
+    assert abandoned["MESSAGE"] == "publish abandoned at a safe point, nothing was written: the service is stopping"
+    stubber.assert_no_pending_responses()  # no S3 call was answered: none was made (Stubber would refuse it)
