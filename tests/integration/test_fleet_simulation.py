@@ -11,7 +11,6 @@ import random
 import sys
 from pathlib import Path
 
-import pytest
 
 pytest_plugins = ["tests.endpoint.fixtures"]
 

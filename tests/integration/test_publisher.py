@@ -19,8 +19,8 @@ from runas_agent.exitcodes import Exit
 from runas_agent.publisher import DIGEST_KEY, GENERATED_AT_KEY, PublishDaemon, Publisher, PublishError, content_digest
 from runas_agent.journal import Journal
 from runas_agent.sources import make_source
-from runas_agent.sources.s3 import S3Source
-from runas_agent.sources.signature import PublicKey
+from runas_agent.sources.identitystore import IdentityStoreSource
+from runas_agent.sources.signature import PublicKey, sign_with_kms
 from tests.deploy.templates import CallRecorder
 from tests.endpoint.directories import make_directory, user_id
 
@@ -65,9 +65,6 @@ class _Fleet:
         """A Publisher on a recorded boto3 session: (publisher, recorder)."""
         session = boto3.session.Session(region_name=REGION)
         calls = CallRecorder(session)
-        from runas_agent.sources.identitystore import IdentityStoreSource
-        from runas_agent.sources.signature import sign_with_kms
-
         source = IdentityStoreSource.from_settings(cfg.source, session=session)
         kms = session.client("kms")
         signer = (lambda document: sign_with_kms(document, kms, cfg.publisher.signing_key)) if cfg.publisher.signing_key else None
