@@ -138,6 +138,8 @@ class Publisher:
         Raises SourceError (the read or its projection), PublishError (HeadObject, PutObject) or
         AgentError (signing); nothing is written then."""
         started = time.monotonic()
+        # GeneratedAt says when the directory was read: from the start of the read, never later
+        now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
         cfg = self.resolve(self.cfg)
         fetched = self.source.fetch()
         assert fetched is not None  # no known version was given
@@ -153,7 +155,6 @@ class Publisher:
         calls = sum((fetched.stats.get("calls") or {}).values())
         counts = dict(url=self.url, digest=digest, users=len(directory.users), groups=len(directory.groups),
                       identitystore_calls=calls)
-        now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
         reason, published_at = self._compare(digest, now)
         if not reason:
             return Published("unchanged", generated_at=published_at, seconds=time.monotonic() - started, **counts)
