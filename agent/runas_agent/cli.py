@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Any, Callable
 
-from runas_agent import __version__, aws, config, daemon, image
+from runas_agent import __version__, aws, config, daemon, image, publisher
 from runas_agent.doctor import cli as doctor_cli
 from runas_agent.errors import AgentError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
@@ -119,7 +119,7 @@ def cmd_check_config(args: argparse.Namespace) -> Exit:
 
 #: The feature modules' subcommands: fn(subparsers) each.
 COMMANDS: tuple[Callable[[Any], None], ...] = (daemon.register_cli, sessions_cli.register_cli, doctor_cli.register_cli,
-                                              image.register_cli)
+                                              image.register_cli, publisher.register_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ import yaml
 
 from runas_agent import settings
 from runas_agent.core.allowed import pattern_problem as _allowed_names
+from runas_agent.core.projection import field_problem
 from runas_agent.core.expression import ExpressionError, parse
 from runas_agent.core.sudoers import command_problem, name_problem
 from runas_agent.errors import ConfigError
@@ -24,10 +25,19 @@ from runas_agent.schema import (ABSENT as _ABSENT, BOOL, INT, LIST, NUM, OPT_STR
                                 region as _region, uid as _uid, validate_keys)
 from runas_agent.settings import Config
 from runas_agent.sources import SourceType, source_type, types as source_types
+from runas_agent.sources.s3 import split_url
 
 DEFAULT_PATH = "/etc/runas-agent/config.yaml"
 
 _INSTANCE_ARN = re.compile(r"^arn:aws[a-z-]*:sso:::instance/(sso)?ins-[a-zA-Z0-9-.]{16}$")
+
+
+def _s3_url(value: Any) -> Optional[str]:
+    try:
+        split_url(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _instance_arn(value: Any) -> Optional[str]:
@@ -191,6 +201,13 @@ SCHEMA = Section(Config, {
         "backoff_max_seconds": Key(NUM, 900, "The longest wait between retries after failed reads.", check=_positive),
         "lock_wait_seconds": Key(NUM, 300, "How long a scheduled sync waits for a manual `runas-agent --once` that holds the lock before it gives up and retries later.", check=not_negative),
     }),
+    "publisher": Section(settings.Publisher, {
+        "url": Key(OPT_STR, None, "runas-agent publish: s3://bucket/key of the directory snapshot it writes (publisher.yaml's output SnapshotUrl), the source.url of the fleet. Unset: this host publishes nothing.", check=_s3_url),
+        "signing_key": Key(OPT_STR, None, "The KMS key (id, ARN or alias; RSA_3072, SIGN_VERIFY) that signs each snapshot, kms:Sign of its SHA-256 digest; the fleet pins its public half (source.signing_public_key). Unset: the snapshot is unsigned, and instances of type s3 refuse it."),
+        "fields": Key(LIST, [], "Attribute paths (run_as.expression's vocabulary, e.g. emails[primary eq true].value, enterprise.organization) carried in the snapshot beyond those the fleet needs: every user's ids, UserName, UserStatus, DisplayName and what run_as.expression reads. Session attribution shows the email and organization only when they are carried.", item=str, item_check=field_problem),
+        "refresh_seconds": Key(NUM, 21600, "An unchanged directory is written again (a new GeneratedAt) once the published snapshot is this old, so that it stays within the fleet's source.max_age (a quarter of its default).", check=lambda v: None if v >= 60 else "must be at least 60"),
+        "interval_seconds": Key(NUM, 300, "runas-agent publish (the service): seconds between two reads of the Identity Store. Directory changes are published at once through Run Command (runas-agent publish --once); this is the safety net.", check=lambda v: None if v >= 10 else "must be at least 10"),
+    }),
     "state_dir": Key(STR, "/var/lib/runas-agent", "Where the agent keeps its ledger of owned accounts and its last directory snapshot.", check=_absolute),
 }, extra=("path",))
 
@@ -231,7 +248,16 @@ def _sessions_checks(cfg: Config, problems: list[str]) -> None:
             problems.append(f"sessions.state_roots[{index}]: must be an absolute path")
 
 
+def _publisher_checks(cfg: Config, problems: list[str]) -> None:
+    if cfg.publisher.url and cfg.publisher.url == getattr(cfg.source, "url", None):
+        problems.append("publisher.url: is source.url: a publisher reads the Identity Store and writes the snapshot "
+                        "its fleet reads, never the object it reads itself")
+    if cfg.publisher.refresh_seconds < cfg.publisher.interval_seconds:
+        problems.append("publisher.refresh_seconds: must not be less than publisher.interval_seconds")
+
+
 CROSS_CHECKS.append(_sessions_checks)
+CROSS_CHECKS.append(_publisher_checks)
 CROSS_CHECKS.append(_daemon_checks)
 
 

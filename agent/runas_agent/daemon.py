@@ -123,7 +123,11 @@ class Report:
 
 class Daemon:
     """The sync loop. Everything that touches the clock, sleeping, systemd, the journal, the source,
-    the lock and the sync itself is injectable, so the loop's decisions are unit-tested."""
+    the lock and the sync itself is injectable, so the loop's decisions are unit-tested. A loop of
+    other work (the publisher's) is a subclass: its `work`, its lock, interval and records."""
+
+    #: what one round of the loop is called in systemd's STATUS
+    work = "sync"
 
     def __init__(
         self,
@@ -212,7 +216,7 @@ class Daemon:
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> Exit:
-        self.notify(f"STATUS=first sync in progress (runas-agent {__version__})")
+        self.notify(f"STATUS=first {self.work} in progress (runas-agent {__version__})")
         self.journal.write(Record.of(MESSAGE_LIFECYCLE, Priority.INFO,
                                      f"runas-agent {__version__} starting: config {self.config_path}",
                                      DAEMON_EVENT="start", CONFIG_PATH=self.config_path, AGENT_VERSION=__version__))
@@ -241,7 +245,7 @@ class Daemon:
         return Exit.OK
 
     def _announce(self, report: Report) -> None:
-        status = f"STATUS=last sync: {report.summary()}; next in {report.next_in:.0f}s{self._status_note}"
+        status = f"STATUS=last {self.work}: {report.summary()}; next in {report.next_in:.0f}s{self._status_note}"
         if not self.ready:
             self.ready = True
             self.notify("READY=1", status)
@@ -258,10 +262,7 @@ class Daemon:
             with self._locked():
                 result = self.sync_fn(self.cfg, source=self._source, progress=self.checkpoint)
         except Abandon:
-            abandoned = SyncStatus.ABANDONED
-            self.journal.write(Record.of(abandoned.message_id, abandoned.priority,
-                                         "sync abandoned at a safe point: the service is stopping",
-                                         SYNC_RESULT=abandoned.value, SYNC_SECONDS=f"{self.clock() - started:.3f}"))
+            self._journal_abandoned(self.clock() - started)
             return None
         except LockBusyError as exc:
             report = Report(SyncStatus.BUSY, self.clock() - started, error=str(exc))
@@ -288,6 +289,12 @@ class Daemon:
         self.last = report
         self._journal_sync(report)
         return report
+
+    def _journal_abandoned(self, seconds: float) -> None:
+        abandoned = SyncStatus.ABANDONED
+        self.journal.write(Record.of(abandoned.message_id, abandoned.priority,
+                                     "sync abandoned at a safe point: the service is stopping",
+                                     SYNC_RESULT=abandoned.value, SYNC_SECONDS=f"{seconds:.3f}"))
 
     def _report(self, result: Any, seconds: float) -> Report:
         return Report(result.status, seconds, result.counts, refusals=list(result.plan.refusals))
@@ -342,11 +349,14 @@ class Daemon:
 
     # -- the lock ---------------------------------------------------------------------------------
 
+    def lock_path(self) -> str:
+        return StateDir(self.cfg.state_dir).lock_path
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """The lock shared with `--once`; while a manual sync holds it, wait (pinging) up to
         daemon.lock_wait_seconds."""
-        path = StateDir(self.cfg.state_dir).lock_path
+        path = self.lock_path()
         deadline = self.clock() + self.cfg.daemon.lock_wait_seconds
         while True:
             lock = self.lock_factory(path)
@@ -388,7 +398,7 @@ class Daemon:
             self._check_watchdog_margin()
             self.journal.write(Record.of(MESSAGE_RELOAD, Priority.INFO, f"configuration {self.config_path} reloaded",
                                          RELOAD_RESULT="ok", CONFIG_PATH=self.config_path))
-        last = f"last sync: {self.last.summary()}" if self.last else "first sync pending"
+        last = f"last {self.work}: {self.last.summary()}" if self.last else f"first {self.work} pending"
         if self.ready:
             self.notify("READY=1", f"STATUS={last}{self._status_note}")
         else:  # READY=1 waits for the first sync, reload or not
@@ -487,20 +497,21 @@ class SignalWaker:
 # command line
 
 
-def main(args: Any) -> Exit:
+def main(args: Any, daemon_class: type[Daemon] = Daemon, load: Callable[[str], Config] = config.load) -> Exit:
     """Run the service until SIGTERM. Exit.CONFIG (78) when the configuration is invalid at start:
-    the unit's RestartPreventExitStatus keeps systemd from restarting into the same error."""
+    the unit's RestartPreventExitStatus keeps systemd from restarting into the same error.
+    `daemon_class` and `load` (also used on reload) make it another loop (the publisher's)."""
     # On the watchdog's SIGABRT, the journal gets the Python stack of the step that hung.
     with contextlib.suppress(ValueError, OSError, AttributeError):  # stderr without a file descriptor
         faulthandler.enable()
     notify = Notifier()
     try:
-        cfg = config.load(args.config)
+        cfg = load(args.config)
     except ConfigError as exc:
         notify(f"STATUS=invalid configuration {args.config}: {'; '.join(exc.problems)}")
         raise  # cli prints every problem and exits with Exit.CONFIG
     waker = SignalWaker()
-    daemon = Daemon(args.config, cfg, notify=notify, wait=waker.wait, watchdog=watchdog_interval())
+    daemon = daemon_class(args.config, cfg, notify=notify, wait=waker.wait, watchdog=watchdog_interval(), load_config=load)
     previous = {
         signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: daemon.request_stop()),
         signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: daemon.request_stop()),

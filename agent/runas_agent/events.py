@@ -53,6 +53,10 @@ SYNC_FAILED = MessageId("3c5c59abeda54efe88465408b9f48471")
 RELOAD = MessageId("5a92e7e8eb604a3199c154af424f3c59")
 #: the service started or stopped
 LIFECYCLE = MessageId("c3923360f9784e5e880412fd9d9708dc")
+#: the publisher wrote the snapshot, or found the published one current
+PUBLISH = MessageId("9114977cecff4b228b611ce815bf4fcc")
+#: a publish failed, was postponed (busy) or abandoned
+PUBLISH_FAILED = MessageId("48c5f39b919c416d817352b80ed574b2")
 #: a Session Manager session started
 SESSION_START = MessageId("464551acb08b4c05b513582234ec34e3")
 #: a Session Manager session ended

@@ -135,6 +135,22 @@ class Daemon:
 
 
 @dataclass(frozen=True)
+class Publisher:
+    """`publisher`: where `runas-agent publish` writes the fleet's snapshot, and what it carries."""
+
+    #: s3://bucket/key of the snapshot (None: this host publishes nothing)
+    url: Optional[str]
+    #: the KMS key that signs it (id, ARN or alias); None: unsigned
+    signing_key: Optional[str]
+    #: attribute paths carried beyond what the configuration needs
+    fields: Tuple[str, ...]
+    #: seconds after which an unchanged snapshot is written again (a new GeneratedAt)
+    refresh_seconds: float
+    #: seconds between two publishes of the service
+    interval_seconds: float
+
+
+@dataclass(frozen=True)
 class Config:
     source: SourceSettings
     run_as: RunAs
@@ -145,6 +161,7 @@ class Config:
     sessions: Sessions
     sudo: Sudo
     daemon: Daemon
+    publisher: Publisher
     state_dir: str
     #: the file the configuration was read from (None: not from a file)
     path: Optional[str] = None

@@ -139,8 +139,8 @@ def test_member_stack(session, identitystore_endpoint):
     assert target["Arn"] == "arn:aws:ssm:eu-west-1:123456789012:automation-definition/runas-agent-FleetSync:$DEFAULT"
     iam = session.client("iam", endpoint_url=endpoint.url)
     fleet_role = iam.get_role(RoleName=stack.physical["FleetSyncRole"])["Role"]["Arn"]
-    assert json.loads(target["Input"]) == {"AutomationAssumeRole": [fleet_role], "MaxConcurrency": ["10%"],
-                                           "MaxErrors": ["10%"], "MaxDelaySeconds": ["30"]}
+    assert json.loads(target["Input"]) == {"AutomationAssumeRole": [fleet_role], "MaxConcurrency": ["50%"],
+                                           "MaxErrors": ["10%"], "MaxDelaySeconds": ["10"]}
     start = iam.get_role_policy(RoleName=stack.physical["StartFleetSyncRole"], PolicyName="start-runas-agent-fleet-sync")
     passes = [s for s in aws.policy_document(start["PolicyDocument"])["Statement"] if s["Action"] == "iam:PassRole"]
     assert [s["Resource"] for s in passes] == [fleet_role]

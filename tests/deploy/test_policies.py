@@ -15,11 +15,12 @@ import pytest
 
 from runas_agent import config
 from runas_agent.identitycenter import fetch_abac
+from runas_agent.publisher import Publisher
 from runas_agent.sessions.model import Session
 from runas_agent.sessions.s3tags import S3Tagger
 from runas_agent.sources.identitystore import IdentityStoreSource
 from runas_agent.sources.s3 import S3Source, publish
-from runas_agent.sources.signature import sign_with_kms, snapshot
+from runas_agent.sources.signature import sign_with_kms
 from tests import signing
 from tests.deploy import aws
 from tests.deploy.templates import CallRecorder, actions, doc_policies, iam_action
@@ -31,11 +32,9 @@ pytestmark = pytest.mark.filterwarnings(aws.SKIPPED_TYPES_WARNING)
 
 REGION = "eu-west-1"
 SESSION_LOGS = "session-logs"
-#: What `runas-agent publish` is specified to call beyond today's `export --output s3://
-#: --signing-key` path (recorded below: kms:GetPublicKey, kms:Sign, s3:PutObject): HeadObject to
-#: compare the published digest before writing. With SSE-KMS S3 calls kms:GenerateDataKey (PutObject)
-#: and kms:Decrypt on the caller's behalf.
-PUBLISH_MODE = {"s3:GetObject", "kms:GenerateDataKey", "kms:Decrypt"}
+#: With SSE-KMS, S3 calls kms:GenerateDataKey (PutObject) and kms:Decrypt on the publisher's behalf:
+#: the publisher's only grants that are not its own calls.
+S3_ENCRYPT = {"kms:GenerateDataKey", "kms:Decrypt"}
 #: S3 calls kms:Decrypt on the reader's behalf for an SSE-KMS object: the only grant on an instance
 #: that is not one of runas-agent's own calls.
 S3_DECRYPT = {"kms:Decrypt"}
@@ -119,15 +118,18 @@ def test_an_instance_may_make_exactly_the_calls_runas_agent_makes(fleet):
 
 def test_the_publisher_may_make_exactly_the_calls_runas_agent_makes(fleet, identitystore_endpoint):
     session, calls = recorded_session()
-    read = source_config(type="identitystore", identity_store_id=aws.STORE, endpoint_url=fleet.url)
-    fetched = IdentityStoreSource.from_settings(read.source, session=session).fetch()
-    assert len(fetched.directory.users) == 30
     # moto's KMS does not sign digests as KMS does: the endpoint's stand-in key signs (tests/endpoint/kms.py)
     key = identitystore_endpoint.signing_key("alias/runas-agent-publisher-test")
+    cfg = config.validate({"source": {"type": "identitystore", "region": REGION, "identity_store_id": aws.STORE,
+                                      "endpoint_url": fleet.url},
+                           "run_as": {"expression": "${path:userName}"},
+                           "publisher": {"url": fleet.snapshot_url, "signing_key": key}})
     kms = session.client("kms", endpoint_url=fleet.url)
-    data, public_key = snapshot(fetched.directory, signing.now(), lambda document: sign_with_kms(document, kms, key))
-    assert public_key.bits == 3072
-    publish(session.client("s3", endpoint_url=fleet.url), fleet.snapshot_url, data)
+    publisher = Publisher(cfg, source=IdentityStoreSource.from_settings(cfg.source, session=session),
+                          s3=session.client("s3", endpoint_url=fleet.url),
+                          signer=lambda document: sign_with_kms(document, kms, key))
+    assert publisher.publish().users == 30
+    assert publisher.publish().result == "unchanged"
 
     live_session, live_calls = recorded_session()
     discover = source_config(type="identitystore", endpoint_url=fleet.url)
@@ -140,11 +142,13 @@ def test_the_publisher_may_make_exactly_the_calls_runas_agent_makes(fleet, ident
     policy = aws.policy_document(fleet.iam.get_role_policy(RoleName=role, PolicyName="runas-agent-publisher")["PolicyDocument"])
     live = aws.policy_document(fleet.iam.get_role_policy(
         RoleName=role, PolicyName="runas-agent-publisher-run-as-expression")["PolicyDocument"])
-    assert actions(policy["Statement"]) == calls.actions() | PUBLISH_MODE
+    assert actions(policy["Statement"]) == calls.actions() | S3_ENCRYPT
     assert actions(live["Statement"]) == live_calls.actions() == {
         "sso:ListInstances", "sso:DescribeInstanceAccessControlAttributeConfiguration"}
     (put,) = [c for c in calls.calls if c[1] == "PutObject"]
     assert granted(policy["Statement"], "s3:PutObject", s3_resource(put))
+    for head in [c for c in calls.calls if c[1] == "HeadObject"]:
+        assert granted(policy["Statement"], "s3:GetObject", s3_resource(head))
     (sign,) = [s for s in policy["Statement"] if "kms:Sign" in s["Action"]]
     assert sign["Resource"] == fleet.publisher.outputs["SigningKeyArn"]
 

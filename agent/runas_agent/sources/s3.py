@@ -227,13 +227,15 @@ class S3Source(Source[S3Settings]):
         fresh(directory, self.url, self.max_age, now)
 
 
-def publish(client: Any, url: str, data: bytes) -> str:
-    """Write a directory document to S3 (the publisher's side); returns the new ETag."""
+def publish(client: Any, url: str, data: bytes, metadata: Optional[dict[str, str]] = None) -> str:
+    """Write a directory document to S3 (the publisher's side), with `metadata` (x-amz-meta-*) when
+    given; returns the new ETag."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, key = split_url(url)
+    extra = {"Metadata": dict(metadata)} if metadata else {}
     try:
-        response = client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")
+        response = client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json", **extra)
     except (ClientError, BotoCoreError) as exc:
         raise _failure(url, "PutObject", exc, "s3:PutObject") from None
     return response["ETag"]
