@@ -43,7 +43,7 @@ NOT_ROOT_NOTE = " (as a user outside the systemd-journal group, the journal may 
 
 class ConfigLink(Check):
     name = "config"
-    provides = (CONFIG, SETTINGS, HOME_REGION, *(source_is(kind) for kind in source_types()))
+    provides = (CONFIG, SETTINGS, HOME_REGION, *(source_is(kind) for kind in sorted(source_types())))
 
     def run(self, facts: Facts, env: Env) -> Verdict:
         try:
