@@ -189,11 +189,12 @@ SCHEMA = Section(Config, {
 
 
 def _cross_checks(cfg: Config, problems: list[str]) -> None:
-    source_type(cfg.source.type).check(cfg.source, problems)
+    if cfg.source.type in source_types():  # an unknown type is reported by its key
+        source_type(cfg.source.type).check(cfg.source, problems)
     if cfg.accounts.uid_min >= cfg.accounts.uid_max:
         problems.append("accounts.uid_min: must be lower than accounts.uid_max")
     if cfg.run_as.expression == FROM_IDENTITY_CENTER:
-        if not cfg.source.region and not any(p.startswith("source.region:") for p in problems):
+        if not cfg.source.region:
             problems.append("source.region: required with run_as.expression: from-identity-center (the Identity Center home region)")
     else:
         try:
@@ -234,11 +235,28 @@ def validate(data: Any, path: Optional[str] = None) -> Config:
     if data is None:
         data = {}
     cfg: Config = SCHEMA.validate(data, "", problems)
-    if not problems:
-        _cross_checks(cfg, problems)
+    problems += _new_keys(problems, _checked(_cross_checks, cfg))
     if problems:
         raise ConfigError(problems, path)
     return dataclasses.replace(cfg, path=path)
+
+
+def _checked(check: Callable[[Config, list[str]], None], cfg: Config) -> list[str]:
+    found: list[str] = []
+    check(cfg, found)
+    return found
+
+
+def _key(problem: str) -> str:
+    return problem.split(":", 1)[0]
+
+
+def _new_keys(known: list[str], found: list[str]) -> list[str]:
+    """The cross-key problems about keys that have no problem yet. The cross-key checks run even when
+    some keys are wrong (so that one run lists everything); a wrong key holds its default by then, and
+    what a check says about that default would only repeat the key's own problem in other words."""
+    bad = {_key(p) for p in known}
+    return [p for p in found if not any(_key(p) == k or _key(p).startswith(k + ".") for k in bad)]
 
 
 def defaults() -> Config:
@@ -248,15 +266,28 @@ def defaults() -> Config:
 
 
 def load(path: str = DEFAULT_PATH) -> Config:
+    """Read, parse and validate the configuration file. Every way it can fail (unreadable, not
+    UTF-8, not YAML, a value PyYAML cannot build, invalid keys) is a ConfigError, so that the
+    command exits 78 and systemd does not restart the service into the same error."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         raise ConfigError(["file not found"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc.strerror}"], path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"not UTF-8: byte 0x{raw[exc.start]:02x} on line {line} ({exc.reason}); "
+                           "save the file as UTF-8"], path) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], path) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a date like 2024-13-45
+        raise ConfigError([f"not valid YAML: {type(exc).__name__}: {exc}"], path) from None
     return validate(data, path)
 
 

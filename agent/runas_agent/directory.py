@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from runas_agent.core.display import shown
 from runas_agent.errors import SnapshotError
 
 ENTERPRISE_EXTENSION = "aws:identitystore:enterprise"
@@ -126,10 +127,10 @@ def _user(record: Any, index: int) -> User | Problem:
     if not isinstance(user_id, str) or not user_id:
         return Problem(f"Users[{index}]", "record has no UserId")
     if not isinstance(user_name, str) or not user_name:
-        return Problem(f"user {user_id}", "record has no UserName")
+        return Problem(f"user {shown(user_id)}", "record has no UserName")
     status = record.get("UserStatus", "ENABLED")
     if status not in ("ENABLED", "DISABLED"):
-        return Problem(f"user {user_name} ({user_id})", f"unknown UserStatus {status!r}")
+        return Problem(f"user {shown(user_name)} ({shown(user_id)})", f"unknown UserStatus '{shown(status)}'")
     return User(user_id=user_id, user_name=user_name, enabled=status == "ENABLED", record=dict(record))
 
 
