@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import sys
@@ -17,6 +18,7 @@ from runas_agent.sessions import cli as sessions_cli
 from runas_agent.settings import Config
 from runas_agent.sources import make_source
 from runas_agent.sources.s3 import publish, split_url
+from runas_agent.sources.signature import sign_with_kms, snapshot
 from runas_agent.status import SyncStatus
 from runas_agent.sync import sync
 
@@ -64,27 +66,41 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
 
 def cmd_export(args: argparse.Namespace, cfg: Config) -> Exit:
     """Write the configured source's directory as a directory document: the file source's format,
-    and the snapshot a fleet publisher puts where instances read it."""
-    fetched = make_source(cfg.source).fetch()
-    assert fetched is not None  # no known version was given
-    data = fetched.directory.canonical_bytes()
-    if args.output == "-":
-        sys.stdout.buffer.write(data)
-    elif args.output.startswith("s3://"):
+    and the snapshot a fleet publisher puts where instances read it (signed with --signing-key)."""
+    if args.output.startswith("s3://"):
         try:
             split_url(args.output)
         except ValueError as exc:
             raise AgentError(f"--output: {exc}") from None
+    fetched = make_source(cfg.source).fetch()
+    assert fetched is not None  # no known version was given
+    directory = fetched.directory
+    data, public_key = snapshot(directory, datetime.datetime.now(datetime.timezone.utc), _signer(args, cfg))
+    signed = f", signed by {args.signing_key} (public key {public_key.fingerprint})" if public_key else ", unsigned"
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+    elif args.output.startswith("s3://"):
         # The snapshot bucket is not the Identity Store: no endpoint override from source.endpoint_url
         # (AWS_ENDPOINT_URL_S3 is still honoured by boto3).
         etag = publish(aws.client("s3", cfg.source, endpoint_url=None), args.output, data)
-        print(f"{args.output}: {len(fetched.directory.users)} users, {len(fetched.directory.groups)} groups, "
+        print(f"{args.output}: {len(directory.users)} users, {len(directory.groups)} groups{signed}, "
               f"ETag {etag}", file=sys.stderr)
     else:
         write_atomic(args.output, data, mode=0o640)
-        print(f"{args.output}: {len(fetched.directory.users)} users, {len(fetched.directory.groups)} groups, "
-              f"sha256 {fetched.directory.digest()}", file=sys.stderr)
+        print(f"{args.output}: {len(directory.users)} users, {len(directory.groups)} groups{signed}, "
+              f"{len(data)} bytes", file=sys.stderr)
     return Exit.OK
+
+
+def _signer(args: argparse.Namespace, cfg: Config):
+    """The KMS signer of --signing-key (None without it). The key's region is its ARN's, else
+    source.region; its endpoint is not source.endpoint_url (AWS_ENDPOINT_URL_KMS is honoured)."""
+    if not args.signing_key:
+        return None
+    parts = args.signing_key.split(":")
+    region = parts[3] if args.signing_key.startswith("arn:") and len(parts) > 4 else None
+    kms = aws.client("kms", cfg.source, region=region, endpoint_url=None)
+    return lambda document: sign_with_kms(document, kms, args.signing_key)
 
 
 def cmd_check_config(args: argparse.Namespace) -> Exit:
@@ -128,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write the directory from the configured source as a directory document")
     p.add_argument("--output", "-o", default="-", help="file or s3://bucket/key to write (default: standard output)")
+    p.add_argument("--signing-key", metavar="KEY_ID",
+                   help="sign the snapshot with this KMS key (id, ARN or alias; RSA_3072, SIGN_VERIFY): kms:Sign of "
+                        "the document's SHA-256 digest, checked with kms:GetPublicKey before it is written")
     p.set_defaults(func=cmd_export, needs_config=True)
 
     p = sub.add_parser("check-config", help="validate a configuration file, listing every problem")

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from runas_agent import settings
+from runas_agent.core.allowed import pattern_problem as _allowed_names
 from runas_agent.core.expression import ExpressionError, parse
 from runas_agent.core.sudoers import command_problem, name_problem
 from runas_agent.errors import ConfigError
@@ -49,7 +50,8 @@ def _sudo_command(value: Any) -> Optional[str]:
 
 SOURCE_KEYS = {
     "region": Key(OPT_STR, None, "The Identity Center home region (may differ from the instance's region). With type s3 and no source.bucket_region, also the bucket's region (what configurations written before bucket_region meant by it)."),
-    "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890."),
+    "identity_store_id": Key(OPT_STR, None, "The Identity Store id, e.g. d-1234567890. Type identitystore reads it; "
+                                            "types file and s3 refuse a document of any other store."),
     "instance_arn": Key(OPT_STR, None, "The IAM Identity Center instance ARN (arn:aws:sso:::instance/ssoins-...), for reading its attributes for access control; when unset, sso-admin ListInstances finds it.", check=_instance_arn),
     "endpoint_url": Key(OPT_STR, None, "Endpoint override for the source's AWS calls (the Identity Store and sso-admin; S3 for type s3); AWS_ENDPOINT_URL is honoured too."),
     "max_attempts": Key(INT, 8, "Attempts per Identity Store call before the read fails (throttling, 5xx, timeouts).", check=_positive),
@@ -70,7 +72,11 @@ class SourceSection:
             "type": Key(STR, "identitystore", f"Where the directory comes from ({summary}).", choices=tuple(types)),
             **common,
         }
-        self.owned = {key: cls for cls in types.values() for key in cls.keys}
+        #: each type's own key -> the types that have it
+        self.owned: dict[str, list[SourceType]] = {}
+        for cls in types.values():
+            for key in cls.keys:
+                self.owned.setdefault(key, []).append(cls)
         self.keys: dict[str, Key] = {**self.common, **{k: spec for cls in types.values() for k, spec in cls.keys.items()}}
 
     def __getitem__(self, name: str) -> Key:
@@ -79,9 +85,9 @@ class SourceSection:
     def validate(self, data: Any, prefix: str, problems: list[str]) -> settings.SourceSettings:
         values = validate_keys(data, self.keys, prefix, problems)
         chosen = self.types.get(values["type"])
-        for key, owner in self.owned.items():
-            if owner is not chosen and isinstance(data, Mapping) and data.get(key) is not None:
-                problems.append(f"{prefix}{key}: only for type {owner.kind}")
+        for key, owners in self.owned.items():
+            if chosen not in owners and isinstance(data, Mapping) and data.get(key) is not None:
+                problems.append(f"{prefix}{key}: only for type {' or '.join(cls.kind for cls in owners)}")
         if chosen is None:  # an unknown type, reported above: the shared keys are all there is
             return settings.SourceSettings(**{k: values[k] for k in self.common})
         return chosen.settings_class(**{k: values[k] for k in (*self.common, *chosen.keys)})
@@ -150,6 +156,7 @@ SCHEMA = Section(Config, {
         "uid_min": Key(INT, 1_000_000_000, "Lowest UID/GID the agent derives.", check=_uid),
         "uid_max": Key(INT, 1_799_999_999, "Highest UID/GID the agent derives.", check=_uid),
         "name_rules": Key(STR, "auto", "Account name rules: debian (Debian/Ubuntu useradd), rhel (RHEL/Amazon Linux shadow-utils), auto (from /etc/os-release).", choices=("auto", "debian", "rhel")),
+        "allowed_names": Key(OPT_STR, None, "A regular expression every Run As name must match as a whole, e.g. ^[a-z0-9._-]+@corp\\.example$ (recommended: it keeps any name outside the fleet's naming scheme, such as one a package creates later, from becoming an account). Unset: only the built-in checks apply.", check=_allowed_names),
     }),
     "groups": Key(LIST, [], "Local supplementary groups for managed accounts. Only memberships the agent added are ever removed.", item=GROUP_RULE),
     "safety": Section(settings.Safety, {
@@ -265,17 +272,59 @@ def defaults() -> Config:
     return cfg
 
 
+#: The largest configuration file read (a configuration is a few kilobytes).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: no anchors or aliases (a few hundred bytes of nested aliases
+    expand to gigabytes in memory), and no key twice in one mapping (YAML keeps the last one
+    silently, so a rule could be overridden by a line further down that nobody reads)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
+            raise yaml.composer.ComposerError(None, None, f"the {kind}{event.anchor} is refused: the configuration "
+                                              "takes no anchors or aliases; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(None, None, "the merge key << is refused: write the keys out",
+                                                        key_node.start_mark)
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the constructor reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """The configuration file's value, read with StrictLoader (yaml.YAMLError when it is refused)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
 def load(path: str = DEFAULT_PATH) -> Config:
-    """Read, parse and validate the configuration file. Every way it can fail (unreadable, not
-    UTF-8, not YAML, a value PyYAML cannot build, invalid keys) is a ConfigError, so that the
-    command exits 78 and systemd does not restart the service into the same error."""
+    """Read, parse and validate the configuration file. Every way it can fail (unreadable, too
+    large, not UTF-8, not YAML, a value PyYAML cannot build, invalid keys) is a ConfigError, so that
+    the command exits 78 and systemd does not restart the service into the same error."""
     try:
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(["file not found"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc.strerror}"], path) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"larger than {MAX_CONFIG_BYTES} bytes; not read"], path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -283,12 +332,12 @@ def load(path: str = DEFAULT_PATH) -> Config:
         raise ConfigError([f"not UTF-8: byte 0x{raw[exc.start]:02x} on line {line} ({exc.reason}); "
                            "save the file as UTF-8"], path) from None
     try:
-        data = yaml.safe_load(text)
+        document = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], path) from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a date like 2024-13-45
         raise ConfigError([f"not valid YAML: {type(exc).__name__}: {exc}"], path) from None
-    return validate(data, path)
+    return validate(document, path)
 
 
 def describe_schema() -> list[tuple[str, Any, str]]:

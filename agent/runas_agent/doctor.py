@@ -141,6 +141,8 @@ class Doctor:
         #: the config with run_as.expression resolved (the live value for from-identity-center)
         self.resolved: Optional[Config] = None
         self.directory: Any = None
+        #: the read as the sync admits it (sources/admission.py)
+        self.admitted: Any = None
         self.desired: Any = None
         self.plan: Any = None
         self.ledger: Any = None
@@ -579,7 +581,6 @@ class Doctor:
 
     def read_directory(self) -> None:
         from runas_agent.core.desired import compute
-        from runas_agent.errors import AgentError
         from runas_agent.settings import desired_settings
         from runas_agent.sync import name_rules
 
@@ -589,14 +590,10 @@ class Doctor:
         if "identitystore" in self.source_type.probes and not self.ok("identitystore"):
             self.skip("identities", "the Identity Store is not readable (see identitystore)")
             return
-        try:
-            source = self._source()
-            fetched = source.fetch()
-        except AgentError as exc:
-            self.add("identities", FAILED, f"the directory could not be read completely: {exc}",
-                     "the sync cannot read it either and changes nothing until this is fixed")
+        self.admitted = self._admitted_read()
+        if self.admitted is None:
             return
-        self.directory = fetched.directory
+        self.directory = self.admitted.directory
         rules = name_rules(self.resolved, self.probe.etc)
         self.desired = compute(self.directory, desired_settings(self.resolved, rules))
         enabled = sum(1 for u in self.directory.users if u.enabled)
@@ -615,6 +612,26 @@ class Doctor:
                      [str(s) for s in skips])
             return
         self.add("identities", OK, summary)
+
+    def _admitted_read(self) -> Any:
+        """The directory read and admitted as the sync would (sources.admission); None, with the
+        identities link failed, when the sync could not read or would not believe it."""
+        from runas_agent.errors import AgentError, UntrustedError
+        from runas_agent.host.files import StateDir
+        from runas_agent.sources.admission import admit
+
+        try:
+            source = self._source()
+            fetched = source.fetch()
+            return admit(self.resolved, fetched.directory, StateDir(self.resolved.state_dir).snapshot_path,
+                         source.describe())
+        except UntrustedError as exc:
+            self.add("identities", FAILED, f"the directory cannot be believed: {exc}",
+                     "the sync refuses it too and changes nothing until this is fixed")
+        except AgentError as exc:
+            self.add("identities", FAILED, f"the directory could not be read completely: {exc}",
+                     "the sync cannot read it either and changes nothing until this is fixed")
+        return None
 
     def _source(self) -> Any:
         session = self.session if self.source_type.needs_aws_credentials else None
@@ -654,7 +671,9 @@ class Doctor:
             status = WARNING if changed else OK
             self.add("accounts", status, f"{owned_text}; conflicts unknown (the directory was not read)", "", changed)
             return
-        _, self.plan = compute_plan(self.resolved, self.directory, observe(self.resolved, self.probe.etc))
+        observation = observe(self.resolved, self.probe.etc)
+        _, self.plan = compute_plan(self.resolved, self.directory, observation)
+        self.plan = self.admitted.judge(self.plan, observation.ledger, force=False)
         own_skips = {(s.identity, s.name, s.reason) for s in self.desired.skips}
         conflicts = [s for s in self.plan.skips if (s.identity, s.name, s.reason) not in own_skips and isinstance(s, Skip)]
         pending = len(self.plan.actions)

@@ -25,6 +25,12 @@ class SnapshotError(SourceError):
     """A directory document (file source or snapshot) is malformed."""
 
 
+class UntrustedError(SourceError):
+    """A directory document was read but cannot be believed: not signed by the pinned key, from a
+    bucket of another owner, encrypted with another key, of another Identity Store, too old or too
+    large. Never overridden by --force."""
+
+
 class RefusedError(AgentError):
     """The safety checks refused a plan; nothing was changed."""
 

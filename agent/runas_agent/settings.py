@@ -60,6 +60,8 @@ class Accounts:
     uid_min: int
     uid_max: int
     name_rules: str
+    #: the regular expression every Run As name must match whole (core/allowed.py); None: no such rule
+    allowed_names: Optional[str]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from runas_agent.identitycenter import resolve_run_as
 from runas_agent.settings import Config, desired_settings, sync_settings
 from runas_agent.settings import name_rules as rules_for
 from runas_agent.sources import Source, make_source
+from runas_agent.sources.admission import admit
 from runas_agent.status import SyncCounts, SyncStatus, status_of
 
 
@@ -96,8 +97,8 @@ def run_plan(result: SyncPlan, observation: Observation, state: StateDir, using:
 def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Optional[Source[Any]] = None,
          etc: str = "/etc", progress: Callable[[], None] | None = None,
          using: Appliers | None = None) -> SyncResult:
-    """Read the directory, observe the host, plan, and (when `apply`) apply. Raises
-    SourceError when the directory could not be read completely; then nothing is changed.
+    """Read the directory, observe the host, plan, and (when `apply`) apply. Raises SourceError
+    when the directory could not be read completely or cannot be believed; then nothing is changed.
 
     `progress`, when given, is called from this thread at points where nothing is half-written (after
     the read, before each action); it may raise to abandon the sync there."""
@@ -108,12 +109,16 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     assert fetched is not None  # no known version was given
     if progress is not None:
         progress()
+    state = StateDir(cfg.state_dir)
+    # What the read must still prove against the configuration and the last applied snapshot
+    # (fields dropped, rollback, change of store), with people whose records are malformed kept.
+    admitted = admit(cfg, fetched.directory, state.snapshot_path, source.describe())
     observation = observe(cfg, etc)
-    _, result = compute_plan(cfg, fetched.directory, observation, force)
-    sync_result = SyncResult(result, fetched.directory, source_stats=fetched.stats)
+    _, result = compute_plan(cfg, admitted.directory, observation, force)
+    result = admitted.judge(result, observation.ledger, force)
+    sync_result = SyncResult(result, admitted.directory, source_stats=fetched.stats)
     if apply and not result.refusals:
-        state = StateDir(cfg.state_dir)
         sync_result.outcome = run_plan(result, observation, state, using or appliers(cfg, etc), progress)
-        state.save_snapshot(fetched.directory.canonical_bytes())
+        state.save_snapshot(admitted.directory.canonical_bytes())
     sync_result.seconds = time.monotonic() - started
     return sync_result

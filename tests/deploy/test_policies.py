@@ -7,7 +7,6 @@ grant nobody uses, fails here."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import time
 from types import SimpleNamespace
 
@@ -20,6 +19,8 @@ from runas_agent.sessions.model import Session
 from runas_agent.sessions.s3tags import S3Tagger
 from runas_agent.sources.identitystore import IdentityStoreSource
 from runas_agent.sources.s3 import S3Source, publish
+from runas_agent.sources.signature import sign_with_kms, snapshot
+from tests import signing
 from tests.deploy import aws
 from tests.deploy.templates import CallRecorder, actions, doc_policies, iam_action
 from tests.endpoint import ssoadmin_abac
@@ -30,11 +31,11 @@ pytestmark = pytest.mark.filterwarnings(aws.SKIPPED_TYPES_WARNING)
 
 REGION = "eu-west-1"
 SESSION_LOGS = "session-logs"
-#: What `runas-agent publish` is specified to call beyond today's `export --output s3://` path
-#: (sources.s3.publish, recorded below): HeadObject to compare the published digest before writing,
-#: kms:Sign over the document's SHA-256 digest, kms:GetPublicKey to print the key to pin. With SSE-KMS
-#: S3 calls kms:GenerateDataKey (PutObject) and kms:Decrypt on the caller's behalf.
-PUBLISH_MODE = {"s3:GetObject", "kms:Sign", "kms:GetPublicKey", "kms:GenerateDataKey", "kms:Decrypt"}
+#: What `runas-agent publish` is specified to call beyond today's `export --output s3://
+#: --signing-key` path (recorded below: kms:GetPublicKey, kms:Sign, s3:PutObject): HeadObject to
+#: compare the published digest before writing. With SSE-KMS S3 calls kms:GenerateDataKey (PutObject)
+#: and kms:Decrypt on the caller's behalf.
+PUBLISH_MODE = {"s3:GetObject", "kms:GenerateDataKey", "kms:Decrypt"}
 #: S3 calls kms:Decrypt on the reader's behalf for an SSE-KMS object: the only grant on an instance
 #: that is not one of runas-agent's own calls.
 S3_DECRYPT = {"kms:Decrypt"}
@@ -82,9 +83,10 @@ def source_config(**source) -> SimpleNamespace:
 
 
 def test_an_instance_may_make_exactly_the_calls_runas_agent_makes(fleet):
-    publish(fleet.s3, fleet.snapshot_url, json.dumps(make_directory(3)).encode())
+    publish(fleet.s3, fleet.snapshot_url, signing.signed_bytes(make_directory(3)))
     session, calls = recorded_session()
-    cfg = source_config(type="s3", url=fleet.snapshot_url, endpoint_url=fleet.url)
+    cfg = source_config(type="s3", url=fleet.snapshot_url, endpoint_url=fleet.url, bucket_owner=fleet.publisher.outputs["SnapshotBucketOwner"],
+                        signing_public_key=signing.public_pem())
     source = S3Source.from_settings(cfg.source, session=session)
     assert source.fetch().stats["not_modified"] is False
     assert source.fetch().stats["not_modified"] is True  # the conditional read: 304
@@ -120,7 +122,12 @@ def test_the_publisher_may_make_exactly_the_calls_runas_agent_makes(fleet, ident
     read = source_config(type="identitystore", identity_store_id=aws.STORE, endpoint_url=fleet.url)
     fetched = IdentityStoreSource.from_settings(read.source, session=session).fetch()
     assert len(fetched.directory.users) == 30
-    publish(session.client("s3", endpoint_url=fleet.url), fleet.snapshot_url, fetched.directory.canonical_bytes())
+    # moto's KMS does not sign digests as KMS does: the endpoint's stand-in key signs (tests/endpoint/kms.py)
+    key = identitystore_endpoint.signing_key("alias/runas-agent-publisher-test")
+    kms = session.client("kms", endpoint_url=fleet.url)
+    data, public_key = snapshot(fetched.directory, signing.now(), lambda document: sign_with_kms(document, kms, key))
+    assert public_key.bits == 3072
+    publish(session.client("s3", endpoint_url=fleet.url), fleet.snapshot_url, data)
 
     live_session, live_calls = recorded_session()
     discover = source_config(type="identitystore", endpoint_url=fleet.url)

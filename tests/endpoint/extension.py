@@ -23,6 +23,8 @@ from moto.identitystore.responses import IdentityStoreResponse
 from moto.ssoadmin.models import Instance, ssoadmin_backends
 from moto.utilities.paginator import Paginator
 
+from runas_agent.directory import parse_document
+from runas_agent.errors import SnapshotError
 from tests.endpoint.shapes import service_model
 
 MOTO_USER_FIELDS = frozenset(User._fields)
@@ -182,18 +184,24 @@ RESPONSES = {"identitystore": ExtendedIdentityStoreResponse}
 def seed(document: Mapping[str, Any], region: str, account_id: str = DEFAULT_ACCOUNT_ID) -> str:
     """Load a directory document ({"IdentityStoreId", "Users", "Groups", "GroupMemberships"}) into
     moto's backend directly (no API calls), replacing any store with the same id, and make it the
-    only IAM Identity Center instance sso-admin ListInstances shows in that region. Returns the id."""
-    store_id = document.get("IdentityStoreId") or "d-0000000000"
+    only IAM Identity Center instance sso-admin ListInstances shows in that region. Returns the id.
+
+    The document is read by runas-agent's own parser (`directory.parse_document`, the file source's):
+    one it refuses, or in which it reports a malformed user record, is refused here (ValueError naming
+    why), since the Identity Store never returns such records; what is stored is exactly the records
+    it read. So a document means the same directory from a file as through this endpoint."""
+    try:
+        directory = parse_document(document, "seed")
+    except SnapshotError as exc:
+        raise ValueError(str(exc)) from None
+    if directory.problems:
+        raise ValueError("the Identity Store never returns these records: "
+                         + "; ".join(f"{p.identity}: {p.reason}" for p in directory.problems))
+    store_id = directory.identity_store_id or "d-0000000000"
     store = IdentityStoreData()
-    extras = user_extras(store)
-    for record in document.get("Users") or []:
-        user_id = record.get("UserId") or str(uuid.uuid4())
-        fields = {name: record.get(name) for name in User._fields}
-        fields.update(UserId=user_id, IdentityStoreId=store_id, Name=Name.from_dict(record.get("Name") or {}))
-        store.users[user_id] = User(**fields)
-        extras[user_id] = {k: v for k, v in record.items() if k not in MOTO_USER_FIELDS}
+    _seed_users(store, store_id, directory)
     for record in document.get("Groups") or []:
-        group_id = record.get("GroupId") or str(uuid.uuid4())
+        group_id = record["GroupId"]
         store.groups[group_id] = Group(group_id, record.get("DisplayName"), record.get("ExternalIds") or [], record.get("Description"), store_id)
     for record in document.get("GroupMemberships") or []:
         membership_id = record.get("MembershipId") or str(uuid.uuid4())
@@ -206,6 +214,16 @@ def seed(document: Mapping[str, Any], region: str, account_id: str = DEFAULT_ACC
     identitystore_backends[account_id][region].identity_stores[store_id] = store
     set_instances([store_id], region, account_id)
     return store_id
+
+
+def _seed_users(store: IdentityStoreData, store_id: str, directory: Any) -> None:
+    extras = user_extras(store)
+    for user in directory.users:
+        record = user.record
+        fields = {name: record.get(name) for name in User._fields}
+        fields.update(UserId=user.user_id, IdentityStoreId=store_id, Name=Name.from_dict(record.get("Name") or {}))
+        store.users[user.user_id] = User(**fields)
+        extras[user.user_id] = {k: v for k, v in record.items() if k not in MOTO_USER_FIELDS}
 
 
 def set_instances(store_ids: list[str], region: str, account_id: str = DEFAULT_ACCOUNT_ID) -> None:

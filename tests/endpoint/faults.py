@@ -21,6 +21,10 @@ KINDS = {
     "invalid_token": "400 ValidationException: the request's NextToken is refused as invalid or expired",
     "bad_next_token": "the page is answered, but its NextToken is replaced by one the service will refuse",
     "stall": "the answer is held back `seconds` seconds (None: until the fault is cleared or the endpoint stops)",
+    "drop_field": "the page is answered without the member `member` in any user record, as an SDK, proxy or "
+                  "endpoint that does not know it would return it (still within the model: it is optional)",
+    "user_field": "the page is answered with `member` set to `value` in the record of user `user_id`: off the model "
+                  "on purpose (a future value, or a broken proxy), so that response is not checked",
 }
 
 
@@ -34,11 +38,28 @@ class Fault:
     seconds: float | None = None
     #: ListGroupMemberships only: the group whose listing is hit (None: any group)
     group_id: str | None = None
+    #: drop_field and user_field: the member of the user records, and (user_field) the user and the value
+    member: str | None = None
+    user_id: str | None = None
+    value: Any = None
     fired: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(KINDS)}")
+
+    def alter(self, body: dict[str, Any]) -> None:
+        """Change a successful answer: bad_next_token its NextToken, drop_field and user_field the
+        user records of a ListUsers answer."""
+        if self.kind == "bad_next_token" and body.get("NextToken"):
+            body["NextToken"] = "bm90LWEtdG9rZW4="
+        if self.kind not in ("drop_field", "user_field"):
+            return
+        for record in body.get("Users") or []:
+            if self.kind == "drop_field":
+                record.pop(self.member, None)
+            elif record.get("UserId") == self.user_id:
+                record[self.member] = self.value
 
     def matches(self, operation: str, page: int, params: dict[str, Any]) -> bool:
         return (

@@ -2,6 +2,11 @@
 client is used unchanged) with the Identity Store extension, fault injection, call counting and a
 check of every Identity Store and sso-admin response against botocore's service model.
 
+It serves moto's other services too, with two corrections where runas-agent's trust rests on them:
+S3 refuses a request whose ExpectedBucketOwner is not the bucket's owner (403 AccessDenied, as S3
+does; moto ignores the header), and KMS `Sign`/`GetPublicKey` on keys made with `signing_key()` are
+answered by a stand-in that signs like KMS (tests/endpoint/kms.py), checked against botocore's model.
+
 In-process:
     with Endpoint(region="eu-west-1") as endpoint:
         endpoint.seed(document)
@@ -33,6 +38,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tests.endpoint import extension, shapes
 from tests.endpoint.faults import Fault, Ledger
+from tests.endpoint.kms import SigningKeys
 
 #: X-Amz-Target prefix -> botocore service name
 TARGETS = {"AWSIdentityStore": "identitystore", "SWBExternalService": "sso-admin"}
@@ -85,7 +91,7 @@ class _Wire:
         prefix, _, operation = environ.get("HTTP_X_AMZ_TARGET", "").partition(".")
         service = TARGETS.get(prefix)
         if service is None:
-            return self.app(environ, start_response)
+            return self.other(environ, start_response, prefix, operation)
 
         raw = _read_body(environ)
         try:
@@ -93,8 +99,7 @@ class _Wire:
         except ValueError:
             params = {}
         key = counter_key(service, operation)
-        ledger = self.endpoint.ledger
-        page, fault = ledger.receive(key, params)
+        page, fault = self.endpoint.ledger.receive(key, params)
         if fault is not None:
             answer = self._fault(fault, service, operation, params, start_response)
             if answer is not None:
@@ -106,22 +111,48 @@ class _Wire:
         except ValueError:
             document = None
         if isinstance(document, dict):
-            document = _drop_nulls(document)
-            model = shapes.service_model(service)
-            output = model.operation_model(operation).output_shape if operation in model.operation_names else None
-            if service == "identitystore" and status == 200 and output is not None:
-                extension.fill_server_assigned(document, output)
-            if document.get("RequestId") == MOTO_REQUEST_ID:
-                # moto's fixed "...example" id is not a UUID, as the model requires
-                document["RequestId"] = str(uuid.uuid4())
-            if fault is not None and fault.kind == "bad_next_token" and document.get("NextToken"):
-                document["NextToken"] = "bm90LWEtdG9rZW4="
-            if status == 200 and document.get("NextToken"):
-                ledger.issued(key, document["NextToken"], page)
-            self.endpoint.check(service, operation, status, document)
+            document = self._complete(document, service, operation, status, (key, page), fault)
             return _json_response(start_response, status, document, [h for h in headers if h[0].lower() not in ("content-type", "content-length")])
         start_response(f"{status} {'OK' if status == 200 else 'Error'}", headers)
         return [body]
+
+    def _complete(self, document: dict, service: str, operation: str, status: int, page: tuple[str, int],
+                  fault: Fault | None) -> dict:
+        """moto's JSON answer as the service gives it, with the fault applied, checked against the model."""
+        document = _as_the_service(document, service, operation, status)
+        if fault is not None and status == 200:
+            fault.alter(document)
+        if status == 200 and document.get("NextToken"):
+            self.endpoint.ledger.issued(page[0], document["NextToken"], page[1])
+        if fault is None or fault.kind != "user_field":  # that one leaves the model on purpose
+            self.endpoint.check(service, operation, status, document)
+        return document
+
+    def other(self, environ: dict, start_response: Any, prefix: str, operation: str) -> Iterable[bytes]:
+        """Services other than the Identity Store and sso-admin: KMS through the signing stand-in, S3
+        with ExpectedBucketOwner enforced, the rest moto's own."""
+        if prefix == "TrentService":
+            return self.kms(environ, start_response, operation)
+        if _is_s3(environ):
+            refused = _wrong_bucket_owner(environ, start_response)
+            if refused is not None:
+                return refused
+        return self.app(environ, start_response)
+
+    def kms(self, environ: dict, start_response: Any, operation: str) -> Iterable[bytes]:
+        """KMS: the stand-in's keys answered here, every other call moto's."""
+        raw = _read_body(environ)
+        try:
+            params = json.loads(raw or b"{}")
+        except ValueError:
+            params = {}
+        answer = self.endpoint.kms.answer(operation, params)
+        if answer is None:
+            return self.app(environ, start_response)
+        self.endpoint.ledger.receive(f"kms:{operation}", params)
+        status, body = answer
+        self.endpoint.check("kms", operation, status, body)
+        return _json_response(start_response, status, body)
 
     def _fault(self, fault: Fault, service: str, operation: str, params: dict, start_response: Any) -> list[bytes] | None:
         """The response a fault replaces the real one with, or None to answer normally (after a stall)."""
@@ -133,7 +164,7 @@ class _Wire:
             else:
                 self.endpoint.ledger.release.wait(fault.seconds)
             return None
-        if fault.kind == "bad_next_token":
+        if fault.kind in ("bad_next_token", "drop_field", "user_field"):
             return None
         if fault.kind == "unavailable":
             data = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"
@@ -203,6 +234,44 @@ class _Wire:
         return _json_response(start_response, 404, {"error": f"no control {method} /_endpoint/{what}"})
 
 
+def _as_the_service(document: dict, service: str, operation: str, status: int) -> dict:
+    """moto's answer with what the service does differently: no nulls, the members the service
+    assigns, a request id that is a UUID."""
+    document = _drop_nulls(document)
+    model = shapes.service_model(service)
+    output = model.operation_model(operation).output_shape if operation in model.operation_names else None
+    if service == "identitystore" and status == 200 and output is not None:
+        extension.fill_server_assigned(document, output)
+    if document.get("RequestId") == MOTO_REQUEST_ID:
+        # moto's fixed "...example" id is not a UUID, as the model requires
+        document["RequestId"] = str(uuid.uuid4())
+    return document
+
+
+def _is_s3(environ: dict) -> bool:
+    """A SigV4-signed S3 request (the credential scope names the service)."""
+    return "/s3/aws4_request" in environ.get("HTTP_AUTHORIZATION", "")
+
+
+def _wrong_bucket_owner(environ: dict, start_response: Any) -> list[bytes] | None:
+    """S3's answer to a request whose ExpectedBucketOwner is not the bucket's owner: 403 AccessDenied
+    (path-style requests: the endpoint is an address, so botocore never puts the bucket in the host).
+    None when the header is absent, the bucket unknown (moto answers) or the owner right."""
+    from moto.s3.models import s3_backends
+
+    expected = environ.get("HTTP_X_AMZ_EXPECTED_BUCKET_OWNER")
+    name = environ.get("PATH_INFO", "").lstrip("/").split("/", 1)[0]
+    if not expected or not name:
+        return None
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets.get(name)
+    if bucket is None or bucket.account_id == expected:
+        return None
+    data = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Access Denied'
+            b'</Message><RequestId>0000000000000000</RequestId><HostId>runas-agent-test-endpoint</HostId></Error>')
+    start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
 def _read_body(environ: dict) -> bytes:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -261,6 +330,8 @@ class Endpoint:
         self.region = region
         self.strict = strict
         self.ledger = Ledger()
+        #: KMS signing keys answered by the stand-in (tests/endpoint/kms.py)
+        self.kms = SigningKeys(region)
         #: responses that did not match botocore's model (checked when strict)
         self.problems: list[str] = []
         self._lock = threading.Lock()
@@ -291,9 +362,14 @@ class Endpoint:
     def set_instances(self, store_ids: list[str]) -> None:
         extension.set_instances(store_ids, self.region)
 
+    def signing_key(self, alias: str | None = None, **options: Any) -> str:
+        """A KMS signing key (RSA_3072, SIGN_VERIFY) that signs like KMS; returns its ARN."""
+        return self.kms.create(alias, **options)
+
     def reset(self) -> None:
-        """Forget stores, faults, counters and problems."""
+        """Forget stores, signing keys, faults, counters and problems."""
         extension.reset(self.region)
+        self.kms.reset()
         self.ledger.reset()
         with self._lock:
             self.problems.clear()

@@ -84,6 +84,7 @@ BASE_PACKAGES: tuple[str, ...] = (
     "python3",
     "python3-venv",
     "python3-systemd",
+    "python3-cryptography",
     "python3-pip",
     "openssh-server",
     "iproute2",

@@ -38,9 +38,11 @@ def test_a_kill_at_each_step_is_consistent_and_finished_by_a_rerun(campaign, ind
 
 def test_kills_at_seeded_random_moments_are_consistent_and_finished_by_a_rerun(campaign):
     rng = random.Random(SEED)
-    trials = [campaign.at_random(rng) for _ in range(RANDOM_TRIALS)]
+    trials = []
+    while sum(t.killed == -9 for t in trials) < RANDOM_TRIALS and len(trials) < 3 * RANDOM_TRIALS:
+        trials.append(campaign.at_random(rng))  # a run that ended before its kill narrows later draws
     failed = [(t.point, t.problems) for t in trials if not t.converged]
     assert not failed
     # a kill that came after the run finished is a trial too; most must have interrupted it
-    assert sum(t.killed == -9 for t in trials) >= RANDOM_TRIALS // 2
+    assert sum(t.killed == -9 for t in trials) >= RANDOM_TRIALS
     assert any(t.mid_work for t in trials)  # some kills landed with the work half done

@@ -24,6 +24,7 @@ from runas_agent.directory import ENTERPRISE_EXTENSION
 from runas_agent.doctor import FAILED, OK, SKIPPED, WARNING, Doctor, Probe, exit_status, fields_verdict, render
 from runas_agent.exitcodes import Exit
 from runas_agent.host.accounts import read_host
+from tests import signing
 from tests.endpoint import ssm_documents, ssoadmin_abac
 
 pytest_plugins = ["tests.endpoint.fixtures"]
@@ -257,9 +258,14 @@ def test_users_without_enterprise_attributes_under_an_organization_expression(wo
     world.seed([person("id-alice", "alice"), person("id-bob", "bob")])
     checks = world.run(run_as={"expression": "${path:enterprise.organization}"})
     assert checks["identitystore-fields"].status == WARNING
+    # nobody carries the extension: the sync refuses the whole read, it would give nobody an account
+    assert checks["identities"].status == FAILED
+    assert ("run_as.expression reads enterprise.organization, but none of the 2 users carries the enterprise "
+            "extension") in checks["identities"].summary
+    world.seed([person("id-alice", "alice", "Acme"), person("id-bob", "bob")])
+    checks = world.run(run_as={"expression": "${path:enterprise.organization}"})
     assert checks["identities"].status == WARNING
-    assert checks["identities"].details == [
-        f"alice ({uid('id-alice')}) as '': the Run As value is empty", f"bob ({uid('id-bob')}) as '': the Run As value is empty"]
+    assert checks["identities"].details == [f"bob ({uid('id-bob')}) as '': the Run As value is empty"]
 
 
 def test_abac_not_enabled(world):
@@ -488,7 +494,8 @@ def test_missing_enterprise_attributes_matter_under_a_live_organization_expressi
     ssoadmin_abac.set_attributes(world.region, {"SSMSessionRunAs": "${path:enterprise.organization}"})
     checks = world.run(run_as={"expression": "from-identity-center"})
     assert checks["identitystore-fields"].status == WARNING
-    assert checks["identities"].status == WARNING
+    assert checks["identities"].status == FAILED and "none of the 2 users carries the enterprise extension" in \
+        checks["identities"].summary
 
 
 def test_a_live_expression_the_agent_cannot_evaluate(world):
@@ -525,8 +532,9 @@ def snapshot(world):
     """The directory as a fleet snapshot in S3, served by the same endpoint (source.endpoint_url)."""
     s3 = boto3.client("s3", endpoint_url=world.endpoint.url, region_name=world.region)
     s3.create_bucket(Bucket=SNAPSHOT_BUCKET, CreateBucketConfiguration={"LocationConstraint": world.region})
-    s3.put_object(Bucket=SNAPSHOT_BUCKET, Key="runas/directory.json", Body=json.dumps(directory(USERS)).encode())
-    yield {"type": "s3", "url": SNAPSHOT, "bucket_region": world.region}
+    s3.put_object(Bucket=SNAPSHOT_BUCKET, Key="runas/directory.json", Body=signing.signed_bytes(directory(USERS)))
+    yield {"type": "s3", "url": SNAPSHOT, "bucket_region": world.region, "bucket_owner": "123456789012",
+           "signing_public_key": signing.public_pem()}
     for item in s3.list_objects_v2(Bucket=SNAPSHOT_BUCKET).get("Contents", []):
         s3.delete_object(Bucket=SNAPSHOT_BUCKET, Key=item["Key"])
     s3.delete_bucket(Bucket=SNAPSHOT_BUCKET)
@@ -559,3 +567,32 @@ def test_a_file_source_without_credentials_only_warns(world, tmp_path, monkeypat
     assert checks["credentials"].status == WARNING
     assert checks["identitystore"].summary == f"not checked: source.type is file (the directory comes from {path})"
     assert checks["identities"].status == OK
+
+
+# --- what the sync would not believe ---------------------------------------------------------------
+
+def test_a_stale_snapshot_fails_the_identities_link(world, snapshot, identitystore_endpoint):
+    s3 = boto3.client("s3", endpoint_url=world.endpoint.url, region_name=world.region)
+    s3.put_object(Bucket=SNAPSHOT_BUCKET, Key="runas/directory.json", Body=signing.signed_bytes(directory(USERS), ago=7200))
+    checks = world.run(source={**snapshot, "max_age": 3600})
+    assert checks["identities"].status == FAILED and world.exit == Exit.UNHEALTHY
+    assert checks["identities"].summary.startswith("the directory cannot be believed: ")
+    assert "2.0h ago, more than source.max_age (3600s): the publisher has not published since" in checks["identities"].summary
+
+
+def test_a_read_without_userstatus_fails_the_identities_link(world, identitystore_endpoint):
+    identitystore_endpoint.inject("ListUsers", "drop_field", member="UserStatus")
+    checks = world.run()
+    assert checks["identities"].status == FAILED
+    assert "none of the 2 users carries UserStatus" in checks["identities"].summary
+
+
+def test_a_rollback_the_sync_would_refuse_fails_the_accounts_link(world, snapshot):
+    state = Path(world.config_data["state_dir"])
+    state.mkdir(exist_ok=True)
+    (state / "directory.json").write_bytes(signing.signed_bytes(directory(USERS), ago=60))
+    s3 = boto3.client("s3", endpoint_url=world.endpoint.url, region_name=world.region)
+    s3.put_object(Bucket=SNAPSHOT_BUCKET, Key="runas/directory.json", Body=signing.signed_bytes(directory(USERS), ago=3600))
+    checks = world.run(source=snapshot)
+    assert checks["accounts"].status == FAILED and "the next sync will be refused" in checks["accounts"].summary
+    assert any("before the last one applied" in d for d in checks["accounts"].details)

@@ -118,7 +118,8 @@ def test_disabled_users_missing_extensions_and_mixed_case_keys(identitystore_end
         {"UserId": user_id(1), "UserName": "alice", "UserStatus": "DISABLED",
          "Extensions": {ENTERPRISE_EXTENSION: {"Organization": "ACME", "Department": "Ops"}}},
         {"UserId": user_id(2), "UserName": "bob", "UserStatus": "ENABLED"},
-        {"UserId": user_id(3), "UserName": "carol", "Extensions": {ENTERPRISE_EXTENSION: {"organization": "Initech"}}},
+        {"UserId": user_id(3), "UserName": "carol", "UserStatus": "ENABLED",
+         "Extensions": {ENTERPRISE_EXTENSION: {"organization": "Initech"}}},
     ]
     identitystore_endpoint.seed({"IdentityStoreId": STORE, "Users": users, "Groups": [], "GroupMemberships": []})
     directory = make(identitystore_endpoint).fetch().directory
@@ -129,8 +130,15 @@ def test_disabled_users_missing_extensions_and_mixed_case_keys(identitystore_end
     assert by_name["alice"].enterprise()["department"] == "Ops"
     assert by_name["bob"].enabled is True and "Extensions" not in by_name["bob"].record
     assert by_name["bob"].organization == ""
-    # a user seeded without UserStatus comes back ENABLED, as the service reports it
     assert by_name["carol"].record["UserStatus"] == "ENABLED" and by_name["carol"].organization == "Initech"
+
+
+def test_a_record_the_service_never_returns_is_not_seeded(identitystore_endpoint):
+    """The endpoint reads a document as the file source does (one parser): a user without
+    UserStatus, which the service always returns, would be held there and served as ENABLED here."""
+    users = [{"UserId": user_id(1), "UserName": "alice"}]
+    with pytest.raises(ValueError, match=r"user alice \(.*\): the record has no UserStatus"):
+        identitystore_endpoint.seed({"IdentityStoreId": STORE, "Users": users, "Groups": [], "GroupMemberships": []})
 
 
 def test_extensions_only_when_asked_for_like_the_service(identitystore_endpoint):
@@ -157,7 +165,7 @@ def test_users_created_through_the_api_keep_their_extensions(identitystore_endpo
 
 
 def test_timestamps_travel_as_epoch_and_come_back_as_iso(identitystore_endpoint):
-    users = [{"UserId": user_id(1), "UserName": "alice", "CreatedAt": "2024-05-01T12:00:00+00:00"}]
+    users = [{"UserId": user_id(1), "UserName": "alice", "UserStatus": "ENABLED", "CreatedAt": "2024-05-01T12:00:00+00:00"}]
     identitystore_endpoint.seed({"IdentityStoreId": STORE, "Users": users, "Groups": [], "GroupMemberships": []})
     fetched = make(identitystore_endpoint).fetch()
     assert fetched.directory.users[0].record["CreatedAt"] == "2024-05-01T12:00:00+00:00"

@@ -77,7 +77,8 @@ def test_deb_metadata(packages):
     deb = packages[f"deb-{OLD}"]
     info = _run(["dpkg-deb", "--field", deb, "Version", "Architecture", "Depends"]).stdout
     assert f"Version: {OLD}-1" in info and "Architecture: all" in info
-    for dep in ("python3 (>= 3.10)", "python3-systemd", "python3-yaml", "python3-psutil", "sudo", "passwd"):
+    for dep in ("python3 (>= 3.10)", "python3-systemd", "python3-yaml", "python3-psutil", "python3-cryptography",
+                "sudo", "passwd"):
         assert dep in info
     conffiles = _run(["dpkg-deb", "--info", deb, "conffiles"]).stdout.split()
     assert conffiles == ["/etc/runas-agent/config.yaml"]
@@ -121,7 +122,8 @@ def test_rpm_inspected(packages):
     assert query("--configfiles").stdout.split() == ["/etc/runas-agent/config.yaml"]
 
     requires = query("-R").stdout
-    for dep in ("python3 >= 3.9", "python3-systemd", "python3-pyyaml", "python3-psutil", "shadow-utils", "sudo"):
+    for dep in ("python3 >= 3.9", "python3-systemd", "python3-pyyaml", "python3-psutil", "python3-cryptography",
+                "shadow-utils", "sudo"):
         assert dep in requires, dep
 
     scripts = query("--scripts").stdout
@@ -411,8 +413,7 @@ def test_a_changed_configuration_is_applied_by_a_reload(host, packages):
     syncs = host.journal(f"MESSAGE_ID={MESSAGE_SYNC}", "SYNC_SOURCE=file /etc/runas-agent/directory.json",
                          "--since", since)
     assert syncs and syncs[-1]["SYNC_RESULT"] in ("ok", "partial"), syncs
-    # The document spells the extension "aws:identitystore:Enterprise"; the file source matches it
-    # case-insensitively, so heidi's organization now gets its account.
+    # heidi's organization gets its account from the sample directory.
     host.sh("id", "globex")
 
     recap, out = host.play(host.role_vars(packages[f"deb-{OLD}"]))

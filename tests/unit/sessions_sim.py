@@ -17,7 +17,7 @@ ACME_UID = 1_500_000_001
 
 DIRECTORY = {
     "IdentityStoreId": "d-1234567890",
-    "Users": [{"UserId": f"u-{n}", "UserName": f"{n}@example.com", "DisplayName": n.title(),
+    "Users": [{"UserId": f"u-{n}", "UserName": f"{n}@example.com", "DisplayName": n.title(), "UserStatus": "ENABLED",
                "Extensions": {"aws:identitystore:enterprise": {"organization": "acme"}}}
               for n in ("alice", "bob", "carol")],
 }

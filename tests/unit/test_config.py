@@ -142,3 +142,39 @@ def test_a_cross_key_check_does_not_repeat_a_keys_own_problem():
     found = problems({"source": {"type": "identitystore", "region": 5, "identity_store_id": "d-1234567890"},
                       "run_as": {"expression": "from-identity-center"}})
     assert len([p for p in found if p.startswith("source.region")]) == 1, found
+
+
+MINIMAL = "source: {type: file, path: /srv/d.json}\nrun_as: {expression: '${path:userName}'}\n"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("scope: {groups: &g [ops]}\n", "the anchor &g is refused: the configuration takes no anchors or aliases"),
+    ("groups: [{identity_store_group: ops, local_groups: [adm]}]\nscope: {groups: *g}\n", "the alias *g is refused"),
+    ("safety:\n  <<: {max_disable_count: 9}\n", "the merge key << is refused"),
+    ("run_as: {expression: '${path:enterprise.organization}'}\n", "the key 'run_as' appears twice in one mapping"),
+    ("safety: {max_disable_count: 3, max_disable_count: 300}\n", "the key 'max_disable_count' appears twice"),
+    ("x: !!python/object/apply:os.system ['true']\n", "could not determine a constructor"),
+])
+def test_the_configuration_yaml_takes_no_aliases_merges_or_repeated_keys(tmp_path, extra, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(MINIMAL + extra)
+    with pytest.raises(ConfigError) as info:
+        config.load(str(path))
+    assert info.value.problems[0].startswith("not valid YAML: ") and message in info.value.problems[0]
+
+
+def test_an_alias_in_any_place_is_refused_before_it_is_expanded(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(MINIMAL + "".join(f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9 if i else ["x"] * 9) + "]\n"
+                                      for i in range(12)))
+    with pytest.raises(ConfigError, match="the anchor &l0 is refused"):
+        config.load(str(path))
+
+
+def test_the_configuration_file_has_a_size_limit(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(MINIMAL + "#" * config.MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match=f"larger than {config.MAX_CONFIG_BYTES} bytes; not read"):
+        config.load(str(path))
+    path.write_text(MINIMAL + "# ok\n")
+    assert config.load(str(path)).source.type == "file"

@@ -499,7 +499,7 @@ def test_identitystore_source_checks_in_before_every_request(monkeypatch):
             raise Abandon()
 
     source = daemon.build_source(source_cfg, checkpoint=checkpoint, nap=lambda s: None)
-    bodies = {"ListUsers": b'{"Users": [{"UserId": "u1", "UserName": "alice", "IdentityStoreId": "d-1234567890"}]}',
+    bodies = {"ListUsers": b'{"Users": [{"UserId": "u1", "UserName": "alice", "UserStatus": "ENABLED", "IdentityStoreId": "d-1234567890"}]}',
               "ListGroups": b'{"Groups": []}'}
 
     def answer(request, **kwargs):

@@ -1,7 +1,7 @@
 import pytest
 
 from runas_agent.core.expression import PATHS, ExpressionError, parse
-from runas_agent.directory import User
+from runas_agent.directory import Problem, User, parse_user
 
 RECORD = {
     "UserId": "u-1", "UserName": "alice@example.com", "DisplayName": "Alice Ng", "NickName": "al",
@@ -60,9 +60,21 @@ def test_missing_attributes_evaluate_empty():
         assert parse("${path:%s}" % path).evaluate(bare) == expected, path
 
 
-def test_enterprise_keys_match_case_insensitively():
-    record = {"UserId": "u", "UserName": "u", "Extensions": {"AWS:IdentityStore:Enterprise": {"Organization": "Acme"}}}
+def test_enterprise_attribute_names_match_case_insensitively():
+    record = {"UserId": "u", "UserName": "u", "Extensions": {"aws:identitystore:enterprise": {"Organization": "Acme"}}}
     assert parse("${path:enterprise.organization}").evaluate(User("u", "u", True, record)) == "Acme"
+
+
+def test_the_extension_key_is_the_one_the_api_returns():
+    """The Identity Store never returns another spelling (its model's pattern is lower case): a
+    record that has one was not written from the API, and is reported, never read differently from
+    what the endpoint would serve."""
+    record = {"UserId": "u", "UserName": "u", "UserStatus": "ENABLED",
+              "Extensions": {"aws:identitystore:Enterprise": {"organization": "Acme"}}}
+    assert parse("${path:enterprise.organization}").evaluate(User("u", "u", True, record)) == ""
+    problem = parse_user(record, 0)
+    assert isinstance(problem, Problem) and problem.user_id == "u"
+    assert "the Extensions key 'aws:identitystore:Enterprise' is not one the Identity Store returns" in problem.reason
 
 
 @pytest.mark.parametrize("value", [None, 7.5, True, {"a": 1}, ["x"]])

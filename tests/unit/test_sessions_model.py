@@ -16,7 +16,7 @@ SSO = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_VendorAccess_012345
 DOC = {
     "IdentityStoreId": "d-1234567890",
     "Users": [
-        {"UserId": "u-alice", "UserName": "Alice@Example.com", "DisplayName": "Alice Example",
+        {"UserId": "u-alice", "UserName": "Alice@Example.com", "DisplayName": "Alice Example", "UserStatus": "ENABLED",
          "Emails": [{"Value": "alice@example.com", "Primary": True}],
          "Extensions": {"aws:identitystore:enterprise": {"Organization": "acme"}}},
         {"UserId": "u-bob", "UserName": "bob", "UserStatus": "DISABLED"},
@@ -132,11 +132,12 @@ def test_only_start_session_documents_are_sessions(document_type, is_session):
 
 def test_a_user_name_cut_at_64_characters_resolves_only_when_unambiguous():
     long_a, long_b = "a" * 64 + "x@example.com", "a" * 64 + "y@example.com"
-    doc = {"Users": [{"UserId": "u1", "UserName": long_a}, {"UserId": "u2", "UserName": "b" * 70}]}
+    doc = {"Users": [{"UserId": "u1", "UserName": long_a, "UserStatus": "ENABLED"},
+                     {"UserId": "u2", "UserName": "b" * 70, "UserStatus": "ENABLED"}]}
     directory = parse_document(doc)
     identity, _ = resolve(parse_owner(SSO + long_a[:64]), directory)
     assert identity.user_id == "u1"
-    directory = parse_document({"Users": doc["Users"] + [{"UserId": "u3", "UserName": long_b}]})
+    directory = parse_document({"Users": doc["Users"] + [{"UserId": "u3", "UserName": long_b, "UserStatus": "ENABLED"}]})
     identity, reason = resolve(parse_owner(SSO + long_a[:64]), directory)
     assert identity is None and "not in the directory snapshot" in reason
     identity, _ = resolve(parse_owner(SSO + "b" * 63), parse_document(doc))

@@ -15,6 +15,7 @@ from runas_agent.sources import make_source, source_type, types
 from runas_agent.sources.file import FileSettings, FileSource
 from runas_agent.sources.identitystore import IdentityStoreSource
 from runas_agent.sources.s3 import S3Settings, S3Source
+from tests import signing
 
 URL = "s3://fleet-snapshots/runas/directory.json"
 EXPRESSION = {"expression": "${path:userName}"}
@@ -22,10 +23,13 @@ EXPRESSION = {"expression": "${path:userName}"}
 VALID = {
     "identitystore": {"type": "identitystore", "region": "eu-west-1", "identity_store_id": "d-1234567890"},
     "file": {"type": "file", "path": "/srv/directory.json"},
-    "s3": {"type": "s3", "url": URL, "bucket_region": "eu-central-1"},
+    "s3": {"type": "s3", "url": URL, "bucket_region": "eu-central-1", "bucket_owner": "111122223333",
+           "signing_public_key": signing.public_pem()},
 }
-#: a valid value of every key that only one type has
-OWN_VALUES = {"path": "/srv/directory.json", "url": URL, "bucket_region": "eu-central-1"}
+#: a valid value of every key that not every type has
+OWN_VALUES = {"path": "/srv/directory.json", "url": URL, "bucket_region": "eu-central-1", "bucket_owner": "111122223333",
+              "sse_kms_key_id": "arn:aws:kms:eu-west-1:111122223333:key/0b1c2d3e-1111-2222-3333-444455556666",
+              "max_age": 3600, "signing_public_key": signing.public_pem(), "max_document_bytes": 1000}
 
 
 def problems(source):
@@ -57,13 +61,21 @@ def test_a_valid_section_builds_its_types_settings(name):
 @pytest.mark.parametrize("name, key", [(name, key) for name in sorted(VALID) for key in sorted(OWN_VALUES)
                                        if key not in source_type(name).keys])
 def test_a_key_of_another_type_is_refused(name, key):
-    owner = next(cls.kind for cls in types().values() if key in cls.keys)
-    assert problems({**VALID[name], key: OWN_VALUES[key]}) == [f"source.{key}: only for type {owner}"]
+    owners = " or ".join(cls.kind for cls in types().values() if key in cls.keys)
+    assert problems({**VALID[name], key: OWN_VALUES[key]}) == [f"source.{key}: only for type {owners}"]
+
+
+def test_the_document_keys_are_shared_by_the_file_and_s3_types():
+    assert {k for k in OWN_VALUES if k in FileSource.keys and k in S3Source.keys} == {"signing_public_key", "max_document_bytes"}
+    assert FileSource.keys["signing_public_key"] is S3Source.keys["signing_public_key"]
+    cfg = config.validate({"source": {**VALID["file"], "signing_public_key": signing.public_pem()}, "run_as": EXPRESSION})
+    assert cfg.source.signing_public_key == signing.public_pem()
 
 
 def test_path_with_an_s3_source_is_refused():
     """It used to be accepted and silently ignored."""
-    assert problems({"type": "s3", "url": URL, "path": "/srv/directory.json"}) == ["source.path: only for type file"]
+    found = problems({"type": "s3", "url": URL, "path": "/srv/directory.json"})
+    assert "source.path: only for type file" in found, found
 
 
 def test_a_key_of_another_type_given_as_null_is_no_problem():
@@ -74,8 +86,17 @@ def test_a_key_of_another_type_given_as_null_is_no_problem():
 @pytest.mark.parametrize("source, expected", [
     ({"type": "file"}, "source.path: required for type file"),
     ({"type": "file", "path": "relative.json"}, "source.path: must be an absolute path"),
-    ({"type": "s3"}, "source.url: required for type s3: '' is not an s3://bucket/key URL"),
-    ({"type": "s3", "url": URL, "bucket_region": "Frankfurt"}, "source.bucket_region: 'Frankfurt' is not an AWS region name"),
+    ({**VALID["s3"], "url": None}, "source.url: required for type s3: '' is not an s3://bucket/key URL"),
+    ({**VALID["s3"], "bucket_region": "Frankfurt"}, "source.bucket_region: 'Frankfurt' is not an AWS region name"),
+    ({**VALID["s3"], "bucket_owner": None}, "source.bucket_owner: required for type s3: the account id that owns the "
+                                            "bucket (publisher.yaml's output SnapshotBucketOwner)"),
+    ({**VALID["s3"], "bucket_owner": 111122223333}, "source.bucket_owner: must be a string or null, not int"),
+    ({**VALID["s3"], "signing_public_key": None}, "source.signing_public_key: required for type s3: the publisher's "
+                                                  "signing key, from `aws kms get-public-key` (see docs/deploy-aws.md)"),
+    ({**VALID["s3"], "sse_kms_key_id": "alias/runas-agent-snapshot-bucket"},
+     "source.sse_kms_key_id: 'alias/runas-agent-snapshot-bucket' is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID: "
+     "S3 names the key by its ARN, never by an alias)"),
+    ({**VALID["s3"], "max_age": 0}, "source.max_age: must be greater than 0"),
     ({"type": "identitystore"}, "source.region: required for type identitystore (the Identity Center home region)"),
 ])
 def test_each_types_own_checks(source, expected):
@@ -90,7 +111,8 @@ def test_each_types_own_checks(source, expected):
 ])
 def test_the_bucket_region_has_its_own_key_and_falls_back_to_region(monkeypatch, source, bucket_region, home_region):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
-    cfg = config.validate({"source": {"type": "s3", "url": URL, **source}, "run_as": EXPRESSION})
+    section = {k: v for k, v in VALID["s3"].items() if k != "bucket_region"}
+    cfg = config.validate({"source": {**section, **source}, "run_as": EXPRESSION})
     assert isinstance(cfg.source, S3Settings)
     assert cfg.source.effective_bucket_region == bucket_region and cfg.source.region == home_region
     built = make_source(cfg.source)

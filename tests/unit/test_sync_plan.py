@@ -30,7 +30,7 @@ BASE = HostState.build([HostUser("root", 0, 0, "root", "/root", "/bin/bash")], [
 
 
 def directory(*names):
-    return parse_document(make_document("d-1234567890", [{"UserId": f"id-{n}", "UserName": n} for n in names], [], []))
+    return parse_document(make_document("d-1234567890", [{"UserId": f"id-{n}", "UserName": n, "UserStatus": "ENABLED"} for n in names], [], []))
 
 
 def plan_for(names, observation, rules=(OPS,), **kw):

@@ -59,3 +59,9 @@ def field(value: str, limit: int = FIELD_LIMIT) -> str:
     """A journal field's value: escaped and cut like `shown`, with a longer limit (a record may
     carry a whole summary)."""
     return shown(value, limit)
+
+
+def quoted(value: object, limit: int = VALUE_LIMIT) -> str:
+    """A value as `repr` would name it in a message (a string in quotes, None as None), escaped and
+    cut like `shown`."""
+    return f"'{shown(value, limit)}'" if isinstance(value, str) else shown(repr(value), limit)

@@ -8,7 +8,8 @@ such thing and always reads all of it.
 
 A source type is one class, registered with `@register` under its `source.type` value. The class
 carries everything about its type: the keys of the `source` section only it has, and their checks;
-whether it needs AWS credentials; how it is described and which `doctor` links probe it; how it is
+whether it needs AWS credentials; (types that read the same thing may share keys, as the same Key
+objects: the file and S3 sources share the document keys of `document.py`); how it is described and which `doctor` links probe it; how it is
 built, also for the service loop; and the longest it can block without proving progress (for the
 watchdog). The configuration, the service, `doctor` and `export` only ever ask the class. Every
 module of this package is imported when the types are first asked for, so a new source type is one
@@ -111,7 +112,8 @@ def register(cls: _T) -> _T:
     if cls.kind in _TYPES and _TYPES[cls.kind] is not cls:
         raise ValueError(f"source type {cls.kind!r} is registered twice")
     for other in _TYPES.values():
-        shared = set(other.keys) & set(cls.keys)
+        # Types may share a key only as one Key object (one meaning): e.g. the document keys.
+        shared = {k for k in set(other.keys) & set(cls.keys) if other.keys[k] is not cls.keys[k]}
         if other is not cls and shared:
             raise ValueError(f"source types {other.kind} and {cls.kind} both declare {', '.join(sorted(shared))}")
     _TYPES[cls.kind] = cls

@@ -1,40 +1,21 @@
-"""File source: a directory document on disk (JSON or YAML), as written by `runas-agent export`
-or a fleet publisher."""
+"""File source: a directory document on disk (JSON), as written by `runas-agent export` or copied from
+a fleet snapshot. With `source.signing_public_key` it must carry the publisher's signature, as in S3."""
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import yaml
-
-from runas_agent.directory import Directory, parse_document
-from runas_agent.errors import SnapshotError, SourceError
+from runas_agent.errors import SourceError
 from runas_agent.schema import OPT_STR, Key, absolute
-from runas_agent.settings import SourceSettings
 from runas_agent.sources import Fetched, Source, register
-
-
-def parse_bytes(data: bytes, origin: str) -> Directory:
-    """Parse a directory document from bytes (JSON, or YAML as its superset)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SnapshotError(f"{origin}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        document = json.loads(text)
-    except ValueError:
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SnapshotError(f"{origin}: neither JSON nor YAML: {exc}") from None
-    return parse_document(document, origin)
+from runas_agent.sources.document import DOCUMENT_KEYS, DocumentSettings, Trust, read_capped
 
 
 @dataclass(frozen=True)
-class FileSettings(SourceSettings):
+class FileSettings(DocumentSettings):
     #: the directory document
     path: Optional[str]
 
@@ -43,11 +24,14 @@ class FileSettings(SourceSettings):
 class FileSource(Source[FileSettings]):
     kind = "file"
     summary = "a directory document on disk"
-    keys = {"path": Key(OPT_STR, None, "type: file: the directory document (JSON or YAML).", check=absolute)}
+    keys = {"path": Key(OPT_STR, None, "type: file: the directory document (JSON, as `runas-agent export` writes it).",
+                        check=absolute),
+            **DOCUMENT_KEYS}
     settings_class = FileSettings
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, trust: Trust):
         self.path = path
+        self.trust = trust
 
     @classmethod
     def check(cls, settings: FileSettings, problems: list[str]) -> None:
@@ -58,7 +42,7 @@ class FileSource(Source[FileSettings]):
     def from_settings(cls, settings: FileSettings, *, session: Any = None, checkpoint: Optional[Callable[[], None]] = None,
                       nap: Optional[Callable[[float], None]] = None) -> "FileSource":
         assert settings.path is not None  # check() requires it
-        return cls(settings.path)
+        return cls(settings.path, Trust.from_settings(settings))
 
     @classmethod
     def origin(cls, settings: FileSettings) -> str:
@@ -70,10 +54,13 @@ class FileSource(Source[FileSettings]):
     def fetch(self, known_version: Optional[str] = None) -> Optional[Fetched]:
         try:
             with open(self.path, "rb") as handle:
-                data = handle.read()
+                size = os.fstat(handle.fileno()).st_size
+                if size > self.trust.max_bytes:
+                    raise self.trust.too_large(size, self.path)
+                data = read_capped(handle, self.trust.max_bytes)
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot read the directory file: {exc.strerror}") from None
         version = hashlib.sha256(data).hexdigest()
         if known_version == version:
             return None
-        return Fetched(parse_bytes(data, self.path), version, {"bytes": len(data)})
+        return Fetched(self.trust.read(data, self.path), version, {"bytes": len(data)})
