@@ -6,10 +6,11 @@ import argparse
 import datetime
 import json
 import logging
+import math
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
-from runas_agent import __version__, aws, config, daemon, doctor, image
+from runas_agent import __version__, aws, config, daemon, doctor, image, output
 from runas_agent.errors import AgentError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
 from runas_agent.host.files import StateDir, write_atomic
@@ -121,20 +122,83 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (daemon.register_cli, sessions_cli
                                               image.register_cli)
 
 
+#: How long `--once` waits for a running sync by default (seconds).
+DEFAULT_WAIT = 60.0
+
+
+def _seconds(text: str) -> float:
+    """--wait's value: a finite number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, zero or more, not {text}")
+    return value
+
+
+def _global_options(parser: argparse.ArgumentParser, help_of: Callable[[str], str]) -> None:
+    """The options every command takes, before or after its name. Their defaults are None here and
+    resolved after parsing (a command's copy must not overwrite what was given before it)."""
+    parser.add_argument("--config", "-c", default=None, help=help_of(f"configuration file (default: {config.DEFAULT_PATH})"))
+    parser.add_argument("--once", action="store_true", default=None, help=help_of("run one sync and exit"))
+    parser.add_argument("--force", action="store_true", default=None,
+                        help=help_of("with plan or --once: apply (or plan) a change the safety checks refuse"))
+    parser.add_argument("--wait", type=_seconds, default=None, metavar="SECONDS",
+                        help=help_of(f"with --once or image-clean: how long to wait for a running sync to finish "
+                                     f"(default: {DEFAULT_WAIT:g})"))
+    parser.add_argument("--json", action="store_true", default=None, help=help_of("machine-readable output"))
+    parser.add_argument("-v", "--verbose", action="store_true", default=None,
+                        help=help_of("log debug messages to standard error (AWS credentials and tokens redacted)"))
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command's parser, nested ones too (`sessions watch`)."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += [child, *_subparsers(child)]
+    return found
+
+
+def _spread_global_options(parser: argparse.ArgumentParser) -> None:
+    """Every command accepts the global options too, so that `plan --config x` and `--json plan`
+    mean the same. A command's own copy of an option (plan's --json) keeps its help; none of them
+    has a default of its own, so what was given before the command name stands."""
+    dests = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+    for child in _subparsers(parser):
+        own = frozenset(a.dest for a in child._actions if a.dest in dests)
+        child.set_defaults(own_options=own)
+        for action in child._actions:
+            if action.dest in dests:
+                action.default = argparse.SUPPRESS
+        missing = argparse.ArgumentParser(add_help=False)
+        _global_options(missing, lambda _text: argparse.SUPPRESS)
+        for action in missing._actions:
+            if not any(flag in child._option_string_actions for flag in action.option_strings):
+                action.default = argparse.SUPPRESS
+                child._add_action(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command line that cannot be parsed exits 64 (sysexits EX_USAGE), not argparse's 2, which
+    is `plan`'s "there are changes"."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(Exit.USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="runas-agent",
         description="Keep SSM Session Manager Run As accounts in step with the IAM Identity Center directory.",
         epilog="Exit status: 0 ok; 1 error; 2 plan has changes; 3 sync skipped identities or had failures; "
-               "4 refused by safety checks; 5 doctor found a broken link; 75 another sync holds the lock; 78 invalid configuration.")
+               "4 refused by safety checks; 5 doctor found a broken link; 64 wrong command line; "
+               "75 another sync holds the lock; 78 invalid configuration.")
     parser.add_argument("--version", action="version", version=f"runas-agent {__version__}")
-    parser.add_argument("--config", "-c", default=config.DEFAULT_PATH, help="configuration file (default: %(default)s)")
-    parser.add_argument("--once", action="store_true", help="run one sync and exit")
-    parser.add_argument("--force", action="store_true", help="apply a plan the safety checks refuse")
-    parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
-                        help="with --once: how long to wait for a running sync to finish (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    _global_options(parser, lambda text: text)
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("plan", help="show what a sync would change, change nothing (exit 0: nothing, 2: changes)")
@@ -155,12 +219,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in COMMANDS:
         register(sub)
+    _spread_global_options(parser)
     return parser
 
 
 def full_parser() -> argparse.ArgumentParser:
     """The parser with every command (runas-agent(8) is generated from it)."""
     return build_parser()
+
+
+#: The commands that take a global option besides the sync itself (`--once`) and the commands that
+#: define the option themselves (plan's --json).
+GLOBAL_USES = {"force": ("plan",), "wait": ("image-clean",), "json": (), "once": ()}
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command given, `sessions watch` included; "" for none."""
+    return " ".join(filter(None, (args.command, getattr(args, "sessions_command", None))))
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with the global options resolved: a global option a command has no use
+    for is a usage error naming both, never silently ignored."""
+    args = parser.parse_args(argv)
+    command = _command(args)
+    own: frozenset[str] = getattr(args, "own_options", frozenset())
+    for option, commands in GLOBAL_USES.items():
+        if not getattr(args, option) or option in own or command in commands:
+            continue
+        if not command and args.once:
+            continue  # --once is the sync: it takes --force, --wait and --json
+        if option == "once":
+            parser.error(f"--once runs one sync by itself; it does not combine with the command {command!r}")
+        uses = " and ".join([*commands, "--once"]) if option != "json" else "--once and the commands that list it"
+        where = f"the command {command!r}" if command else "the service (no command)"
+        parser.error(f"--{option} does not apply to {where}; it is for {uses}")
+    args.config = args.config or config.DEFAULT_PATH
+    args.wait = DEFAULT_WAIT if args.wait is None else args.wait
+    for flag in ("once", "force", "json", "verbose"):
+        setattr(args, flag, bool(getattr(args, flag)))
+    return args
 
 
 #: How an error ends a command: the exit status, and what its message is prefixed with (first match).
@@ -194,16 +292,18 @@ def _failed(exc: AgentError) -> Exit:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = full_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="runas-agent: %(levelname)s: %(message)s", stream=sys.stderr)
-    if not args.verbose:
-        # botocore and urllib3 narrate at INFO ("Found credentials in ..."); their errors reach us as exceptions.
-        for noisy in ("botocore", "boto3", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return _run(args)
-    except AgentError as exc:  # CommandError, ConfigError and the rest of errors.py
-        return _failed(exc)
-    except KeyboardInterrupt:
-        return Exit.ERROR
+    with output.pipe_safe():  # `| head`: the output stops, the command and its exit status do not
+        args = parse_args(full_parser(), argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="runas-agent: %(levelname)s: %(message)s", stream=sys.stderr)
+        output.redact_handlers(logging.getLogger())
+        if not args.verbose:
+            # botocore and urllib3 narrate at INFO ("Found credentials in ..."); their errors reach us as exceptions.
+            for noisy in ("botocore", "boto3", "urllib3"):
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+        try:
+            return _run(args)
+        except AgentError as exc:  # CommandError, ConfigError and the rest of errors.py
+            return _failed(exc)
+        except KeyboardInterrupt:
+            return Exit.ERROR

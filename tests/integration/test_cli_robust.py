@@ -1,0 +1,118 @@
+"""The command line as people use it, through the real entry point in a subprocess: config files that
+cannot be read, options in any position, output piped to a reader that leaves, debug logs without
+credentials. Everything runs inside isolated hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runas_agent.exitcodes import Exit
+from tests.hosts.namespace import REPO
+from tests.integration.test_doctor_links import USERS, directory
+from tests.integration.test_sync_host import IRET, setup
+
+pytestmark = pytest.mark.host
+pytest_plugins = ["tests.endpoint.fixtures"]
+
+
+def closed_stdout(host, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI in `host` with a standard output whose reader has already gone (`| head` after
+    it read its lines)."""
+    merged = {**os.environ, "PYTHONPATH": str(REPO / "agent"), **(env or {})}
+    proc = host.popen([sys.executable, "-m", "runas_agent", *args], env=merged, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    proc.wait(timeout=300)
+    return subprocess.CompletedProcess(args, proc.returncode, "", stderr)
+
+
+@pytest.mark.parametrize("command", [("check-config",), ("plan",), ("--once",), ("run",), ("export",), ("sessions",)])
+def test_a_config_that_is_not_utf8_exits_78_with_the_line(isolated_host, command):
+    path = isolated_host.root / "config.yaml"
+    path.write_bytes(b"source:\n  type: file\n  path: /srv/caf\xe9.json\nrun_as: {expression: '${path:userName}'}\n")
+    result = isolated_host.agent("--config", str(path), *command)
+    assert result.returncode == Exit.CONFIG, result.stdout + result.stderr
+    assert "not UTF-8: byte 0xe9 on line 3" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_doctor_reports_a_config_that_is_not_utf8_and_does_not_crash(isolated_host):
+    path = isolated_host.root / "config.yaml"
+    path.write_bytes(b"state_dir: /var/lib/\xff\n")
+    result = isolated_host.agent("doctor", "--json", "--config", str(path))
+    assert result.returncode == Exit.UNHEALTHY, result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["config"]["status"] == "failed" and "not UTF-8" in " ".join(checks["config"]["details"])
+    assert "Traceback" not in result.stderr
+
+
+def test_global_options_work_before_and_after_the_command(isolated_host):
+    cfg = str(setup(isolated_host, IRET))
+    before = isolated_host.agent("-c", cfg, "--json", "plan")
+    after = isolated_host.agent("plan", "--config", cfg, "--json")
+    assert before.returncode == after.returncode == Exit.CHANGES, before.stderr + after.stderr
+    assert json.loads(before.stdout)["actions"] == json.loads(after.stdout)["actions"]
+    assert json.loads(before.stdout)["actions"], before.stdout
+
+
+def test_force_before_plan_is_plan_force(isolated_host):
+    cfg = str(setup(isolated_host, IRET))
+    assert isolated_host.agent("-c", cfg, "--once").returncode == Exit.OK
+    # acme's only person leaves: one of two accounts, over what this configuration lets a sync disable
+    gone = str(setup(isolated_host, IRET[:3], safety={"max_disable_count": 0}))
+    refused = isolated_host.agent("-c", gone, "plan")
+    assert refused.returncode == Exit.REFUSED, refused.stdout + refused.stderr
+    for argv in (("--force", "-c", gone, "plan"), ("plan", "-c", gone, "--force")):
+        forced = isolated_host.agent(*argv)
+        assert forced.returncode == Exit.CHANGES, (argv, forced.stdout + forced.stderr)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--once", "plan"), "--once runs one sync by itself; it does not combine with the command 'plan'"),
+    (("--force", "doctor"), "--force does not apply to the command 'doctor'; it is for plan and --once"),
+    (("--wait", "5", "plan"), "--wait does not apply to the command 'plan'"),
+    (("--json", "check-config"), "--json does not apply to the command 'check-config'"),
+    (("--once", "--wait", "-1"), "argument --wait: must be a finite number of seconds, zero or more, not -1"),
+    (("--once", "--wait", "inf"), "argument --wait: must be a finite number of seconds"),
+    (("plan", "--bogus"), "unrecognized arguments: --bogus"),
+])
+def test_options_that_mean_nothing_are_a_usage_error(isolated_host, argv, message):
+    cfg = str(setup(isolated_host, IRET))
+    result = isolated_host.agent("-c", cfg, *argv)
+    assert result.returncode == Exit.USAGE and message in result.stderr, result.stderr
+    assert not isolated_host.ledger() and "iret" not in isolated_host.passwd()
+
+
+def test_a_reader_that_leaves_changes_neither_the_sync_nor_its_exit_status(isolated_host):
+    cfg = str(setup(isolated_host, IRET))
+    plan = closed_stdout(isolated_host, "-c", cfg, "plan")
+    assert plan.returncode == Exit.CHANGES and "Traceback" not in plan.stderr, plan.stderr
+    once = closed_stdout(isolated_host, "-c", cfg, "--once", "--json")
+    assert once.returncode == Exit.OK and "Traceback" not in once.stderr, once.stderr
+    assert {"iret", "acme"} <= set(isolated_host.passwd())
+    again = closed_stdout(isolated_host, "-c", cfg, "--once")
+    assert again.returncode == Exit.OK, again.stderr
+    doctor = closed_stdout(isolated_host, "-c", cfg, "doctor")
+    assert doctor.returncode in (Exit.OK, Exit.UNHEALTHY) and "Traceback" not in doctor.stderr, doctor.stderr
+
+
+def test_verbose_logs_carry_no_credentials(isolated_host, identitystore_endpoint):
+    endpoint = identitystore_endpoint
+    endpoint.seed(directory(USERS))
+    token = "FQoGZXIvYXdzEXAMPLESESSIONTOKEN0123456789"
+    path = isolated_host.write_config({
+        "source": {"type": "identitystore", "region": endpoint.region, "identity_store_id": "d-1234567890",
+                   "endpoint_url": endpoint.url, "max_attempts": 1},
+        "run_as": {"expression": "${path:userName}"}})
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    result = isolated_host.agent("-v", "-c", str(path), "plan", env={**env, "AWS_SESSION_TOKEN": token})
+    assert result.returncode in (Exit.OK, Exit.CHANGES, Exit.PARTIAL), result.stderr[-2000:]
+    assert "DEBUG" in result.stderr and "X-Amz-Security-Token" in result.stderr  # the requests were logged
+    for secret in (token, os.environ["AWS_SECRET_ACCESS_KEY"]):
+        assert secret not in result.stderr
+    assert "Signature=<redacted>" in result.stderr or "Signature" not in result.stderr
