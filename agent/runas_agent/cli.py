@@ -10,7 +10,7 @@ import math
 import sys
 from typing import Any, Callable, NoReturn
 
-from runas_agent import __version__, aws, config, daemon, doctor, image, output
+from runas_agent import __version__, aws, checks, config, daemon, doctor, image, output
 from runas_agent.errors import AgentError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
 from runas_agent.host.files import StateDir, write_atomic
@@ -107,13 +107,15 @@ def _signer(args: argparse.Namespace, cfg: Config):
 def cmd_check_config(args: argparse.Namespace) -> Exit:
     path = args.path or args.config
     try:
-        config.load(path)
+        cfg = config.load(path)
     except ConfigError as exc:
         print(f"{path}: invalid configuration", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return Exit.CONFIG
     print(f"{path}: ok")
+    for warning in checks.warnings(cfg):
+        print(f"warning: {warning}", file=sys.stderr)
     return Exit.OK
 
 

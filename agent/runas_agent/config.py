@@ -150,7 +150,7 @@ SCHEMA = Section(Config, {
         "groups": Key(LIST, [], "Identity Store groups (DisplayName or GroupId) whose members get accounts. Empty: every enabled user.", item=str),
     }),
     "accounts": Section(settings.Accounts, {
-        "shell": Key(STR, "/bin/bash", "Login shell of managed accounts.", check=_absolute),
+        "shell": Key(STR, "/bin/bash", "Login shell of managed accounts. It must exist on the host, be executable and be listed in /etc/shells: a sync refuses to give accounts any other (check-config warns about it on the host it runs on).", check=_absolute),
         "home_base": Key(STR, "/home", "Parent of home directories. The SSM agent sets HOME=/home/<name> whatever passwd says.", check=_absolute),
         "skel": Key(STR, "/etc/skel", "Skeleton directory copied into new home directories.", check=_absolute),
         "uid_min": Key(INT, 1_000_000_000, "Lowest UID/GID the agent derives.", check=_uid),

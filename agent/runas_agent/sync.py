@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from runas_agent.core import naming
+from runas_agent.core import naming, shells
 from runas_agent.core.action import Outcome
 from runas_agent.core.desired import Desired, compute
 from runas_agent.core.observed import Observation
@@ -61,7 +61,8 @@ def compute_plan(cfg: Config, directory: Directory, observation: Observation,
                  force: bool = False) -> tuple[Desired, SyncPlan]:
     """The desired state and the whole plan (pure, given the observation)."""
     desired = compute(directory, desired_settings(cfg, rules_for(cfg, observation.os_release)))
-    return desired, plan(desired, directory, observation, sync_settings(cfg), force)
+    result = plan(desired, directory, observation, sync_settings(cfg), force)
+    return desired, shells.judge(result, observation.shell) if observation.shell else result
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,29 @@ def test_verbose_logs_carry_no_credentials(isolated_host, identitystore_endpoint
     for secret in (token, os.environ["AWS_SECRET_ACCESS_KEY"]):
         assert secret not in result.stderr
     assert "Signature=<redacted>" in result.stderr or "Signature" not in result.stderr
+
+
+def test_a_mistyped_shell_is_a_check_config_warning_and_a_refused_sync(isolated_host):
+    cfg = str(setup(isolated_host, IRET, accounts={"shell": "/bin/nosuchshell"}))
+    checked = isolated_host.agent("check-config", cfg)
+    assert checked.returncode == Exit.OK and "ok" in checked.stdout, checked.stderr
+    assert "warning: accounts.shell: /bin/nosuchshell does not exist on this host" in checked.stderr
+    once = isolated_host.agent("-c", cfg, "--once")
+    assert once.returncode == Exit.REFUSED, once.stdout + once.stderr
+    assert "refused: accounts.shell /bin/nosuchshell does not exist on this host" in once.stdout
+    assert "iret" not in isolated_host.passwd() and not isolated_host.ledger().get("accounts")
+    forced = isolated_host.agent("-c", cfg, "--once", "--force")
+    assert forced.returncode == Exit.REFUSED and "iret" not in isolated_host.passwd(), forced.stdout
+
+
+def test_a_shell_missing_from_etc_shells_is_refused_once_accounts_exist(isolated_host):
+    cfg = str(setup(isolated_host, IRET))
+    assert isolated_host.agent("-c", cfg, "--once").returncode == Exit.OK
+    shell = "/usr/bin/env"  # exists and runs, but is no login shell
+    changed = str(setup(isolated_host, IRET, accounts={"shell": shell}))
+    plan = isolated_host.agent("-c", changed, "plan")
+    assert plan.returncode == Exit.REFUSED and f"accounts.shell {shell} is not listed in /etc/shells" in plan.stdout
+    assert isolated_host.passwd()["iret"][6] == "/bin/bash"
+    (isolated_host.etc / "shells").write_text((isolated_host.etc / "shells").read_text() + shell + "\n")
+    assert isolated_host.agent("-c", changed, "--once").returncode == Exit.OK
+    assert isolated_host.passwd()["iret"][6] == shell
