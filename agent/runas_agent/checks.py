@@ -4,6 +4,8 @@ the configuration would allow."""
 
 from __future__ import annotations
 
+import os
+
 from runas_agent.core import shells
 from runas_agent.host.shells import look
 from runas_agent.settings import Config
@@ -15,4 +17,11 @@ def warnings(cfg: Config, etc: str = "/etc") -> list[str]:
     if why:
         found.append(f"accounts.shell: {cfg.accounts.shell} {why}; a sync on this host refuses to give it to "
                      "accounts (if the configuration is for another host, check it there)")
+    path = getattr(cfg.source, "path", None)
+    if path:
+        if os.path.isdir(path):
+            found.append(f"source.path: {path} is a directory on this host; it must be the directory document, a file")
+        elif not os.path.exists(path):
+            found.append(f"source.path: {path} does not exist on this host (if the configuration is for another "
+                         "host, check it there)")
     return found

@@ -10,7 +10,7 @@ import math
 import sys
 from typing import Any, Callable, NoReturn
 
-from runas_agent import __version__, aws, checks, config, daemon, doctor, image, output
+from runas_agent import __version__, aws, checks, config, configdoc, daemon, doctor, image, output
 from runas_agent.errors import AgentError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
 from runas_agent.host.files import StateDir, write_atomic
@@ -105,6 +105,9 @@ def _signer(args: argparse.Namespace, cfg: Config):
 
 
 def cmd_check_config(args: argparse.Namespace) -> Exit:
+    if args.explain is not None:
+        print(configdoc.markdown() if args.markdown else configdoc.text(args.explain), end="")
+        return Exit.OK
     path = args.path or args.config
     try:
         cfg = config.load(path)
@@ -217,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a configuration file, listing every problem")
     p.add_argument("path", nargs="?", help="file to check (default: --config)")
+    p.add_argument("--explain", nargs="?", const="", metavar="KEY",
+                   help="instead: explain every configuration key (or those under KEY, e.g. accounts) and the "
+                        "${path:...} attributes a Run As expression may use")
+    p.add_argument("--markdown", action="store_true", help="with --explain: as Markdown (docs/config.md)")
     p.set_defaults(func=cmd_check_config, needs_config=False)
 
     for register in COMMANDS:

@@ -142,3 +142,19 @@ def test_a_shell_missing_from_etc_shells_is_refused_once_accounts_exist(isolated
     (isolated_host.etc / "shells").write_text((isolated_host.etc / "shells").read_text() + shell + "\n")
     assert isolated_host.agent("-c", changed, "--once").returncode == Exit.OK
     assert isolated_host.passwd()["iret"][6] == shell
+
+
+def test_check_config_warns_about_a_directory_as_source_path_and_explains_keys(isolated_host):
+    cfg = isolated_host.write_config({"source": {"type": "file", "path": str(isolated_host.root)},
+                                      "run_as": {"expression": "${path:userName}"}})
+    checked = isolated_host.agent("check-config", str(cfg))
+    assert checked.returncode == Exit.OK, checked.stderr
+    assert f"warning: source.path: {isolated_host.root} is a directory on this host" in checked.stderr
+    explained = isolated_host.agent("check-config", "--explain", "accounts.shell")
+    assert explained.returncode == Exit.OK and explained.stdout.startswith("accounts.shell  (a string; default /bin/bash)")
+    typo = isolated_host.write_config({"source": {"type": "file", "path": "/srv/d.json"},
+                                       "run_as": {"expression": "${path:usrName}"}, "acounts": {}})
+    bad = isolated_host.agent("check-config", str(typo))
+    assert bad.returncode == Exit.CONFIG, bad.stderr
+    assert "acounts: unknown key (did you mean accounts?)" in bad.stderr
+    assert "(did you mean ${path:userName}?)" in bad.stderr
