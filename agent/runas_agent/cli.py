@@ -11,6 +11,7 @@ import sys
 from typing import Any, Callable, NoReturn
 
 from runas_agent import __version__, aws, checks, config, configdoc, daemon, doctor, image, output
+from runas_agent.core.display import escaped, shown
 from runas_agent.errors import AgentError, ConfigError, LockBusyError, RefusedError, SourceError
 from runas_agent.exitcodes import Exit
 from runas_agent.host.files import StateDir, write_atomic
@@ -55,7 +56,7 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
         return result.exit
     failed = {id(a): msg for a, msg in failures}
     for action in result.plan.actions:
-        print(action.line() + (f"  FAILED: {failed[id(action)]}" if id(action) in failed else ""))
+        print(escaped(action.line() + (f"  FAILED: {failed[id(action)]}" if id(action) in failed else "")))
     for line in result.plan.lines()[len(result.plan.actions):]:
         print(line)
     if result.status is SyncStatus.REFUSED:
@@ -114,7 +115,7 @@ def cmd_check_config(args: argparse.Namespace) -> Exit:
     except ConfigError as exc:
         print(f"{path}: invalid configuration", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {shown(problem, 1000)}", file=sys.stderr)
         return Exit.CONFIG
     print(f"{path}: ok")
     for warning in checks.warnings(cfg):
@@ -293,10 +294,10 @@ def _failed(exc: AgentError) -> Exit:
     if isinstance(exc, ConfigError):
         print(f"runas-agent: invalid configuration {exc.path or ''}".rstrip(), file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {shown(problem, 1000)}", file=sys.stderr)
         return Exit.CONFIG
     status, prefix = next((s, p) for kind, s, p in FAILURES if isinstance(exc, kind))
-    print(f"runas-agent: {prefix}{exc}", file=sys.stderr)
+    print(escaped(f"runas-agent: {prefix}{exc}"), file=sys.stderr)
     return status
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 from runas_agent import aws
 from runas_agent import config as config_mod
+from runas_agent.core.display import escaped
 from runas_agent.exitcodes import Exit
 from runas_agent.settings import Config
 from runas_agent.sources import SourceType, source_type
@@ -929,7 +930,7 @@ def render(checks: list[Check], config_path: str) -> str:
             lines.append(f"{pad}-> {check.remedy}")
     c = counts(checks)
     lines.append(f"{_n(len(checks), 'check')}: {c[OK]} ok, {_n(c[WARNING], 'warning')}, {c[FAILED]} failed, {c[SKIPPED]} skipped")
-    return "\n".join(lines)
+    return "\n".join(escaped(line) for line in lines)  # a directory value never steers the terminal
 
 
 def exit_status(checks: list[Check]) -> Exit:

@@ -158,3 +158,23 @@ def test_check_config_warns_about_a_directory_as_source_path_and_explains_keys(i
     assert bad.returncode == Exit.CONFIG, bad.stderr
     assert "acounts: unknown key (did you mean accounts?)" in bad.stderr
     assert "(did you mean ${path:userName}?)" in bad.stderr
+
+
+HOSTILE = "eve\x1b]0;pwned\x07\x1b[2J\u202e\x00"
+
+
+def test_hostile_directory_values_reach_the_terminal_escaped_and_cut(isolated_host):
+    users = IRET + [{"IdentityStoreId": "d-1234567890", "UserId": "id-eve", "UserName": HOSTILE, "UserStatus": "ENABLED"},
+                    {"IdentityStoreId": "d-1234567890", "UserId": "id-long", "UserName": "m" * 1_000_000,
+                     "UserStatus": "ENABLED"}]
+    cfg = str(setup(isolated_host, users, expression="${path:userName}"))
+    for argv in (("plan",), ("--once",)):
+        result = isolated_host.agent("-c", cfg, *argv)
+        assert result.returncode in (Exit.CHANGES, Exit.PARTIAL), result.stderr[-2000:]
+        out = result.stdout + result.stderr
+        assert "\x1b" not in out and "\x00" not in out and "\u202e" not in out, out[-2000:]
+        assert max(len(line) for line in out.splitlines()) < 2000
+        assert "eve\\x1b]0;pwned\\x07" in out and "…[+" in out
+    plan = isolated_host.agent("-c", cfg, "--json", "plan")
+    names = {s["name"] for s in json.loads(plan.stdout)["skips"]}
+    assert HOSTILE in names and "m" * 1_000_000 in names  # JSON output stays exact
