@@ -200,14 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="runas-agent",
         description="Keep SSM Session Manager Run As accounts in step with the IAM Identity Center directory.",
-        epilog="Exit status: 0 ok; 1 error; 2 plan has changes; 3 sync skipped identities or had failures; "
+        epilog="Exit status: 0 ok; 1 error; 2 plan has changes; 3 sync skipped identities or had failures "
+               "(plan: no changes, but identities skipped); "
                "4 refused by safety checks; 5 doctor found a broken link; 64 wrong command line; "
                "75 another sync holds the lock; 78 invalid configuration.")
     parser.add_argument("--version", action="version", version=f"runas-agent {__version__}")
     _global_options(parser, lambda text: text)
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("plan", help="show what a sync would change, change nothing (exit 0: nothing, 2: changes)")
+    p = sub.add_parser("plan", help="show what a sync would change, change nothing (exit 0: nothing, 2: changes, "
+                                       "3: no changes but identities skipped)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--force", action="store_true", help="plan as if --force were given")
     p.set_defaults(func=cmd_plan, needs_config=True)

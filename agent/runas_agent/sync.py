@@ -46,9 +46,13 @@ class SyncResult:
 
     @property
     def exit(self) -> Exit:
-        """The exit status: the sync's, or for a plan only (`plan`), whether it would change anything."""
+        """The exit status: the sync's, or for a plan only (`plan`), whether it would change anything,
+        and when it would not, whether the sync would still be partial (skipped identities: 3, as
+        `--once` exits)."""
         if self.outcome is None and not self.plan.refusals:
-            return Exit.CHANGES if self.plan.changes else Exit.OK
+            if self.plan.changes:
+                return Exit.CHANGES
+            return Exit.PARTIAL if self.plan.skips else Exit.OK
         return self.status.exit
 
 

@@ -178,3 +178,19 @@ def test_hostile_directory_values_reach_the_terminal_escaped_and_cut(isolated_ho
     plan = isolated_host.agent("-c", cfg, "--json", "plan")
     names = {s["name"] for s in json.loads(plan.stdout)["skips"]}
     assert HOSTILE in names and "m" * 1_000_000 in names  # JSON output stays exact
+
+
+def test_plan_and_once_agree_on_skipped_identities_and_the_summary_counts_updates(isolated_host):
+    bad = [{"IdentityStoreId": "d-1234567890", "UserId": "id-x", "UserName": "bad:name", "UserStatus": "ENABLED"}]
+    only_skips = str(setup(isolated_host, IRET[:1] + bad, expression="${path:userName}"))
+    assert isolated_host.agent("-c", only_skips, "--once").returncode == Exit.PARTIAL
+    plan = isolated_host.agent("-c", only_skips, "plan")
+    assert plan.returncode == Exit.PARTIAL and "Plan: no changes, 1 skipped." in plan.stdout, plan.stdout
+    once = isolated_host.agent("-c", only_skips, "--once")
+    assert once.returncode == Exit.PARTIAL, once.stdout
+    cfg = str(setup(isolated_host, IRET))
+    assert isolated_host.agent("-c", cfg, "--once").returncode == Exit.OK
+    zsh = str(setup(isolated_host, IRET, accounts={"shell": "/bin/sh"}))
+    changed = isolated_host.agent("-c", zsh, "--once")
+    assert changed.returncode == Exit.OK and "Sync: 0 created, 0 re-enabled, 0 disabled, 2 updated, 0 skipped" in changed.stdout, \
+        changed.stdout

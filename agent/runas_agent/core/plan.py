@@ -85,6 +85,7 @@ class UpdateAccount(Action):
     changes: dict[str, list[str]]
     symbol = "~"
     verb = "update"
+    counted_as = "updated"
 
     def detail(self) -> str:
         return ", ".join(f"{k} '{shown(old)}' -> '{shown(new)}'" for k, (old, new) in sorted(self.changes.items()))
@@ -97,6 +98,7 @@ class SetGroupMembers(Action):
     remove: tuple[str, ...]
     symbol = "~"
     verb = "group"
+    counted_as = "groups_set"
 
     @property
     def account(self) -> str:
