@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import math
+import os
 import sys
 from typing import Any, Callable, NoReturn
 
@@ -69,11 +70,7 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
 def cmd_export(args: argparse.Namespace, cfg: Config) -> Exit:
     """Write the configured source's directory as a directory document: the file source's format,
     and the snapshot a fleet publisher puts where instances read it (signed with --signing-key)."""
-    if args.output.startswith("s3://"):
-        try:
-            split_url(args.output)
-        except ValueError as exc:
-            raise AgentError(f"--output: {exc}") from None
+    _check_output(args.output)
     fetched = make_source(cfg.source).fetch()
     assert fetched is not None  # no known version was given
     directory = fetched.directory
@@ -88,10 +85,30 @@ def cmd_export(args: argparse.Namespace, cfg: Config) -> Exit:
         print(f"{args.output}: {len(directory.users)} users, {len(directory.groups)} groups{signed}, "
               f"ETag {etag}", file=sys.stderr)
     else:
-        write_atomic(args.output, data, mode=0o640)
+        try:
+            write_atomic(args.output, data, mode=0o640)
+        except OSError as exc:
+            raise AgentError(f"--output: cannot write {args.output}: {exc.strerror}") from None
         print(f"{args.output}: {len(directory.users)} users, {len(directory.groups)} groups{signed}, "
               f"{len(data)} bytes", file=sys.stderr)
     return Exit.OK
+
+
+def _check_output(output: str) -> None:
+    """--output names somewhere export can write, checked before the directory is read."""
+    if output == "-":
+        return
+    if output.startswith("s3://") or "://" in output:
+        try:
+            split_url(output)
+        except ValueError as exc:
+            raise AgentError(f"--output: {exc}") from None
+        return
+    if os.path.isdir(output):
+        raise AgentError(f"--output: {output} is a directory; give the file to write, e.g. {os.path.join(output, 'directory.json')}")
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise AgentError(f"--output: the directory {parent} does not exist (export creates no directories)")
 
 
 def _signer(args: argparse.Namespace, cfg: Config):

@@ -194,3 +194,17 @@ def test_plan_and_once_agree_on_skipped_identities_and_the_summary_counts_update
     changed = isolated_host.agent("-c", zsh, "--once")
     assert changed.returncode == Exit.OK and "Sync: 0 created, 0 re-enabled, 0 disabled, 2 updated, 0 skipped" in changed.stdout, \
         changed.stdout
+
+
+@pytest.mark.parametrize("output, message", [
+    ("{root}", "--output: {root} is a directory; give the file to write"),
+    ("{root}/missing/directory.json", "--output: the directory {root}/missing does not exist"),
+    ("s3://ab/snapshot.json", "a bucket name has 3 to 63 characters, 'ab' has 2"),
+    ("s3://bucket", "there is no object key after the bucket name"),
+])
+def test_export_says_why_it_cannot_write_output(isolated_host, output, message):
+    cfg = str(setup(isolated_host, IRET))
+    root = str(isolated_host.root)
+    result = isolated_host.agent("-c", cfg, "export", "-o", output.format(root=root))
+    assert result.returncode == Exit.ERROR and message.format(root=root) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (isolated_host.root / "missing").exists()

@@ -86,7 +86,7 @@ def test_a_key_of_another_type_given_as_null_is_no_problem():
 @pytest.mark.parametrize("source, expected", [
     ({"type": "file"}, "source.path: required for type file"),
     ({"type": "file", "path": "relative.json"}, "source.path: must be an absolute path"),
-    ({**VALID["s3"], "url": None}, "source.url: required for type s3: '' is not an s3://bucket/key URL"),
+    ({**VALID["s3"], "url": None}, "source.url: required for type s3: '' is not an s3://bucket/key URL: it does not start with s3://"),
     ({**VALID["s3"], "bucket_region": "Frankfurt"}, "source.bucket_region: 'Frankfurt' is not an AWS region name"),
     ({**VALID["s3"], "bucket_owner": None}, "source.bucket_owner: required for type s3: the account id that owns the "
                                             "bucket (publisher.yaml's output SnapshotBucketOwner)"),
