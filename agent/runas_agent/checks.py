@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-from runas_agent.core import shells
+from runas_agent.core import shells, sudorisk
 from runas_agent.host.shells import look
-from runas_agent.settings import Config
+from runas_agent.settings import Config, sudo_rules
 
 
 def warnings(cfg: Config, etc: str = "/etc") -> list[str]:
@@ -17,6 +17,7 @@ def warnings(cfg: Config, etc: str = "/etc") -> list[str]:
     if why:
         found.append(f"accounts.shell: {cfg.accounts.shell} {why}; a sync on this host refuses to give it to "
                      "accounts (if the configuration is for another host, check it there)")
+    found += sudorisk.all_risks(sudo_rules(cfg))
     path = getattr(cfg.source, "path", None)
     if path:
         if os.path.isdir(path):

@@ -144,7 +144,7 @@ SCHEMA = Section(Config, {
     "source": SourceSection(SOURCE_KEYS, source_types()),
     "run_as": Section(settings.RunAs, {
         "expression": Key(STR, _ABSENT, "Exactly the SSMSessionRunAs value configured in Identity Center, e.g. ${path:userName}; or from-identity-center to read it live at every sync (needs sso:DescribeInstanceAccessControlAttributeConfiguration).", required=True),
-        "account_kind": Key(STR, "auto", "person: one account per identity (UID from the UserId); shared: several people may share one account (UID from the name); auto: person for ${path:userName}, shared otherwise.", choices=("auto", "person", "shared")),
+        "account_kind": Key(STR, "auto", "person: one account per identity (UID from the UserId); shared: several people may share one account (UID from the name); auto: person for ${path:userName}, shared otherwise (plan and doctor warn when auto puts several people in one account).", choices=("auto", "person", "shared")),
     }),
     "scope": Section(settings.Scope, {
         "groups": Key(LIST, [], "Identity Store groups (DisplayName or GroupId) whose members get accounts. Empty: every enabled user.", item=str),

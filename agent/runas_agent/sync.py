@@ -4,10 +4,10 @@ and the host; the daemon and `--once` both call `sync`."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
-from runas_agent.core import naming, shells
+from runas_agent.core import naming, sharing, shells
 from runas_agent.core.action import Outcome
 from runas_agent.core.desired import Desired, compute
 from runas_agent.core.observed import Observation
@@ -66,6 +66,9 @@ def compute_plan(cfg: Config, directory: Directory, observation: Observation,
     """The desired state and the whole plan (pure, given the observation)."""
     desired = compute(directory, desired_settings(cfg, rules_for(cfg, observation.os_release)))
     result = plan(desired, directory, observation, sync_settings(cfg), force)
+    shared = sharing.warnings(desired, cfg.run_as.expression, cfg.run_as.account_kind)
+    if shared:
+        result = replace(result, warnings=result.warnings + tuple(shared))
     return desired, shells.judge(result, observation.shell) if observation.shell else result
 
 

@@ -208,3 +208,28 @@ def test_export_says_why_it_cannot_write_output(isolated_host, output, message):
     result = isolated_host.agent("-c", cfg, "export", "-o", output.format(root=root))
     assert result.returncode == Exit.ERROR and message.format(root=root) in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (isolated_host.root / "missing").exists()
+
+
+def test_auto_shared_accounts_holding_several_people_are_warned_about(isolated_host):
+    alices = [{"IdentityStoreId": "d-1234567890", "UserId": f"id-{n}", "UserName": f"{n}@example.com",
+               "UserStatus": "ENABLED", "Name": {"GivenName": "alice"}} for n in ("alice.a", "alice.b")]
+    cfg = str(setup(isolated_host, alices, expression="${path:name.givenName}"))
+    plan = isolated_host.agent("-c", cfg, "plan")
+    assert plan.returncode == Exit.CHANGES, plan.stderr
+    assert "! warning: run_as.account_kind auto made accounts shared" in plan.stdout
+    assert "(alice: alice.a@example.com, alice.b@example.com)" in plan.stdout
+    chosen = str(isolated_host.write_config({"source": {"type": "file", "path": str(isolated_host.root / "directory.json")},
+                                             "run_as": {"expression": "${path:name.givenName}", "account_kind": "shared"}},
+                                            name="chosen.yaml"))
+    assert "account_kind auto" not in isolated_host.agent("-c", chosen, "plan").stdout
+
+
+def test_check_config_warns_about_sudo_rules_that_grant_a_shell_or_erase_the_journal(isolated_host):
+    rules = [{"identity_store_group": "Ops", "commands": ["/usr/bin/journalctl"], "nopasswd": True},
+             {"identity_store_group": "Ops", "commands": ["/usr/bin/journalctl --no-pager -u nginx"], "nopasswd": True}]
+    cfg = str(setup(isolated_host, IRET, sudo={"rules": rules}))
+    checked = isolated_host.agent("check-config", cfg)
+    assert checked.returncode == Exit.OK, checked.stderr
+    assert "warning: sudo.rules[0]: /usr/bin/journalctl with any arguments" in checked.stderr
+    assert "journalctl --vacuum-time=1s deletes the session records" in checked.stderr
+    assert "sudo.rules[1]" not in checked.stderr
