@@ -67,7 +67,7 @@ class Check:
 def _default_processes() -> Iterable[Any]:
     import psutil
 
-    return psutil.process_iter(["pid", "name", "exe", "cmdline"])
+    return psutil.process_iter(["pid", "name", "exe", "cmdline", "uids"])
 
 
 def _user_exists(name: str) -> bool:
@@ -680,7 +680,13 @@ class Doctor:
         pending = len(self.plan.actions)
         summary = f"{owned_text}; {_n(len(conflicts), 'conflict')}; the next sync would make {_n(pending, 'change')}"
         details = [f"conflict: {s}" for s in conflicts] + changed + [f"warning: {w}" for w in self.plan.warnings]
-        if self.plan.refusals:
+        held = self._departed_but_held(host)
+        if held:
+            self.add("accounts", FAILED, f"{summary}; {_n(len(held), 'account')} of people who are gone still "
+                                         "resolve, held by running processes",
+                     "end the processes named below (the person's sessions or jobs); the next sync then parks the "
+                     "account, or run `runas-agent --once` now", held + details)
+        elif self.plan.refusals:
             self.add("accounts", FAILED, f"{summary}; the next sync will be refused",
                      "see why below; fix the directory or the safety settings, or run `runas-agent --once --force` "
                      "if the change is meant", details + [f"refused: {r}" for r in self.plan.refusals])
@@ -690,6 +696,32 @@ class Doctor:
                      "it (the agent never takes one over), or change the person's Run As value", details)
         else:
             self.add("accounts", OK, summary, "", details)
+
+    def _departed_but_held(self, host: Any) -> list[str]:
+        """The accounts the plan disables (their people are gone or disabled) while processes still
+        run as them: the SSM agent would start a session as such an account (`id NAME` works), and
+        the park that stops it waits for them."""
+        from runas_agent.core.plan import DisableAccount
+
+        leaving = {a.uid: a for a in self.plan.of(DisableAccount)}
+        if not leaving:
+            return []
+        holders: dict[int, list[str]] = {}
+        for process in self.probe.processes():
+            info = getattr(process, "info", None) or {}
+            ids = info.get("uids")
+            for uid in {getattr(ids, "real", None), getattr(ids, "effective", None)} & set(leaving):
+                holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
+        out = []
+        for uid, processes in sorted(holders.items()):
+            action = leaving[uid]
+            user = host.users.get(action.name)
+            owned = self.ledger.accounts.get(action.name) if self.ledger else None
+            who = (user.comment if user else "") or ", ".join(owned.identities if owned else ())
+            more = f" and {len(processes) - 5} more" if len(processes) > 5 else ""
+            out.append(f"{action.name} (uid {uid}; {who}) still resolves although {action.reason}: "
+                       f"{', '.join(processes[:5])}{more} run as it")
+        return out
 
     # -- the host ---------------------------------------------------------------------------------
 
