@@ -32,7 +32,7 @@ def main() -> int:
         directory = json.loads(SAMPLE.read_text())
         path = host.write_directory(directory)
         cfg = host.write_config({"source": {"type": "file", "path": str(path)},
-                                 "run_as": {"expression": "${path:enterprise.organization}"}})
+                                 "run_as": {"expression": "${path:enterprise.organization}", "account_kind": "shared"}})
         print(f"Isolated host in {host.root}; directory: {SAMPLE.relative_to(REPO)}")
         print("Run As expression: ${path:enterprise.organization}  (one shared account per organization)")
         show("runas-agent plan", host.agent("--config", str(cfg), "plan"))

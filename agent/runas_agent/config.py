@@ -154,13 +154,13 @@ SCHEMA = Section(Config, {
     "source": SourceSection(SOURCE_KEYS, source_types()),
     "run_as": Section(settings.RunAs, {
         "expression": Key(STR, _ABSENT, "Exactly the SSMSessionRunAs value configured in Identity Center, e.g. ${path:userName}; or from-identity-center to read it live at every sync (needs sso:DescribeInstanceAccessControlAttributeConfiguration).", required=True),
-        "account_kind": Key(STR, "auto", "person: one account per identity (UID from the UserId); shared: several people may share one account (UID from the name); auto: person for ${path:userName}, shared otherwise.", choices=("auto", "person", "shared")),
+        "account_kind": Key(STR, "auto", "person: one account per identity (UID from the UserId); shared: several people may share one account (UID from the name); auto: person for ${path:userName}, shared otherwise (plan and doctor warn when auto puts several people in one account).", choices=("auto", "person", "shared")),
     }),
     "scope": Section(settings.Scope, {
         "groups": Key(LIST, [], "Identity Store groups (DisplayName or GroupId) whose members get accounts. Empty: every enabled user.", item=str),
     }),
     "accounts": Section(settings.Accounts, {
-        "shell": Key(STR, "/bin/bash", "Login shell of managed accounts.", check=_absolute),
+        "shell": Key(STR, "/bin/bash", "Login shell of managed accounts. It must exist on the host, be executable and be listed in /etc/shells: a sync refuses to give accounts any other (check-config warns about it on the host it runs on).", check=_absolute),
         "home_base": Key(STR, "/home", "Parent of home directories. The SSM agent sets HOME=/home/<name> whatever passwd says.", check=_absolute),
         "skel": Key(STR, "/etc/skel", "Skeleton directory copied into new home directories.", check=_absolute),
         "uid_min": Key(INT, 1_000_000_000, "Lowest UID/GID the agent derives.", check=_uid),
@@ -213,11 +213,12 @@ SCHEMA = Section(Config, {
 
 
 def _cross_checks(cfg: Config, problems: list[str]) -> None:
-    source_type(cfg.source.type).check(cfg.source, problems)
+    if cfg.source.type in source_types():  # an unknown type is reported by its key
+        source_type(cfg.source.type).check(cfg.source, problems)
     if cfg.accounts.uid_min >= cfg.accounts.uid_max:
         problems.append("accounts.uid_min: must be lower than accounts.uid_max")
     if cfg.run_as.expression == FROM_IDENTITY_CENTER:
-        if not cfg.source.region and not any(p.startswith("source.region:") for p in problems):
+        if not cfg.source.region:
             problems.append("source.region: required with run_as.expression: from-identity-center (the Identity Center home region)")
     else:
         try:
@@ -267,11 +268,28 @@ def validate(data: Any, path: Optional[str] = None) -> Config:
     if data is None:
         data = {}
     cfg: Config = SCHEMA.validate(data, "", problems)
-    if not problems:
-        _cross_checks(cfg, problems)
+    problems += _new_keys(problems, _checked(_cross_checks, cfg))
     if problems:
         raise ConfigError(problems, path)
     return dataclasses.replace(cfg, path=path)
+
+
+def _checked(check: Callable[[Config, list[str]], None], cfg: Config) -> list[str]:
+    found: list[str] = []
+    check(cfg, found)
+    return found
+
+
+def _key(problem: str) -> str:
+    return problem.split(":", 1)[0]
+
+
+def _new_keys(known: list[str], found: list[str]) -> list[str]:
+    """The cross-key problems about keys that have no problem yet. The cross-key checks run even when
+    some keys are wrong (so that one run lists everything); a wrong key holds its default by then, and
+    what a check says about that default would only repeat the key's own problem in other words."""
+    bad = {_key(p) for p in known}
+    return [p for p in found if not any(_key(p) == k or _key(p).startswith(k + ".") for k in bad)]
 
 
 def defaults() -> Config:
@@ -321,20 +339,30 @@ def parse_yaml(text: str) -> Any:
 
 
 def load(path: str = DEFAULT_PATH) -> Config:
+    """Read, parse and validate the configuration file. Every way it can fail (unreadable, too
+    large, not UTF-8, not YAML, a value PyYAML cannot build, invalid keys) is a ConfigError, so that
+    the command exits 78 and systemd does not restart the service into the same error."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError([f"larger than {MAX_CONFIG_BYTES} bytes; not read"], path)
-        document = parse_yaml(data.decode("utf-8"))
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(["file not found"], path) from None
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc.strerror}"], path) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"larger than {MAX_CONFIG_BYTES} bytes; not read"], path)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"not UTF-8 ({exc.reason} at byte {exc.start})"], path) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"not UTF-8: byte 0x{raw[exc.start]:02x} on line {line} ({exc.reason}); "
+                           "save the file as UTF-8"], path) from None
+    try:
+        document = parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], path) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # e.g. a date like 2024-13-45
+        raise ConfigError([f"not valid YAML: {type(exc).__name__}: {exc}"], path) from None
     return validate(document, path)
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from runas_agent.core.display import quoted, shown
 from runas_agent.errors import SnapshotError
 
 ENTERPRISE_EXTENSION = "aws:identitystore:enterprise"
@@ -179,7 +180,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(out) != len(pairs):
         seen: set[str] = set()
         twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
-        raise ValueError(f"the key {twice!r} appears twice in one object")
+        raise ValueError(f"the key {quoted(twice)} appears twice in one object")
     return out
 
 
@@ -194,9 +195,9 @@ def parse_timestamp(value: Any, what: str) -> datetime.datetime:
     try:
         parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     except ValueError:
-        raise ValueError(f"{what} {value!r} is not an ISO 8601 timestamp") from None
+        raise ValueError(f"{what} {quoted(value)} is not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{what} {value!r} has no UTC offset")
+        raise ValueError(f"{what} {quoted(value)} has no UTC offset")
     return parsed.astimezone(datetime.timezone.utc)
 
 
@@ -234,7 +235,7 @@ def user_problem(record: Mapping[str, Any]) -> Optional[str]:
         return "the record has no UserStatus"
     status = record["UserStatus"]
     if status not in USER_STATUSES:
-        return f"unknown UserStatus {status!r}"
+        return f"unknown UserStatus {quoted(status)}"
     extensions = record.get("Extensions")
     if extensions is None:
         return None
@@ -242,9 +243,9 @@ def user_problem(record: Mapping[str, Any]) -> Optional[str]:
         return f"Extensions is {_kind(extensions)}, not an object"
     for key, value in extensions.items():
         if not EXTENSION_KEY.fullmatch(key):
-            return f"the Extensions key {key!r} is not one the Identity Store returns ({EXTENSION_KEY.pattern})"
+            return f"the Extensions key {quoted(key)} is not one the Identity Store returns ({EXTENSION_KEY.pattern})"
         if not isinstance(value, Mapping):
-            return f"Extensions[{key!r}] is {_kind(value)}, not an object"
+            return f"Extensions[{quoted(key)}] is {_kind(value)}, not an object"
     return None
 
 
@@ -260,7 +261,7 @@ def parse_user(record: Any, index: int) -> User | Problem:
     problem = user_problem(record)
     if problem is not None:
         name = record.get("UserName")
-        who = f"user {name} ({user_id})" if isinstance(name, str) and name else f"user {user_id}"
+        who = f"user {shown(name)} ({shown(user_id)})" if isinstance(name, str) and name else f"user {shown(user_id)}"
         return Problem(who, f"{problem}: {HELD}", user_id=user_id)
     return User(user_id=user_id, user_name=record["UserName"], enabled=record["UserStatus"] == "ENABLED",
                 record=dict(record))
@@ -287,7 +288,7 @@ def _check_top_level(document: Mapping[str, Any], origin: str) -> None:
         raise SnapshotError(f"{origin}: unknown top-level key(s): {', '.join(map(str, unknown))}")
     version = document.get("FormatVersion", FORMAT_VERSION)
     if version != FORMAT_VERSION or isinstance(version, bool):
-        raise SnapshotError(f"{origin}: FormatVersion {version!r}: this runas-agent reads format {FORMAT_VERSION}")
+        raise SnapshotError(f"{origin}: FormatVersion {quoted(version)}: this runas-agent reads format {FORMAT_VERSION}")
     for key in ("Users", "Groups", "GroupMemberships"):
         if not isinstance(document.get(key, []), list):
             raise SnapshotError(f"{origin}: {key} must be a list")
@@ -301,7 +302,7 @@ def _same_store(record: Any, store_id: str, where: str, origin: str) -> None:
     """A record of another Identity Store in this document is not a skipped record: the document
     as a whole is not what one store's listing returns."""
     if store_id and isinstance(record, Mapping) and record.get("IdentityStoreId", store_id) != store_id:
-        raise SnapshotError(f"{origin}: {where} is of Identity Store {record.get('IdentityStoreId')!r}, "
+        raise SnapshotError(f"{origin}: {where} is of Identity Store {quoted(record.get('IdentityStoreId'))}, "
                             f"the document of {store_id}")
 
 
@@ -316,13 +317,13 @@ def _users(document: Mapping[str, Any], store_id: str, origin: str) -> tuple[lis
         user_id = parsed.user_id
         if user_id is not None:
             if user_id in seen_ids:
-                raise SnapshotError(f"{origin}: UserId {user_id} appears twice")
+                raise SnapshotError(f"{origin}: UserId {shown(user_id)} appears twice")
             seen_ids.add(user_id)
         if isinstance(parsed, Problem):
             problems.append(parsed)
             continue
         if parsed.user_name in seen_names:
-            raise SnapshotError(f"{origin}: UserName {parsed.user_name!r} appears twice")
+            raise SnapshotError(f"{origin}: UserName {quoted(parsed.user_name)} appears twice")
         seen_names.add(parsed.user_name)
         users.append(parsed)
     return users, problems

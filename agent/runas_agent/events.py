@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from runas_agent.core.display import field
+
 #: journald's SYSLOG_IDENTIFIER for every record (`journalctl -t runas-agent`).
 SYSLOG_IDENTIFIER = "runas-agent"
 _FIELD = re.compile(r"[A-Z0-9][A-Z0-9_]*\Z")
@@ -84,10 +86,12 @@ class Record:
         return cls(message, message_id, priority, tuple((k, str(v)) for k, v in fields.items() if v is not None))
 
     def journal_fields(self) -> list[str]:
-        """The record as sd_journal_sendv(3) takes it: FIELD=value strings."""
-        head = [f"MESSAGE={self.message}", f"MESSAGE_ID={self.message_id.hex}", f"PRIORITY={int(self.priority)}",
+        """The record as sd_journal_sendv(3) takes it: FIELD=value strings, each value escaped and
+        cut (core/display.py): a directory value never brings control characters or a megabyte
+        into the journal. (`as_json`, for the JSON fallback file, stays exact.)"""
+        head = [f"MESSAGE={field(self.message)}", f"MESSAGE_ID={self.message_id.hex}", f"PRIORITY={int(self.priority)}",
                 f"SYSLOG_IDENTIFIER={SYSLOG_IDENTIFIER}"]
-        return head + [f"{k}={v}" for k, v in self.fields]
+        return head + [f"{k}={field(v)}" for k, v in self.fields]
 
     def as_json(self, realtime: float) -> dict[str, Any]:
         """The record as `journalctl -o json` shows it (a repeated field is a list), stamped `realtime`."""

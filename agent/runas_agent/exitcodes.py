@@ -15,6 +15,9 @@ class Exit(enum.IntEnum):
     REFUSED = 4
     #: `doctor`: at least one link of the Run As chain is broken (warnings alone exit 0).
     UNHEALTHY = 5
+    #: The command line cannot be parsed, or combines options that mean nothing together (sysexits
+    #: EX_USAGE; argparse's own 2 would read as `plan`'s "changes").
+    USAGE = 64
     #: Another sync holds the lock and did not release it in time.
     BUSY = 75
     #: The configuration is invalid (sysexits EX_CONFIG); systemd must not restart-loop on it.

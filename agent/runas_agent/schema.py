@@ -9,10 +9,12 @@ of the wrong type is replaced by the key's default, so the rest can still be che
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Tuple
 
 #: The default of a required key: it has none.
 ABSENT: Any = object()
@@ -94,8 +96,11 @@ class Key:
         if not _type_ok(value, self.types):
             problems.append(f"{dotted}: must be {describe_types(self.types)}, not {type(value).__name__}")
             return self.placeholder()
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{dotted}: must be a finite number, not {value}")
+            return self.placeholder()
         if self.choices and value not in self.choices:
-            problems.append(f"{dotted}: must be one of {', '.join(self.choices)}, not {value!r}")
+            problems.append(f"{dotted}: must be one of {', '.join(self.choices)}, not {value!r}{did_you_mean(value, self.choices)}")
         if self.one_or_many and isinstance(value, str):
             value = [value]
         if self.check is not None and value is not None:
@@ -166,7 +171,7 @@ def validate_keys(data: Any, keys: Mapping[str, Any], prefix: str, problems: lis
         data = {}
     spellings = {old for spec in keys.values() if isinstance(spec, Key) for old in spec.old_names}
     for name in sorted(set(data) - set(keys) - spellings, key=str):
-        problems.append(f"{prefix}{name}: unknown key")
+        problems.append(f"{prefix}{name}: unknown key{did_you_mean(name, keys)}")
     return {name: _value(data, name, spec, prefix, problems) for name, spec in keys.items()}
 
 
@@ -183,6 +188,14 @@ def _value(data: Mapping[str, Any], name: str, spec: Any, prefix: str, problems:
             problems.append(f"{prefix}{name}: required")
         return spec.placeholder()
     return spec.validate(data[given[0]], f"{prefix}{given[0]}", problems)
+
+
+def did_you_mean(given: Any, known: Iterable[str]) -> str:
+    """` (did you mean shell?)` when `given` is close to one of `known`, else ""."""
+    if not isinstance(given, str):
+        return ""
+    close = difflib.get_close_matches(given, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def describe(keys: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any, str]]:

@@ -76,6 +76,10 @@ class SyncCounts:
     created: int = 0
     enabled: int = 0
     disabled: int = 0
+    #: accounts whose shell, comment or group name changed
+    updated: int = 0
+    #: local groups whose managed members changed
+    groups_set: int = 0
     sudoers_written: int = 0
     sudoers_removed: int = 0
     skipped: int = 0
@@ -99,13 +103,16 @@ class SyncCounts:
         return asdict(self)
 
     def journal_fields(self) -> dict[str, str]:
-        """SYNC_CREATED, SYNC_DISABLED, SYNC_ENABLED, SYNC_SKIPPED, SYNC_FAILED, SYNC_ACTIONS."""
+        """SYNC_CREATED, SYNC_DISABLED, SYNC_ENABLED, SYNC_UPDATED, SYNC_SKIPPED, SYNC_FAILED, SYNC_ACTIONS."""
         return {f"SYNC_{k.upper()}": str(getattr(self, k))
-                for k in ("created", "disabled", "enabled", "skipped", "failed", "actions")}
+                for k in ("created", "disabled", "enabled", "updated", "skipped", "failed", "actions")}
 
     def summary(self) -> str:
-        """`2 created, 0 re-enabled, 1 disabled, 0 skipped, 0 failed` (sudoers counts when there are any)."""
+        """`2 created, 0 re-enabled, 1 disabled, 0 skipped, 0 failed`, with updates, group changes and
+        sudoers counts when there are any: every action done is in it."""
+        other = "".join(f"{n} {what}, " for n, what in ((self.updated, "updated"), (self.groups_set, "groups set"))
+                        if n)
         sudo = (f"{self.sudoers_written} sudoers written, {self.sudoers_removed} removed, "
                 if self.sudoers_written or self.sudoers_removed else "")
-        return (f"{self.created} created, {self.enabled} re-enabled, {self.disabled} disabled, {sudo}"
+        return (f"{self.created} created, {self.enabled} re-enabled, {self.disabled} disabled, {other}{sudo}"
                 f"{self.skipped} skipped, {self.failed} failed")

@@ -4,10 +4,10 @@ and the host; the daemon and `--once` both call `sync`."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
-from runas_agent.core import naming
+from runas_agent.core import naming, sharing, shells
 from runas_agent.core.action import Outcome
 from runas_agent.core.desired import Desired, compute
 from runas_agent.core.observed import Observation
@@ -46,9 +46,13 @@ class SyncResult:
 
     @property
     def exit(self) -> Exit:
-        """The exit status: the sync's, or for a plan only (`plan`), whether it would change anything."""
+        """The exit status: the sync's, or for a plan only (`plan`), whether it would change anything,
+        and when it would not, whether the sync would still be partial (skipped identities: 3, as
+        `--once` exits)."""
         if self.outcome is None and not self.plan.refusals:
-            return Exit.CHANGES if self.plan.changes else Exit.OK
+            if self.plan.changes:
+                return Exit.CHANGES
+            return Exit.PARTIAL if self.plan.skips else Exit.OK
         return self.status.exit
 
 
@@ -61,7 +65,11 @@ def compute_plan(cfg: Config, directory: Directory, observation: Observation,
                  force: bool = False) -> tuple[Desired, SyncPlan]:
     """The desired state and the whole plan (pure, given the observation)."""
     desired = compute(directory, desired_settings(cfg, rules_for(cfg, observation.os_release)))
-    return desired, plan(desired, directory, observation, sync_settings(cfg), force)
+    result = plan(desired, directory, observation, sync_settings(cfg), force)
+    shared = sharing.warnings(desired, cfg.run_as.expression, cfg.run_as.account_kind)
+    if shared:
+        result = replace(result, warnings=result.warnings + tuple(shared))
+    return desired, shells.judge(result, observation.shell) if observation.shell else result
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,51 @@ def test_session_defaults_read_the_ssm_agents_one_data_path_and_need_no_bucket()
     assert cfg.sessions.s3_tagging.enabled and cfg.sessions.s3_tagging.bucket is None
 
 
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_the_line(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_bytes(b"source:\n  type: file\n  path: /srv/caf\xe9.json\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8: byte 0xe9 on line 3"):
+        config.load(str(bad))
+
+
+def test_a_value_yaml_cannot_build_is_a_config_error(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("when: 2024-13-45\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(str(bad))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_numbers_must_be_finite(value):
+    found = problems({**GOOD, "daemon": {"interval_seconds": value}})
+    assert any(p.startswith("daemon.interval_seconds: must be a finite number") for p in found), found
+
+
+def test_unknown_keys_and_choices_get_a_suggestion():
+    found = problems({**GOOD, "accounts": {"shel": "/bin/bash"}, "run_as": {"expression": "${path:userName}",
+                                                                            "account_kind": "persn"}})
+    assert "accounts.shel: unknown key (did you mean shell?)" in found, found
+    assert any(p.startswith("run_as.account_kind:") and p.endswith("(did you mean person?)") for p in found), found
+
+
+def test_an_unsupported_path_gets_a_suggestion_not_the_whole_list():
+    found = problems({**GOOD, "run_as": {"expression": "${path:usrName}"}})
+    assert any("(did you mean ${path:userName}?)" in p for p in found), found
+    assert all(len(p) < 200 for p in found), found
+
+
+def test_cross_key_problems_are_listed_with_type_problems():
+    found = problems({**GOOD, "accounts": {"uid_min": 5000, "uid_max": 4000, "shell": 3}})
+    assert "accounts.uid_min: must be lower than accounts.uid_max" in found, found
+    assert any(p.startswith("accounts.shell:") for p in found), found
+
+
+def test_a_cross_key_check_does_not_repeat_a_keys_own_problem():
+    found = problems({"source": {"type": "identitystore", "region": 5, "identity_store_id": "d-1234567890"},
+                      "run_as": {"expression": "from-identity-center"}})
+    assert len([p for p in found if p.startswith("source.region")]) == 1, found
+
+
 MINIMAL = "source: {type: file, path: /srv/d.json}\nrun_as: {expression: '${path:userName}'}\n"
 
 

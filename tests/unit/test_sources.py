@@ -74,7 +74,8 @@ def test_the_document_keys_are_shared_by_the_file_and_s3_types():
 
 def test_path_with_an_s3_source_is_refused():
     """It used to be accepted and silently ignored."""
-    assert problems({"type": "s3", "url": URL, "path": "/srv/directory.json"}) == ["source.path: only for type file"]
+    found = problems({"type": "s3", "url": URL, "path": "/srv/directory.json"})
+    assert "source.path: only for type file" in found, found
 
 
 def test_a_key_of_another_type_given_as_null_is_no_problem():
@@ -85,7 +86,7 @@ def test_a_key_of_another_type_given_as_null_is_no_problem():
 @pytest.mark.parametrize("source, expected", [
     ({"type": "file"}, "source.path: required for type file"),
     ({"type": "file", "path": "relative.json"}, "source.path: must be an absolute path"),
-    ({**VALID["s3"], "url": None}, "source.url: required for type s3: '' is not an s3://bucket/key URL"),
+    ({**VALID["s3"], "url": None}, "source.url: required for type s3: '' is not an s3://bucket/key URL: it does not start with s3://"),
     ({**VALID["s3"], "bucket_region": "Frankfurt"}, "source.bucket_region: 'Frankfurt' is not an AWS region name"),
     ({**VALID["s3"], "bucket_owner": None}, "source.bucket_owner: required for type s3: the account id that owns the "
                                             "bucket (publisher.yaml's output SnapshotBucketOwner)"),

@@ -25,7 +25,7 @@ from runas_agent.host.files import StateDir
 from runas_agent.host.observe import observe
 from runas_agent.sync import Appliers, run_plan
 
-OPS = Rule(0, ("/usr/bin/journalctl",), user="ann")
+OPS = Rule(0, ("/usr/bin/journalctl --no-pager -u nginx",), user="ann")
 BASE = HostState.build([HostUser("root", 0, 0, "root", "/root", "/bin/bash")], [HostGroup("root", 0, ())])
 
 

@@ -133,13 +133,16 @@ def test_counts_count_each_action_by_its_kind():
     remove = sudoers.RemoveSsmUserBlanket("ssm-agent-users", "b", ())
     outcome = Outcome(done=[CREATE, DISABLE, WRITE, remove, UpdateAccount("ann", {})], failed=[(CREATE, "x")])
     counts = SyncCounts.of(Plan(skips=(SKIP,)), outcome)
-    assert counts == SyncCounts(created=1, disabled=1, sudoers_written=1, sudoers_removed=1, skipped=1, failed=1, actions=5)
-    assert counts.summary() == "1 created, 0 re-enabled, 1 disabled, 1 sudoers written, 1 removed, 1 skipped, 1 failed"
+    assert counts == SyncCounts(created=1, disabled=1, updated=1, sudoers_written=1, sudoers_removed=1, skipped=1,
+                                failed=1, actions=5)
+    assert counts.summary() == ("1 created, 0 re-enabled, 1 disabled, 1 updated, 1 sudoers written, 1 removed, "
+                                "1 skipped, 1 failed")
+    assert SyncCounts(updated=8).summary() == "0 created, 0 re-enabled, 0 disabled, 8 updated, 0 skipped, 0 failed"
     assert SyncCounts(created=2).summary() == "2 created, 0 re-enabled, 0 disabled, 0 skipped, 0 failed"
-    assert counts.journal_fields() == {"SYNC_CREATED": "1", "SYNC_DISABLED": "1", "SYNC_ENABLED": "0",
+    assert counts.journal_fields() == {"SYNC_CREATED": "1", "SYNC_DISABLED": "1", "SYNC_ENABLED": "0", "SYNC_UPDATED": "1",
                                        "SYNC_SKIPPED": "1", "SYNC_FAILED": "1", "SYNC_ACTIONS": "5"}
-    assert set(counts.to_dict()) == {"created", "enabled", "disabled", "sudoers_written", "sudoers_removed",
-                                     "skipped", "failed", "actions"}
+    assert set(counts.to_dict()) == {"created", "enabled", "disabled", "updated", "groups_set", "sudoers_written",
+                                     "sudoers_removed", "skipped", "failed", "actions"}
     assert SyncCounts.of(Plan(skips=(SKIP,)), None) == SyncCounts(skipped=1)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from runas_agent.core import naming, uids
+from runas_agent.core.display import shown
 from runas_agent.core.expression import Expression
 from runas_agent.directory import Directory, User
 
@@ -26,7 +27,7 @@ class Identity:
     user_name: str
 
     def __str__(self) -> str:
-        return f"{self.user_name} ({self.user_id})"
+        return f"{shown(self.user_name)} ({shown(self.user_id)})"
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ class Skip:
     reason: str
 
     def __str__(self) -> str:
-        shown = f" as {self.name!r}" if self.name is not None else ""
-        return f"{self.identity}{shown}: {self.reason}"
+        name = f" as '{shown(self.name)}'" if self.name is not None else ""
+        return f"{self.identity}{name}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def compute(directory: Directory, settings: Settings) -> Desired:
         identities = tuple(Identity(u.user_id, u.user_name) for u in people)
         if settings.account_kind == "person":
             if len(people) > 1:
-                others = ", ".join(u.user_name for u in people)
+                others = ", ".join(shown(u.user_name) for u in people)
                 for identity in identities:
                     skips.append(Skip(str(identity), name, f"Run As value shared by {len(people)} people ({others}) but accounts are per person"))
                 continue

@@ -7,6 +7,7 @@ Identity Center would not accept it either. A path whose attribute is missing ev
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -123,6 +124,14 @@ class Expression:
         return "".join(out)
 
 
+def _suggest(path: str) -> str:
+    """` (did you mean ${path:userName}?)`, or where the supported paths are listed."""
+    close = difflib.get_close_matches(path, list(PATHS), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean ${{path:{close[0]}}}?)"
+    return f" (`runas-agent check-config --explain` lists the {len(PATHS)} that are)"
+
+
 def parse(source: str) -> Expression:
     if not isinstance(source, str) or not source:
         raise ExpressionError("is empty")
@@ -134,8 +143,7 @@ def parse(source: str) -> Expression:
         parts.append(source[position:match.start()])
         path = match.group(1)
         if path not in PATHS:
-            raise ExpressionError(f"${{path:{path}}} is not an attribute Identity Center supports "
-                                  f"(supported: {', '.join(sorted(PATHS))})")
+            raise ExpressionError(f"${{path:{path}}} is not an attribute Identity Center supports{_suggest(path)}")
         parts.append(path)
         position = match.end()
     parts.append(source[position:])

@@ -1,11 +1,11 @@
 """The observed host (pure): everything a plan is made from besides the directory and the config,
 as host/observe.py read it once: accounts and groups as /etc/passwd and /etc/group hold them, the
-login.defs UID_MIN, os-release, both ledgers and the sudoers drop-ins."""
+login.defs UID_MIN, os-release, both ledgers, the sudoers drop-ins and the accounts' shell."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Optional
 
 from runas_agent.core.ledger import Ledger
 from runas_agent.core.sudoers import Observed, SudoLedger
@@ -52,6 +52,19 @@ class HostState:
 
 
 @dataclass(frozen=True)
+class ShellOnHost:
+    """What the host says about one shell path."""
+
+    path: str
+    #: a regular file (links followed)
+    exists: bool
+    #: executable by its owner (what root's exec needs)
+    executable: bool
+    #: the shells /etc/shells lists; None when the host has no /etc/shells
+    listed: Optional[frozenset[str]]
+
+
+@dataclass(frozen=True)
 class Observation:
     """One read of the host, taken before planning; the plan is a function of it."""
 
@@ -65,3 +78,5 @@ class Observation:
     #: file name -> content, for the sudoers directory's files a plan can look at: the agent's own
     #: names and the SSM agent's ssm-user drop-in. Not read (empty) while sudo is not in use.
     drop_ins: Mapping[str, Observed] = field(default_factory=dict)
+    #: accounts.shell as the host has it (None: not looked at, nothing to refuse)
+    shell: Optional[ShellOnHost] = None

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from runas_agent.core import naming, uids
 from runas_agent.core.action import Action, Outcome
+from runas_agent.core.display import escaped, shown
 from runas_agent.core.desired import MARKER, Desired, DesiredAccount, Skip
 from runas_agent.core.ledger import Bookkeeping, Ledger, Owned
 from runas_agent.core.observed import HostState, HostUser
@@ -58,7 +59,8 @@ class CreateAccount(Action):
 
     def detail(self) -> str:
         probe = f" (UID probe {self.uid_probe}: derived UID was taken)" if self.uid_probe else ""
-        return f"uid={self.uid} gid={self.gid} home={self.home} shell={self.shell} {self.kind} for {', '.join(self.identities)}{probe}"
+        people = ", ".join(shown(i) for i in self.identities)
+        return f"uid={self.uid} gid={self.gid} home={self.home} shell={self.shell} {self.kind} for {people}{probe}"
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,10 @@ class UpdateAccount(Action):
     changes: dict[str, list[str]]
     symbol = "~"
     verb = "update"
+    counted_as = "updated"
 
     def detail(self) -> str:
-        return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(self.changes.items()))
+        return ", ".join(f"{k} '{shown(old)}' -> '{shown(new)}'" for k, (old, new) in sorted(self.changes.items()))
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class SetGroupMembers(Action):
     remove: tuple[str, ...]
     symbol = "~"
     verb = "group"
+    counted_as = "groups_set"
 
     @property
     def account(self) -> str:
@@ -165,11 +169,13 @@ class Plan:
         return ", ".join(parts)
 
     def lines(self) -> list[str]:
+        """The plan as text, one line per action, skip, warning and refusal; directory values in
+        them are escaped and cut (core/display.py), so every line is one line of plain text."""
         out = [a.line() for a in self.actions]
         out += [f"! skip {s}" for s in self.skips]
         out += [f"! warning: {w}" for w in self.warnings]
         out += [f"! refused: {r}" for r in self.refusals]
-        return out
+        return [escaped(line) for line in out]
 
     def to_json(self) -> dict[str, Any]:
         return {

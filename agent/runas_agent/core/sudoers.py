@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
+from runas_agent.core import sudorisk
 from runas_agent.core.action import Action
 from runas_agent.core.desired import Skip
 from runas_agent.core.ledger import Bookkeeping
@@ -262,8 +263,10 @@ def rules_for(grantee: Grantee, rules: Iterable[Rule], directory: Directory) -> 
 
 
 def policy_warnings(rules: Iterable[Rule], directory: Directory) -> list[str]:
-    """Rules that name something the directory does not have (they grant nothing)."""
-    warnings = []
+    """Rules that name something the directory does not have (they grant nothing), and rules that
+    grant more than they say (core/sudorisk.py)."""
+    rules = tuple(rules)
+    warnings = sudorisk.all_risks(rules)
     names = {u.user_name for u in directory.users}
     for rule in rules:
         if rule.identity_store_group is not None and not _group_ids(directory, rule.identity_store_group):

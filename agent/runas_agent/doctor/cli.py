@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from runas_agent.core.display import escaped
 from runas_agent.doctor.chain import Doctor
 from runas_agent.doctor.check import FAILED, OK, SKIPPED, WARNING, Result, plural
 from runas_agent.exitcodes import Exit
@@ -34,7 +35,7 @@ def render(results: list[Result], config_path: str) -> str:
     c = counts(results)
     lines.append(f"{plural(len(results), 'check')}: {c[OK]} ok, {plural(c[WARNING], 'warning')}, {c[FAILED]} failed, "
                  f"{c[SKIPPED]} skipped")
-    return "\n".join(lines)
+    return "\n".join(escaped(line) for line in lines)  # a directory value never steers the terminal
 
 
 def exit_status(results: list[Result]) -> Exit:

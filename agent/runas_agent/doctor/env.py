@@ -19,7 +19,7 @@ from runas_agent.settings import Config
 
 
 def _default_processes() -> Iterable[Any]:
-    processes: Iterable[Any] = psutil.process_iter(["pid", "name", "exe", "cmdline"])
+    processes: Iterable[Any] = psutil.process_iter(["pid", "name", "exe", "cmdline", "uids"])
     return processes
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
 from runas_agent import config, events
 from runas_agent.core.desired import Skip, compute
 from runas_agent.core.ledger import Ledger
 from runas_agent.core.observed import HostState
-from runas_agent.core.plan import Plan, owned_state
+from runas_agent.core.plan import DisableAccount, Plan, owned_state
 from runas_agent.doctor.check import Check, Facts, Verdict, failed, ok, plural, warning
 from runas_agent.doctor.env import Env
 from runas_agent.doctor.facts import (AS_ROOT, CONFIG, DIRECTORY, EXPRESSION, HOME_REGION, LEDGER, SETTINGS,
@@ -143,7 +143,9 @@ class Accounts(Check):
         if read is None:
             return accounts_verdict(owned, None, None).giving(LEDGER, ledger)
         try:
-            return accounts_verdict(owned, read, next_plan(read, env.probe.etc)).giving(LEDGER, ledger)
+            plan = next_plan(read, env.probe.etc)
+            held = departed_but_held(plan, ledger, read_host(env.probe.etc), env.probe.processes())
+            return accounts_verdict(owned, read, plan, held).giving(LEDGER, ledger)
         except AgentError as exc:
             return failed(f"{owned.text}; the host cannot be observed: {exc}",
                           "the sync cannot observe it either and changes nothing until this is fixed").giving(LEDGER, ledger)
@@ -171,7 +173,33 @@ def owned_accounts(ledger: Ledger, host: HostState) -> Owned:
     return Owned(f"runas-agent owns {plural(len(ledger.accounts), 'account')} ({listed})", tuple(changed))
 
 
-def accounts_verdict(owned: Owned, read: Optional[DirectoryRead], plan: Optional[Plan]) -> Verdict:
+def departed_but_held(plan: Plan, ledger: Ledger, host: HostState, processes: Iterable[Any]) -> list[str]:
+    """The accounts the plan disables (their people are gone or disabled) while processes still run
+    as them: the SSM agent would start a session as such an account (`id NAME` works), and the park
+    that stops it waits for them."""
+    leaving = {a.uid: a for a in plan.of(DisableAccount)}
+    if not leaving:
+        return []
+    holders: dict[int, list[str]] = {}
+    for process in processes:
+        info = getattr(process, "info", None) or {}
+        ids = info.get("uids")
+        for uid in {getattr(ids, "real", -1), getattr(ids, "effective", -1)} & set(leaving):
+            holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
+    out = []
+    for uid, running in sorted(holders.items()):
+        action = leaving[uid]
+        user = host.users.get(action.name)
+        owned = ledger.accounts.get(action.name)
+        who = (user.comment if user else "") or ", ".join(owned.identities if owned else ())
+        more = f" and {len(running) - 5} more" if len(running) > 5 else ""
+        out.append(f"{action.name} (uid {uid}; {who}) still resolves although {action.reason}: "
+                   f"{', '.join(running[:5])}{more} run as it")
+    return out
+
+
+def accounts_verdict(owned: Owned, read: Optional[DirectoryRead], plan: Optional[Plan],
+                     held: Sequence[str] = ()) -> Verdict:
     """Conflicts, changes and refusals the next sync would meet (unknown when the directory was not read)."""
     if read is None or plan is None:
         summary = f"{owned.text}; conflicts unknown (the directory was not read)"
@@ -180,6 +208,11 @@ def accounts_verdict(owned: Owned, read: Optional[DirectoryRead], plan: Optional
     summary = (f"{owned.text}; {plural(len(found), 'conflict')}; "
                f"the next sync would make {plural(len(plan.actions), 'change')}")
     details = [f"conflict: {s}" for s in found] + list(owned.changed) + [f"warning: {w}" for w in plan.warnings]
+    if held:
+        return failed(f"{summary}; {plural(len(held), 'account')} of people who are gone still resolve, held by "
+                      "running processes",
+                      "end the processes named below (the person's sessions or jobs); the next sync then parks the "
+                      "account, or run `runas-agent --once` now", list(held) + details)
     if plan.refusals:
         return failed(f"{summary}; the next sync will be refused",
                       "see why below; fix the directory or the safety settings, or run `runas-agent --once --force` "

@@ -7,6 +7,7 @@ from runas_agent.core.observed import Observation
 from runas_agent.host.accounts import read_host, read_os_release
 from runas_agent.host.files import StateDir
 from runas_agent.host.sudoers import read_drop_ins
+from runas_agent.host.shells import look as look_at_shell
 from runas_agent.settings import Config, sudo_settings
 
 
@@ -24,4 +25,5 @@ def observe(cfg: Config, etc: str = "/etc") -> Observation:
         ledger=ledger,
         sudo_ledger=sudo_ledger,
         drop_ins=read_drop_ins(cfg.sudo.sudoers_dir, sudo_ledger) if sudo_in_use else {},
+        shell=look_at_shell(cfg.accounts.shell, etc),
     )

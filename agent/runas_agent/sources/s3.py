@@ -46,8 +46,24 @@ def split_url(url: str) -> tuple[str, str]:
     """(bucket, key) of an s3://bucket/key URL; ValueError when it is not one."""
     match = _URL.match(url or "")
     if not match:
-        raise ValueError(f"{url!r} is not an s3://bucket/key URL")
+        raise ValueError(f"{url!r} is not an s3://bucket/key URL: {_url_problem(url or '')}")
     return match.group(1), match.group(2)
+
+
+def _url_problem(url: str) -> str:
+    """Why `url` is not an s3://bucket/key URL, in words."""
+    if not url.startswith("s3://"):
+        return "it does not start with s3://"
+    bucket, _, key = url[len("s3://"):].partition("/")
+    if not 3 <= len(bucket) <= 63:
+        return f"a bucket name has 3 to 63 characters, {bucket!r} has {len(bucket)}"
+    if not re.fullmatch(r"[a-z0-9.-]+", bucket):
+        return f"a bucket name has only lowercase letters, digits, dots and hyphens, not {bucket!r}"
+    if not (bucket[0].isalnum() and bucket[-1].isalnum()):
+        return f"a bucket name begins and ends with a letter or digit, not {bucket!r}"
+    if not key:
+        return "there is no object key after the bucket name"
+    return "it is not one"
 
 
 def _account(value: Any) -> Optional[str]:
