@@ -2,9 +2,10 @@
 (the SSM agent's binary and unit, the last sync record): `python -m tests.hosts.doctor_probe SPEC.json`.
 
 SPEC: {"config": PATH, "probe": {Probe field: value}, "last_sync": RECORD or null, "ssm_region": R,
-"processes_under": DIR}. Prints {"exit": N, "checks": [...]} on stdout. /etc, visudo, pwd and psutil are
+"processes_under": DIR, "processes_of_uids": [UID, ...]}. Prints {"exit": N, "checks": [...]} on stdout. /etc, visudo, pwd and psutil are
 the host's own; with `processes_under`, the process table is psutil's, less the processes whose binary
-lies outside DIR (the machine is shared: another test's stand-in SSM agent must not count as this one's)."""
+lies outside DIR (the machine is shared: another test's stand-in SSM agent must not count as this one's),
+except those running with one of `processes_of_uids` (the accounts the test itself runs processes as)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from runas_agent.doctor.cli import exit_status
 from runas_agent.doctor.env import Probe
 
 
-def processes_under(root: str) -> Iterable[Any]:
-    return [p for p in psutil.process_iter(["pid", "name", "exe", "cmdline"]) if (p.info.get("exe") or "").startswith(root)]
+def processes_under(root: str, uids: frozenset[int] = frozenset()) -> Iterable[Any]:
+    return [p for p in psutil.process_iter(["pid", "name", "exe", "cmdline", "uids"])
+            if (p.info.get("exe") or "").startswith(root) or (p.info.get("uids") and p.info["uids"].real in uids)]
 
 
 def main(path: str) -> int:
@@ -32,7 +34,8 @@ def main(path: str) -> int:
         probe.last_sync = lambda: record
     if "processes_under" in spec:
         root = spec["processes_under"]
-        probe.processes = lambda: processes_under(root)
+        uids = frozenset(spec.get("processes_of_uids", ()))
+        probe.processes = lambda: processes_under(root, uids)
     checks = Doctor(spec["config"], probe=probe, ssm_region=spec.get("ssm_region")).run()
     print(json.dumps({"exit": int(exit_status(checks)), "checks": [c.to_json() for c in checks]}))
     return 0

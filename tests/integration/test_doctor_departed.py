@@ -23,7 +23,7 @@ def test_a_departed_persons_account_held_by_a_process_is_a_failure(staged):  # n
     assert staged.doctor()["accounts"]["status"] == OK  # leaving, nothing holds it: the next sync parks it
     job = subprocess.Popen(["setpriv", f"--reuid={bob[2]}", f"--regid={bob[3]}", "--clear-groups", "sleep", "300"])
     try:
-        checks = staged.doctor()
+        checks = staged.doctor(processes_of_uids=[int(bob[2])])
     finally:
         job.kill()
         job.wait()

@@ -78,9 +78,9 @@ class Staged:
         assert result.returncode == Exit.OK, result.stdout + result.stderr
         return result
 
-    def doctor(self, **probe) -> dict:
+    def doctor(self, processes_of_uids=(), **probe) -> dict:
         spec = {"config": str(self.config_path), "ssm_region": self.region, "last_sync": self.last_sync,
-                "processes_under": str(self.host.root),
+                "processes_under": str(self.host.root), "processes_of_uids": list(processes_of_uids),
                 "probe": {"agent_binaries": [str(self.agent_binary)], "snap_dir": str(self.host.root / "no-snap"),
                           "unit_dirs": [str(self.units)], **probe}}
         path = self.host.root / "doctor-spec.json"
