@@ -1,6 +1,9 @@
 """The planner, table-driven: the expected actions for each situation, the do-nothing case included."""
 
+from dataclasses import replace
+
 from runas_agent.core import naming
+from runas_agent.core.allowed import AllowedNames
 from runas_agent.core.desired import GroupRule, Settings, compute
 from runas_agent.core.expression import parse
 from runas_agent.core.ledger import Ledger, Owned
@@ -275,3 +278,49 @@ def test_shell_change_updates_owned_account():
     h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ())])
     p = run(IRET, h, ledger, ps=PlanSettings(uid_min=2000, uid_max=2_000_000, shell="/bin/zsh"))
     assert p.actions == (UpdateAccount("iret", {"shell": ["/bin/bash", "/bin/zsh"]}),)
+
+
+# --- names that may never be accounts: reserved, declared by the host, outside allowed_names --------
+
+def test_reserved_names_are_skipped_with_where_they_are_reserved():
+    s = settings("${path:userName}", "person")
+    h = replace(host(), sysusers={"vendord": "/etc/sysusers.d/vendord.conf"})
+    p = run([user("u1", "postgres"), user("u2", "ec2-user"), user("u3", "systemd-x"), user("u4", "_chrony"),
+             user("u5", "vendord"), user("u6", "alice")], h, s=s)
+    reasons = {s.name: s.reason for s in p.skips}
+    assert [a.name for a in p.actions] == ["alice"]
+    assert "Debian packages" in reasons["postgres"] and "ec2-user" in reasons["ec2-user"]
+    assert "'systemd-'" in reasons["systemd-x"] and "'_'" in reasons["_chrony"]
+    assert "/etc/sysusers.d/vendord.conf" in reasons["vendord"]
+    assert all("alice" not in s.identity for s in p.skips)
+
+
+def test_allowed_names_keeps_every_other_name_out():
+    s = settings("${path:userName}", "person")
+    ps = replace(PS, allowed_names=AllowedNames.from_setting(r"^[a-z]+@corp\.example$"))
+    p = run([user("u1", "alice@corp.example"), user("u2", "jenkins-ci")], host(), s=s, ps=ps)
+    assert [a.name for a in p.actions] == ["alice@corp.example"]
+    (skip,) = p.skips
+    assert skip.name == "jenkins-ci" and "accounts.allowed_names" in skip.reason and "jenkins-ci (u2)" in skip.identity
+
+
+def test_a_refused_name_is_neither_re_enabled_nor_re_created():
+    ledger = Ledger({"redis": Owned("redis", 5000, 5000, "shared", ("u1",))})
+    parked = run([user("u1", "a", "redis")], host([managed("redis", 5000, parked=True)]), ledger)
+    missing = run([user("u1", "a", "redis")], host(), ledger)
+    for p in (parked, missing):
+        assert p.actions == () and "reserved" in p.skips[0].reason
+
+
+def test_an_active_account_under_a_refused_name_is_parked_and_loses_its_sudo():
+    ledger = Ledger({"redis": Owned("redis", 5000, 5000, "shared", ("u1",))})
+    p = run([user("u1", "a", "redis")], host([managed("redis", 5000)], [HostGroup("redis", 5000, ())]), ledger)
+    (disable,) = p.actions
+    assert isinstance(disable, DisableAccount) and "reserved" in disable.reason
+    assert "reserved" in p.skips[0].reason
+
+
+def test_names_that_only_resemble_reserved_ones_are_made():
+    names = ["docker-team", "postgresql-dba", "ubuntu.fans", "ec2-ops", "admins"]
+    p = run([user(f"u{i}", f"p{i}", org) for i, org in enumerate(names)], host())
+    assert sorted(a.name for a in p.actions) == sorted(names) and not p.skips

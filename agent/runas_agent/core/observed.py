@@ -35,6 +35,9 @@ class HostState:
     uid_min: int = 1000
     uids: dict[int, str] = field(default_factory=dict)
     gids: dict[int, str] = field(default_factory=dict)
+    #: names the host's sysusers.d files declare -> the file declaring each (accounts and groups a
+    #: package owns, whether or not they exist yet)
+    sysusers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, users: list[HostUser], groups: list[HostGroup], uid_min: int = 1000) -> "HostState":

@@ -19,9 +19,11 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from runas_agent.core import naming, uids
 from runas_agent.core.action import Action, Outcome
+from runas_agent.core.allowed import AllowedNames
 from runas_agent.core.desired import MARKER, Desired, DesiredAccount, Skip
 from runas_agent.core.ledger import Bookkeeping, Ledger, Owned
 from runas_agent.core.observed import HostState, HostUser
+from runas_agent.core.reserved import reserved_reason
 
 NOLOGIN = "/usr/sbin/nologin"
 
@@ -36,6 +38,8 @@ class PlanSettings:
     refuse_empty_directory: bool = True
     max_disable_fraction: float = 0.2
     max_disable_count: int = 3
+    #: accounts.allowed_names: the pattern every Run As name must match (unset: any name)
+    allowed_names: AllowedNames = field(default_factory=AllowedNames)
 
 
 # --- actions -------------------------------------------------------------------------------------
@@ -406,6 +410,38 @@ WANTED: Mapping[State, Handler] = {NEW: _new, MISSING: _recreate, DISABLED: _ena
                                    CHANGED: _changed_wanted}
 
 
+# --- wanted under a name that may not be an account ------------------------------------------------
+
+def name_refusal(name: str, host: HostState, settings: PlanSettings) -> str | None:
+    """Why `name` may never be a managed account on this host: a name a package, an image or this
+    host's sysusers.d reserves (core/reserved.py), or one outside accounts.allowed_names. None when
+    it may be."""
+    return reserved_reason(name, host.sysusers) or settings.allowed_names.problem(name)
+
+
+def _refuse(ctx: Context, case: Case, refusal: str) -> Decision:
+    """Not made, re-made or re-enabled: the identities are skipped with the reason (an account or
+    group the name already has on the host is the more specific one)."""
+    return Decision(skip=_unowned_conflict(case.name, ctx.host) or refusal)
+
+
+def _refuse_active(ctx: Context, case: Case, refusal: str) -> Decision:
+    """Made before the name was refused (an earlier version, a new pattern): parked, so a package
+    installed later does not hand its rights to a directory person; skipped with the reason."""
+    return replace(_disable(ctx, case, refusal), skip=refusal)
+
+
+def _refuse_changed(ctx: Context, case: Case, refusal: str) -> Decision:
+    return _changed_wanted(ctx, case)
+
+
+RefusedHandler = Callable[[Context, Case, str], Decision]
+
+#: Wanted accounts whose name is refused: what the plan does for each state.
+REFUSED: Mapping[State, RefusedHandler] = {NEW: _refuse, MISSING: _refuse, DISABLED: _refuse,
+                                           ACTIVE: _refuse_active, CHANGED: _refuse_changed}
+
+
 # --- accounts no longer wanted, by state ------------------------------------------------------------
 
 def _disable_reason(owned: Owned, user_status: Mapping[str, bool]) -> str:
@@ -417,12 +453,12 @@ def _disable_reason(owned: Owned, user_status: Mapping[str, bool]) -> str:
     return "no enabled, in-scope identity maps to it any more"
 
 
-def _disable(ctx: Context, case: Case) -> Decision:
+def _disable(ctx: Context, case: Case, reason: str | None = None) -> Decision:
     """Owned, active, no longer wanted: parked, after leaving the groups the agent put it in."""
     owned = case.ours
     leaves = tuple(g for g in owned.groups_added if g in ctx.host.groups and case.name in ctx.host.groups[g].members)
     disable = DisableAccount(case.name, owned.uid, naming.disabled_name(owned.uid),
-                             _disable_reason(owned, ctx.user_status))
+                             reason or _disable_reason(owned, ctx.user_status))
     return Decision(actions=(disable,), leaves=leaves, entry=replace(owned, groups_added=()))
 
 
@@ -463,7 +499,8 @@ def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: Plan
         owned = ledger.accounts.get(name)
         state, user = states[name] if owned is not None else (NEW, None)
         case = Case(name, want, owned, user)
-        decision = WANTED[state](ctx, case)
+        refusal = name_refusal(name, host, settings)
+        decision = WANTED[state](ctx, case) if refusal is None else REFUSED[state](ctx, case, refusal)
         if decision.uid is not None:
             assigned.add(decision.uid)
         yield case, decision

@@ -3,15 +3,18 @@ config, read once before planning into one immutable value (core.observed.Observ
 
 from __future__ import annotations
 
-from runas_agent.core.observed import Observation
+from dataclasses import replace
+
+from runas_agent.core.observed import HostState, Observation
 from runas_agent.host.accounts import read_host, read_os_release
 from runas_agent.host.files import StateDir
 from runas_agent.host.sudoers import read_drop_ins
+from runas_agent.host.sysusers import DIRECTORIES, read_sysusers
 from runas_agent.settings import Config, sudo_settings
 
 
 def observe(cfg: Config, etc: str = "/etc") -> Observation:
-    """Both ledgers, /etc/passwd, /etc/group, login.defs, os-release, and (while sudo is in use: a
+    """Both ledgers, /etc/passwd, /etc/group, login.defs, sysusers.d, os-release, and (while sudo is in use: a
     policy, ssm-user's blanket to remove, or drop-ins the agent owns) the sudoers drop-ins. Raises
     AgentError when a ledger is damaged or a drop-in cannot be read; nothing has been changed then."""
     state = StateDir(cfg.state_dir)
@@ -19,9 +22,16 @@ def observe(cfg: Config, etc: str = "/etc") -> Observation:
     sudo_ledger = state.sudo_ledger.load()
     sudo_in_use = sudo_settings(cfg).in_use or bool(sudo_ledger.files)
     return Observation(
-        host=read_host(etc),
+        host=read_host_names(etc),
         os_release=read_os_release(f"{etc}/os-release"),
         ledger=ledger,
         sudo_ledger=sudo_ledger,
         drop_ins=read_drop_ins(cfg.sudo.sudoers_dir, sudo_ledger) if sudo_in_use else {},
     )
+
+
+def read_host_names(etc: str = "/etc") -> HostState:
+    """The accounts and groups, with the names the host reserves besides them: those its sysusers.d
+    files declare (read from `etc`'s sysusers.d in place of /etc's)."""
+    directories = tuple(f"{etc}/sysusers.d" if d == "/etc/sysusers.d" else d for d in DIRECTORIES)
+    return replace(read_host(etc), sysusers=read_sysusers(directories).names)
