@@ -324,3 +324,26 @@ def test_names_that_only_resemble_reserved_ones_are_made():
     names = ["docker-team", "postgresql-dba", "ubuntu.fans", "ec2-ops", "admins"]
     p = run([user(f"u{i}", f"p{i}", org) for i, org in enumerate(names)], host())
     assert sorted(a.name for a in p.actions) == sorted(names) and not p.skips
+
+
+# --- grants that outlived their user ----------------------------------------------------------------
+
+def test_a_name_a_sudoers_rule_or_member_list_mentions_is_not_made():
+    s = settings("${path:userName}", "person")
+    h = replace(host(groups=[HostGroup("disk", 6, ("phantom",))]), sudoers={"ghost": "/etc/sudoers.d/90-cloud-init-users"})
+    p = run([user("u1", "ghost"), user("u2", "phantom"), user("u3", "alice")], h, s=s)
+    reasons = {s.name: s.reason for s in p.skips}
+    assert [a.name for a in p.actions] == ["alice"]
+    assert "/etc/sudoers.d/90-cloud-init-users" in reasons["ghost"] and "'ghost'" in reasons["ghost"]
+    assert "group 'disk'" in reasons["phantom"]
+
+
+def test_an_owned_account_keeps_the_rules_and_groups_an_admin_gave_it():
+    s = settings("${path:userName}", "person")
+    first = run([user("u1", "alice")], host(), s=s)
+    uid = first.actions[0].uid
+    h = replace(host([HostUser("alice", uid, uid, first.actions[0].comment, "/home/alice", "/bin/bash")],
+                     [HostGroup("alice", uid, ()), HostGroup("disk", 6, ("alice",))]),
+                sudoers={"alice": "/etc/sudoers.d/alice-tools"})
+    p = run([user("u1", "alice")], h, first.ledger, s=s)
+    assert p.actions == () and p.skips == ()

@@ -38,6 +38,9 @@ class HostState:
     #: names the host's sysusers.d files declare -> the file declaring each (accounts and groups a
     #: package owns, whether or not they exist yet)
     sysusers: Mapping[str, str] = field(default_factory=dict)
+    #: user names the host's sudoers files (all that visudo reads) mention -> the first file naming
+    #: each, the agent's own drop-ins left out
+    sudoers: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, users: list[HostUser], groups: list[HostGroup], uid_min: int = 1000) -> "HostState":

@@ -337,6 +337,22 @@ def _unowned_conflict(name: str, host: HostState) -> str | None:
     return None
 
 
+def stale_grant(name: str, host: HostState) -> str | None:
+    """Why a new account may not take `name`: a sudoers rule or a group member list names it
+    although no account has it, so it would apply to the new account (a grant left by an earlier
+    user of the name, or written for someone else)."""
+    listing = host.sudoers.get(name)
+    if listing is not None:
+        return (f"{listing} names {name!r} in a sudoers rule, alias or Defaults, but no account has the name: "
+                "the rule would apply to the new account; remove it or the name from it")
+    groups = [g.name for g in host.groups.values() if name in g.members]
+    if groups:
+        listed = ", ".join(repr(g) for g in sorted(groups))
+        return (f"group {listed} lists {name!r} as a member, but no account has the name: the new account would "
+                f"be in it; remove {name!r} from the member list (gpasswd -d)")
+    return None
+
+
 def _create(want: DesiredAccount, uid: int, gid: int, probe: int, settings: PlanSettings) -> CreateAccount:
     return CreateAccount(
         name=want.name, uid=uid, gid=gid, home=f"{settings.home_base.rstrip('/')}/{want.name}",
@@ -348,7 +364,7 @@ def _create(want: DesiredAccount, uid: int, gid: int, probe: int, settings: Plan
 
 def _new(ctx: Context, case: Case) -> Decision:
     want = case.wanted
-    conflict = _unowned_conflict(case.name, ctx.host)
+    conflict = _unowned_conflict(case.name, ctx.host) or stale_grant(case.name, ctx.host)
     if conflict:
         return Decision(skip=conflict)
     derived = uids.derive(want.uid_key, ctx.settings.uid_min, ctx.settings.uid_max, ctx.taken)
