@@ -14,9 +14,7 @@ import pytest
 from tests.security.common import (as_account, configure, derived_uid, getent, groups_of, need_sudo, plan, publish,
                                    sudo_listing, sync, uid_of, user)
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="attack 3 (a name changing hands): a new person with a leaver's UserName is given the "
-    "leaver's parked account back: UID, home, files, groups and rules")]
+pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 A = user("id-a-0001", "jsmith")

@@ -8,7 +8,7 @@ from runas_agent.core.desired import GroupRule, Settings, compute
 from runas_agent.core.expression import parse
 from runas_agent.core.ledger import Ledger, Owned
 from runas_agent.core.plan import (CreateAccount, DisableAccount, EnableAccount, ForgetAccount, PlanSettings,
-                                   SetGroupMembers, UpdateAccount, plan)
+                                   SetGroupMembers, SetHomeAside, UpdateAccount, plan)
 from runas_agent.directory import make_document, parse_document
 from runas_agent.core.observed import HostGroup, HostState, HostUser
 
@@ -347,3 +347,82 @@ def test_an_owned_account_keeps_the_rules_and_groups_an_admin_gave_it():
                 sudoers={"alice": "/etc/sudoers.d/alice-tools"})
     p = run([user("u1", "alice")], h, first.ledger, s=s)
     assert p.actions == () and p.skips == ()
+
+
+# --- a per-person name changing hands ---------------------------------------------------------------
+
+PERSON = settings("${path:userName}", "person")
+
+
+def _leaver(parked=True, home="/home/jsmith"):
+    ledger = Ledger({"jsmith": Owned("jsmith", 5000, 5000, "person", ("id-a",))})
+    user = HostUser("runas-off-5000" if parked else "jsmith", 5000, 5000, "runas-agent Jsmith (jsmith)", home,
+                    "/usr/sbin/nologin" if parked else "/bin/bash")
+    group = HostGroup("runas-off-5000" if parked else "jsmith", 5000, ())
+    return ledger, host([user], [group])
+
+
+def test_a_parked_name_goes_to_a_new_person_as_a_new_account():
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    aside, create = p.actions
+    assert isinstance(aside, SetHomeAside) and (aside.parked, aside.home, aside.to) == ("runas-off-5000", "/home/jsmith",
+                                                                                          "/home/runas-off-5000")
+    assert isinstance(create, CreateAccount) and create.uid != 5000 and create.home == "/home/jsmith"
+    assert create.uid == run([user("id-b", "jsmith")], host(), s=PERSON).actions[0].uid  # B's own UID, as on any host
+    assert p.ledger.accounts["jsmith"].identities == ("id-b",) and p.ledger.accounts["jsmith"].uid == create.uid
+    assert p.ledger.accounts["runas-off-5000"] == Owned("runas-off-5000", 5000, 5000, "person", ("id-a",))
+    assert any("jsmith changed hands" in w for w in p.warnings)
+
+
+def test_a_home_already_aside_is_not_moved_again_and_the_retired_entry_stays_parked():
+    ledger, h = _leaver(home="/home/runas-off-5000")
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    assert [type(a).__name__ for a in p.actions] == ["CreateAccount"]
+    uid = p.actions[0].uid
+    after = host([HostUser("runas-off-5000", 5000, 5000, "runas-agent Jsmith (jsmith)", "/home/runas-off-5000",
+                           "/usr/sbin/nologin"),
+                  HostUser("jsmith", uid, uid, p.actions[0].comment, "/home/jsmith", "/bin/bash")],
+                 [HostGroup("runas-off-5000", 5000, ()), HostGroup("jsmith", uid, ())])
+    again = run([user("id-b", "jsmith")], after, p.ledger, s=PERSON)
+    assert again.actions == () and again.ledger == p.ledger and not again.warnings
+
+
+def test_an_active_name_that_changed_hands_is_parked_first():
+    ledger, h = _leaver(parked=False)
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    (disable,) = p.actions
+    assert isinstance(disable, DisableAccount) and disable.name == "jsmith" and "changed hands" in disable.reason
+    assert "changed hands" in p.skips[0].reason and "next sync" in p.skips[0].reason
+
+
+def test_the_same_person_gets_their_parked_account_back_and_a_shared_account_never_changes_hands():
+    ledger, h = _leaver()
+    assert [type(a).__name__ for a in run([user("id-a", "jsmith")], h, ledger, s=PERSON).actions] == ["EnableAccount"]
+    shared = Ledger({"acme": Owned("acme", 5000, 5000, "shared", ("id-a",))})
+    p = run([user("id-b", "bob", "acme")], host([managed("acme", 5000, parked=True)], [HostGroup("runas-off-5000", 5000, ())]),
+            shared)
+    assert [type(a).__name__ for a in p.actions] == ["EnableAccount"]
+
+
+def test_a_newcomer_named_in_a_rule_left_for_the_leaver_is_skipped():
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], replace(h, sudoers={"jsmith": "/etc/sudoers.d/jsmith-tools"}), ledger, s=PERSON)
+    assert p.actions == () and "/etc/sudoers.d/jsmith-tools" in p.skips[0].reason
+    assert p.ledger == ledger
+
+
+def test_a_home_passwd_gives_to_another_account_is_never_a_new_accounts():
+    h = host([HostUser("runas-off-5000", 5000, 5000, "runas-agent x", "/home/erin", "/usr/sbin/nologin")])
+    p = run([user("id-e", "erin")], h, s=PERSON)
+    assert p.actions == () and "/home/erin is the home of runas-off-5000" in p.skips[0].reason
+
+
+def test_a_failed_set_aside_gives_the_name_back_to_the_leavers_entry():
+    from runas_agent.core.plan import ACCOUNTS
+
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    aside, create = p.actions
+    assert ACCOUNTS.settle(p.ledger, [aside, create]) == ledger
+    assert ACCOUNTS.settle(p.ledger, [create]).accounts.keys() == {"runas-off-5000"}

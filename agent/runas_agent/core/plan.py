@@ -93,6 +93,25 @@ class UpdateAccount(Action):
 
 
 @dataclass(frozen=True)
+class SetHomeAside(Action):
+    """Move a parked account's home away from `/home/<name>` (to `/home/<parked name>`), so the
+    account the name goes to next starts in a home of its own: the SSM agent sets HOME=/home/<name>
+    whatever passwd says. The files move with the parked account; nothing is deleted."""
+
+    #: the name the home is freed for
+    name: str
+    parked: str
+    uid: int
+    home: str
+    to: str
+    symbol = "~"
+    verb = "set-aside"
+
+    def detail(self) -> str:
+        return f"home of {self.parked} (uid={self.uid}) moved {self.home} -> {self.to}, with its files"
+
+
+@dataclass(frozen=True)
 class SetGroupMembers(Action):
     group: str
     add: tuple[str, ...]
@@ -186,10 +205,11 @@ class Plan:
 
 
 #: The order actions are applied in: accounts are updated, re-enabled and created before memberships
-#: are set (every new member exists by then), and disabled after (out of the agent's groups first).
+#: are set (every new member exists by then), and disabled after (out of the agent's groups first). A
+#: parked home is set aside before the account taking its name is created.
 #: A new action type takes its place here.
-ORDER: tuple[type[Action], ...] = (UpdateAccount, EnableAccount, CreateAccount, SetGroupMembers, DisableAccount,
-                                   ForgetAccount)
+ORDER: tuple[type[Action], ...] = (UpdateAccount, EnableAccount, SetHomeAside, CreateAccount, SetGroupMembers,
+                                   DisableAccount, ForgetAccount)
 
 
 # --- what an owned account is on the host ----------------------------------------------------------
@@ -207,9 +227,15 @@ CHANGED: State = "changed"
 NEW: State = "new"
 
 
+def retired(owned: Owned) -> bool:
+    """An entry kept under its parked name: the account's name went to another person, so it stays
+    parked for good (it is never active, and never under a wanted name)."""
+    return owned.name == naming.disabled_name(owned.uid)
+
+
 def owned_state(owned: Owned, host: HostState) -> tuple[State, HostUser | None]:
     """'active', 'disabled', 'missing' or 'changed' (owned account altered by hand), with the host user."""
-    user = host.users.get(owned.name)
+    user = host.users.get(owned.name) if not retired(owned) else None
     if user is not None:
         if user.uid == owned.uid and user.comment.startswith(MARKER):
             return ACTIVE, user
@@ -280,6 +306,8 @@ class Decision:
     leaves: tuple[str, ...] = ()
     #: a UID it takes (a new account)
     uid: int | None = None
+    #: an owned entry kept from now on under its parked name (the name went to another person)
+    retire: Owned | None = None
 
 
 Handler = Callable[[Context, Case], Decision]
@@ -362,9 +390,26 @@ def _create(want: DesiredAccount, uid: int, gid: int, probe: int, settings: Plan
 
 # --- wanted accounts, by state ----------------------------------------------------------------------
 
+def home_holder(name: str, host: HostState, settings: PlanSettings, moving: str | None = None) -> str | None:
+    """Why a new account may not start at /home/<name>: passwd gives that home to another account
+    (`moving`: an account whose home the plan sets aside first)."""
+    home = f"{settings.home_base.rstrip('/')}/{name}"
+    for user in host.users.values():
+        if user.home.rstrip("/") == home and user.name != moving:
+            return (f"{home} is the home of {user.name} (uid {user.uid}) in passwd: the new account would start "
+                    "in another account's files")
+    return None
+
+
 def _new(ctx: Context, case: Case) -> Decision:
+    return _make(ctx, case)
+
+
+def _make(ctx: Context, case: Case, moving: str | None = None) -> Decision:
+    """A new account under a name no account has."""
     want = case.wanted
-    conflict = _unowned_conflict(case.name, ctx.host) or stale_grant(case.name, ctx.host)
+    conflict = (_unowned_conflict(case.name, ctx.host) or stale_grant(case.name, ctx.host)
+                or home_holder(case.name, ctx.host, ctx.settings, moving))
     if conflict:
         return Decision(skip=conflict)
     derived = uids.derive(want.uid_key, ctx.settings.uid_min, ctx.settings.uid_max, ctx.taken)
@@ -383,6 +428,9 @@ def _recreate(ctx: Context, case: Case) -> Decision:
         return Decision(skip="managed account is gone and the name is now taken on this host")
     if owned.uid in ctx.host.uids or owned.uid in ctx.host.gids:
         return Decision(skip=f"managed account is gone and its UID {owned.uid} is now taken")
+    held = home_holder(case.name, ctx.host, ctx.settings)
+    if held:
+        return Decision(skip=f"managed account is gone and {held}")
     create = Decision(actions=(_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(
         f"managed account {case.name} was removed from the host by hand; re-creating it with uid {owned.uid}",))
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
@@ -458,6 +506,58 @@ REFUSED: Mapping[State, RefusedHandler] = {NEW: _refuse, MISSING: _refuse, DISAB
                                            ACTIVE: _refuse_active, CHANGED: _refuse_changed}
 
 
+# --- a per-person name that changed hands -----------------------------------------------------------
+
+def changed_hands(case: Case) -> bool:
+    """Whether a per-person account the ledger owns is wanted for a different person: none of the
+    UserIds it was made for is behind the name any more. A shared account is the organization's and
+    never changes hands; an entry that does not record its UserIds cannot tell."""
+    want, owned = case.want, case.owned
+    if want is None or owned is None or want.kind != "person" or owned.kind != "person" or not owned.identities:
+        return False
+    return not set(owned.identities) & set(_identities(want))
+
+
+def _handed_over_words(case: Case, parked: str) -> str:
+    return (f"{case.name} changed hands: the account was made for UserId {', '.join(case.ours.identities)}, "
+            f"the name now belongs to UserId {', '.join(_identities(case.wanted))}; the new person gets an "
+            f"account of their own and none of the first one's UID, home, files, groups or rules "
+            f"(the first one's stays parked as {parked})")
+
+
+def _hand_over_parked(ctx: Context, case: Case) -> Decision:
+    """The leaver's account is parked: its home is set aside if it is still at /home/<name>, its
+    ledger entry is kept under the parked name, and the name is made new for the newcomer."""
+    owned, parked = case.ours, case.found
+    made = _make(ctx, Case(case.name, case.want, None, None), moving=parked.name)
+    if made.skip is not None:
+        return made
+    home = f"{ctx.settings.home_base.rstrip('/')}/{case.name}"
+    aside = f"{ctx.settings.home_base.rstrip('/')}/{parked.name}"
+    moves = (SetHomeAside(case.name, parked.name, owned.uid, parked.home, aside),) if parked.home == home else ()
+    return replace(made, actions=moves + made.actions, retire=replace(owned, name=parked.name, groups_added=()),
+                   warnings=made.warnings + (_handed_over_words(case, parked.name),))
+
+
+def _hand_over_active(ctx: Context, case: Case) -> Decision:
+    """The leaver's account is still active under the name: parked now; the newcomer's account is
+    made by the next sync, once the name and its home are free."""
+    parked = naming.disabled_name(case.ours.uid)
+    words = _handed_over_words(case, parked)
+    return replace(_disable(ctx, case, f"the name changed hands to UserId {', '.join(_identities(case.wanted))}"),
+                   skip=f"{words}; the new account is made on the next sync, once the first one is parked")
+
+
+def _hand_over_missing(ctx: Context, case: Case) -> Decision:
+    """The leaver's account was removed by hand: its entry goes, the newcomer's account is new."""
+    return _new(ctx, Case(case.name, case.want, None, None))
+
+
+#: Wanted per-person accounts whose name changed hands: what the plan does for each state.
+HANDED_OVER: Mapping[State, Handler] = {NEW: _new, MISSING: _hand_over_missing, DISABLED: _hand_over_parked,
+                                        ACTIVE: _hand_over_active, CHANGED: _changed_wanted}
+
+
 # --- accounts no longer wanted, by state ------------------------------------------------------------
 
 def _disable_reason(owned: Owned, user_status: Mapping[str, bool]) -> str:
@@ -516,7 +616,12 @@ def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: Plan
         state, user = states[name] if owned is not None else (NEW, None)
         case = Case(name, want, owned, user)
         refusal = name_refusal(name, host, settings)
-        decision = WANTED[state](ctx, case) if refusal is None else REFUSED[state](ctx, case, refusal)
+        if refusal is not None:
+            decision = REFUSED[state](ctx, case, refusal)
+        elif changed_hands(case):
+            decision = HANDED_OVER[state](ctx, case)
+        else:
+            decision = WANTED[state](ctx, case)
         if decision.uid is not None:
             assigned.add(decision.uid)
         yield case, decision
@@ -545,6 +650,8 @@ def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple
             joins.setdefault(group, set()).add(case.name)
         for group in d.leaves:
             leaves.setdefault(group, set()).add(case.name)
+        if d.retire is not None:
+            accounts[d.retire.name] = d.retire
         if d.forget:
             accounts.pop(case.name, None)
         elif d.entry is not None:
@@ -603,7 +710,18 @@ def blocked_accounts(outcome: Outcome) -> set[str]:
 # --- keeping the ledger across the apply -------------------------------------------------------------
 
 def _created_failed(ledger: Ledger, action: CreateAccount) -> Ledger:
-    return ledger.without(action.name) if action.name in ledger.accounts else ledger
+    owned = ledger.accounts.get(action.name)
+    return ledger.without(action.name) if owned is not None and owned.uid == action.uid else ledger
+
+
+def _set_aside_failed(ledger: Ledger, action: SetHomeAside) -> Ledger:
+    """The home is still at /home/<name>: the parked account's entry goes back under the name, so the
+    next sync hands the name over again (and sets the home aside first) instead of making a new
+    account in it."""
+    retired = ledger.accounts.get(action.parked)
+    if retired is None:
+        return ledger
+    return ledger.without(action.parked).with_account(replace(retired, name=action.name))
 
 
 def _membership_failed(ledger: Ledger, action: SetGroupMembers) -> Ledger:
@@ -620,4 +738,5 @@ def _membership_failed(ledger: Ledger, action: SetGroupMembers) -> Ledger:
 
 
 ACCOUNTS: Bookkeeping[Ledger] = Bookkeeping(merge=Ledger.merge,
-                                             reverts={CreateAccount: _created_failed, SetGroupMembers: _membership_failed})
+                                             reverts={CreateAccount: _created_failed, SetHomeAside: _set_aside_failed,
+                                                      SetGroupMembers: _membership_failed})

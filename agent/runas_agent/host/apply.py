@@ -14,7 +14,7 @@ from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
 from runas_agent.core.action import Action, Outcome
 from runas_agent.core.plan import (NOLOGIN, CreateAccount, DisableAccount, EnableAccount, ForgetAccount,
-                                   SetGroupMembers, UpdateAccount, blocked_accounts)
+                                   SetGroupMembers, SetHomeAside, UpdateAccount, blocked_accounts)
 from runas_agent.core.sudoers import SudoAction
 from runas_agent.errors import CommandError
 from runas_agent.host import subp
@@ -71,12 +71,14 @@ class Applier:
         self.run = run
         self.handlers: Mapping[type, Callable[[Any, Outcome], None]] = {
             CreateAccount: self._create, EnableAccount: self._enable, UpdateAccount: self._update,
-            SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget}
+            SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget,
+            SetHomeAside: self._set_home_aside}
 
     def apply(self, actions: Sequence[Action], progress: Progress | None = None) -> Outcome:
         """Apply every action. `progress`, when given, is called before each action: a point where
         nothing is half-done, so it may raise to abandon the rest (the daemon's watchdog and stop)."""
         outcome = Outcome()
+        actions = self._homes_set_aside_first(actions, outcome)
         creates = [a for a in actions if isinstance(a, CreateAccount)]
         batched: set[int] = set()
         if len(creates) >= self.batch_min:
@@ -257,3 +259,32 @@ class Applier:
 
     def _forget(self, a: ForgetAccount, outcome: Outcome) -> None:
         return None
+
+    # -- a name that changed hands --------------------------------------------------------------------
+
+    def _homes_set_aside_first(self, actions: Sequence[Action], outcome: Outcome) -> list[Action]:
+        """Set parked homes aside before anything else (creates in a batch included): the account
+        taking the name is made at /home/<name>. Returns the other actions, without the create of a
+        name whose home could not be set aside (it would land in the leaver's home)."""
+        blocked: set[str] = set()
+        for action in actions:
+            if isinstance(action, SetHomeAside):
+                try:
+                    self._set_home_aside(action, outcome)
+                    outcome.done.append(action)
+                except CommandError as exc:
+                    outcome.failed.append((action, str(exc)))
+                    blocked.add(action.name)
+        rest: list[Action] = []
+        for action in actions:
+            if isinstance(action, CreateAccount) and action.name in blocked:
+                outcome.failed.append((action, f"not created: the home of the account that had the name is still at "
+                                               f"{action.home}"))
+            elif not isinstance(action, SetHomeAside):
+                rest.append(action)
+        return rest
+
+    def _set_home_aside(self, a: SetHomeAside, outcome: Outcome) -> None:
+        # usermod -m renames the directory (copies, then removes the original, across filesystems)
+        # and refuses when the target exists: nothing is overwritten.
+        self.run(["usermod", "-d", a.to, "-m", "--", a.parked])
