@@ -15,9 +15,7 @@ from tests.hosts.namespace import IsolatedHost
 from tests.security.common import (as_account, configure, derived_uid, getent, groups_of, need_sudo, plan, publish,
                                    sudo_listing, sync, uid_of, user)
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="attack 4 (a rename splits the fleet): a renamed person's account is parked and a new "
-    "one created with another UID probe, without the files")]
+pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 OPS = {"identity_store_group": "Ops", "commands": ["/usr/bin/journalctl"], "nopasswd": True}

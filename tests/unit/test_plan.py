@@ -8,7 +8,7 @@ from runas_agent.core.desired import GroupRule, Settings, compute
 from runas_agent.core.expression import parse
 from runas_agent.core.ledger import Ledger, Owned
 from runas_agent.core.plan import (CreateAccount, DisableAccount, EnableAccount, ForgetAccount, PlanSettings,
-                                   SetGroupMembers, SetHomeAside, UpdateAccount, plan)
+                                   RenameAccount, SetGroupMembers, SetHomeAside, UpdateAccount, plan)
 from runas_agent.directory import make_document, parse_document
 from runas_agent.core.observed import HostGroup, HostState, HostUser
 
@@ -426,3 +426,58 @@ def test_a_failed_set_aside_gives_the_name_back_to_the_leavers_entry():
     aside, create = p.actions
     assert ACCOUNTS.settle(p.ledger, [aside, create]) == ledger
     assert ACCOUNTS.settle(p.ledger, [create]).accounts.keys() == {"runas-off-5000"}
+
+
+# --- a person renamed -------------------------------------------------------------------------------
+
+def _bob(parked=False, groups_added=("adm",), name="bob"):
+    ledger = Ledger({name: Owned(name, 5000, 5000, "person", ("id-bob",), groups_added)})
+    shown = "runas-off-5000" if parked else "bob"
+    user_ = HostUser(shown, 5000, 5000, "runas-agent Bob (bob)", "/home/bob", "/usr/sbin/nologin" if parked else "/bin/bash")
+    return ledger, host([user_], [HostGroup(shown, 5000, ()), HostGroup("deploy", 3000, (shown,))])
+
+
+def test_a_renamed_person_keeps_the_account():
+    ledger, h = _bob(groups_added=("deploy",))
+    p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
+    rename, leave = p.actions
+    assert isinstance(rename, RenameAccount) and rename.line().startswith("~ rename bob -> robert")
+    assert (leave.group, leave.add, leave.remove) == ("deploy", (), ("robert",))  # the agent's membership, renamed
+    assert (rename.uid, rename.group, rename.home, rename.old_home, rename.enable) == (5000, "bob", "/home/robert", "/home/bob", False)
+    assert p.ledger.accounts.keys() == {"robert"}
+    assert p.ledger.accounts["robert"] == Owned("robert", 5000, 5000, "person", ("id-bob",), ())  # deploy: not wanted now
+    groups = replace(PERSON, group_rules=(GroupRule(None, "robert", ("deploy",)),))
+    kept = run([user("id-bob", "robert")], h, ledger, s=groups)
+    assert [type(a).__name__ for a in kept.actions] == ["RenameAccount"]  # the membership follows the rename
+    assert kept.ledger.accounts["robert"].groups_added == ("deploy",)
+
+
+def test_a_renamed_parked_person_comes_back_under_the_new_name():
+    ledger, h = _bob(parked=True)
+    (rename,) = run([user("id-bob", "robert")], h, ledger, s=PERSON).actions
+    assert (rename.old, rename.group, rename.enable, rename.owned_as) == ("runas-off-5000", "runas-off-5000", True, "bob")
+
+
+def test_a_leaver_whose_name_changed_hands_returns_under_a_new_name_with_their_account():
+    ledger, h = _leaver(home="/home/runas-off-5000")
+    handed = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    p = run([user("id-b", "jsmith"), user("id-a", "asmith")], h, handed.ledger, s=PERSON)
+    rename = p.of(RenameAccount)[0]
+    assert (rename.old, rename.name, rename.uid, rename.old_home, rename.home) == (
+        "runas-off-5000", "asmith", 5000, "/home/runas-off-5000", "/home/asmith")
+    assert "runas-off-5000" not in p.ledger.accounts and p.ledger.accounts["asmith"].uid == 5000
+
+
+def test_a_rename_onto_a_taken_name_parks_the_old_account_and_skips_the_new_name():
+    ledger, h = _bob()
+    p = run([user("id-bob", "ops")], h, ledger, s=PERSON)   # `ops` is a local account
+    assert [type(a).__name__ for a in p.actions] == ["DisableAccount"]
+    assert "not managed by runas-agent" in p.skips[0].reason
+
+
+def test_a_failed_rename_keeps_the_entry_under_its_old_name():
+    from runas_agent.core.plan import ACCOUNTS
+
+    ledger, h = _bob(parked=True)
+    p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
+    assert ACCOUNTS.settle(p.ledger, list(p.actions)).accounts.keys() == {"bob"}

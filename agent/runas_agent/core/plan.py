@@ -93,6 +93,40 @@ class UpdateAccount(Action):
 
 
 @dataclass(frozen=True)
+class RenameAccount(Action):
+    """A person's UserName changed (same UserId): the account, its primary group and its home take
+    the new name; UID, GID, files and memberships stay (usermod renames the user in member lists).
+    From a parked account (`enable`), it is re-enabled under the new name at the same time."""
+
+    name: str
+    old: str
+    #: the primary group's current name (the old name, or the parked name)
+    group: str
+    uid: int
+    home: str
+    old_home: str
+    shell: str
+    comment: str
+    enable: bool = False
+    #: the ledger's name for it until now (the old name, or its parked name once its name went to another)
+    owned_as: str = ""
+    symbol = "~"
+    verb = "rename"
+
+    @property
+    def account(self) -> str:
+        return self.name
+
+    def line(self) -> str:
+        return f"{self.symbol} rename {self.old} -> {self.name}: {self.detail()}"
+
+    def detail(self) -> str:
+        moved = f"home {self.old_home} -> {self.home}" if self.old_home != self.home else f"home {self.home}"
+        return f"uid={self.uid} kept, {moved} with its files, group and memberships follow" + (
+            ", enabled" if self.enable else "")
+
+
+@dataclass(frozen=True)
 class SetHomeAside(Action):
     """Move a parked account's home away from `/home/<name>` (to `/home/<parked name>`), so the
     account the name goes to next starts in a home of its own: the SSM agent sets HOME=/home/<name>
@@ -208,8 +242,8 @@ class Plan:
 #: are set (every new member exists by then), and disabled after (out of the agent's groups first). A
 #: parked home is set aside before the account taking its name is created.
 #: A new action type takes its place here.
-ORDER: tuple[type[Action], ...] = (UpdateAccount, EnableAccount, SetHomeAside, CreateAccount, SetGroupMembers,
-                                   DisableAccount, ForgetAccount)
+ORDER: tuple[type[Action], ...] = (UpdateAccount, RenameAccount, EnableAccount, SetHomeAside, CreateAccount,
+                                   SetGroupMembers, DisableAccount, ForgetAccount)
 
 
 # --- what an owned account is on the host ----------------------------------------------------------
@@ -308,6 +342,8 @@ class Decision:
     uid: int | None = None
     #: an owned entry kept from now on under its parked name (the name went to another person)
     retire: Owned | None = None
+    #: the name whose entry this account's replaces (a rename)
+    renamed_from: str | None = None
 
 
 Handler = Callable[[Context, Case], Decision]
@@ -557,6 +593,46 @@ def _hand_over_missing(ctx: Context, case: Case) -> Decision:
 HANDED_OVER: Mapping[State, Handler] = {NEW: _new, MISSING: _hand_over_missing, DISABLED: _hand_over_parked,
                                         ACTIVE: _hand_over_active, CHANGED: _changed_wanted}
 
+# --- a person renamed (same UserId, new name) ---------------------------------------------------------
+
+def rename_source(name: str, want: DesiredAccount, ledger: Ledger, desired: Desired,
+                  states: Mapping[str, tuple[State, HostUser | None]]) -> str | None:
+    """The owned account a new per-person name renames: the one made for the same UserId, active or
+    parked, whose own name is no longer wanted. None when there is not exactly one."""
+    if want.kind != "person" or name in ledger.accounts:
+        return None
+    ids = _identities(want)
+    found = [n for n, o in ledger.accounts.items()
+             if o.kind == "person" and o.identities == ids and n not in desired.accounts
+             and states[n][0] in (ACTIVE, DISABLED)]
+    return found[0] if len(found) == 1 else None
+
+
+def _members_renamed(host: HostState, old: str, new: str) -> HostState:
+    """The host as it is once `old` is renamed: member lists name `new` instead."""
+    groups = {g.name: replace(g, members=tuple(new if m == old else m for m in g.members)) if old in g.members else g
+              for g in host.groups.values()}
+    return replace(host, groups=groups)
+
+
+def _rename(ctx: Context, case: Case) -> Decision:
+    """Owned under another name, for the same person: renamed, keeping UID, GID, files and the
+    memberships; a parked account is enabled under the new name."""
+    want, owned, user = case.wanted, case.ours, case.found
+    conflict = (_unowned_conflict(case.name, ctx.host) or stale_grant(case.name, ctx.host)
+                or home_holder(case.name, ctx.host, ctx.settings, moving=user.name))
+    if conflict:
+        return Decision(skip=conflict)
+    home = f"{ctx.settings.home_base.rstrip('/')}/{case.name}"
+    group = ctx.host.gids.get(owned.gid, user.name)
+    rename = RenameAccount(case.name, user.name, group, owned.uid, home, user.home, ctx.settings.shell, want.comment,
+                           enable=user.name == naming.disabled_name(owned.uid), owned_as=owned.name)
+    after = _members_renamed(ctx.host, user.name, case.name)
+    groups = plan_groups(case.name, want, frozenset(owned.groups_added), after, creating=False)
+    decision = Decision(actions=(rename,), renamed_from=owned.name)
+    return _with_groups(decision, groups, replace(owned, name=case.name, identities=_identities(want)))
+
+
 
 # --- accounts no longer wanted, by state ------------------------------------------------------------
 
@@ -611,25 +687,39 @@ def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: Plan
         return uid in host.uids or uid in host.gids or uid in reserved or uid in assigned
 
     ctx = Context(host, settings, user_status, taken)
+    renamed: set[str] = set()
     for name, want in desired.accounts.items():
-        owned = ledger.accounts.get(name)
-        state, user = states[name] if owned is not None else (NEW, None)
-        case = Case(name, want, owned, user)
-        refusal = name_refusal(name, host, settings)
-        if refusal is not None:
-            decision = REFUSED[state](ctx, case, refusal)
-        elif changed_hands(case):
-            decision = HANDED_OVER[state](ctx, case)
-        else:
-            decision = WANTED[state](ctx, case)
+        case, decision = _wanted(ctx, name, want, ledger, desired, states)
         if decision.uid is not None:
             assigned.add(decision.uid)
+        if decision.renamed_from is not None:
+            renamed.add(decision.renamed_from)
         yield case, decision
     for name, owned in sorted(ledger.accounts.items()):
-        if name not in desired.accounts:
+        if name not in desired.accounts and name not in renamed:
             state, user = states[name]
             case = Case(name, None, owned, user)
             yield case, LEAVING[state](ctx, case)
+
+
+def _wanted(ctx: Context, name: str, want: DesiredAccount, ledger: Ledger, desired: Desired,
+            states: Mapping[str, tuple[State, HostUser | None]]) -> tuple[Case, Decision]:
+    """One wanted account: refused, handed over, renamed, or by its state."""
+    owned = ledger.accounts.get(name)
+    state, user = states[name] if owned is not None else (NEW, None)
+    case = Case(name, want, owned, user)
+    refusal = name_refusal(name, ctx.host, ctx.settings)
+    if refusal is not None:
+        return case, REFUSED[state](ctx, case, refusal)
+    if changed_hands(case):
+        return case, HANDED_OVER[state](ctx, case)
+    source = rename_source(name, want, ledger, desired, states)
+    if source is not None:
+        renaming = Case(name, want, ledger.accounts[source], states[source][1])
+        decision = _rename(ctx, renaming)
+        if decision.skip is None:
+            return renaming, decision
+    return case, WANTED[state](ctx, case)
 
 
 def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple[list[Action], list[Skip], list[str], Ledger]:
@@ -652,6 +742,8 @@ def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple
             leaves.setdefault(group, set()).add(case.name)
         if d.retire is not None:
             accounts[d.retire.name] = d.retire
+        if d.renamed_from is not None:
+            accounts.pop(d.renamed_from, None)
         if d.forget:
             accounts.pop(case.name, None)
         elif d.entry is not None:
@@ -700,7 +792,7 @@ def safety(desired: Desired, settings: PlanSettings, directory_size: int, disabl
 
 #: Actions whose failure leaves the name without the agent's account: nothing else (a sudoers
 #: drop-in) may be written for that name in the same sync.
-MAKES_THE_ACCOUNT: tuple[type[Action], ...] = (CreateAccount, EnableAccount)
+MAKES_THE_ACCOUNT: tuple[type[Action], ...] = (CreateAccount, EnableAccount, RenameAccount)
 
 
 def blocked_accounts(outcome: Outcome) -> set[str]:
@@ -712,6 +804,14 @@ def blocked_accounts(outcome: Outcome) -> set[str]:
 def _created_failed(ledger: Ledger, action: CreateAccount) -> Ledger:
     owned = ledger.accounts.get(action.name)
     return ledger.without(action.name) if owned is not None and owned.uid == action.uid else ledger
+
+
+def _rename_failed(ledger: Ledger, action: RenameAccount) -> Ledger:
+    """The account still has its old name: its entry goes back under it."""
+    owned = ledger.accounts.get(action.name)
+    if owned is None or owned.uid != action.uid:
+        return ledger
+    return ledger.without(action.name).with_account(replace(owned, name=action.owned_as))
 
 
 def _set_aside_failed(ledger: Ledger, action: SetHomeAside) -> Ledger:
@@ -739,4 +839,5 @@ def _membership_failed(ledger: Ledger, action: SetGroupMembers) -> Ledger:
 
 ACCOUNTS: Bookkeeping[Ledger] = Bookkeeping(merge=Ledger.merge,
                                              reverts={CreateAccount: _created_failed, SetHomeAside: _set_aside_failed,
+                                                      RenameAccount: _rename_failed,
                                                       SetGroupMembers: _membership_failed})

@@ -14,7 +14,8 @@ from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
 from runas_agent.core.action import Action, Outcome
 from runas_agent.core.plan import (NOLOGIN, CreateAccount, DisableAccount, EnableAccount, ForgetAccount,
-                                   SetGroupMembers, SetHomeAside, UpdateAccount, blocked_accounts)
+                                   RenameAccount, SetGroupMembers, SetHomeAside, UpdateAccount,
+                                   blocked_accounts)
 from runas_agent.core.sudoers import SudoAction
 from runas_agent.errors import CommandError
 from runas_agent.host import subp
@@ -72,7 +73,7 @@ class Applier:
         self.handlers: Mapping[type, Callable[[Any, Outcome], None]] = {
             CreateAccount: self._create, EnableAccount: self._enable, UpdateAccount: self._update,
             SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget,
-            SetHomeAside: self._set_home_aside}
+            SetHomeAside: self._set_home_aside, RenameAccount: self._rename}
 
     def apply(self, actions: Sequence[Action], progress: Progress | None = None) -> Outcome:
         """Apply every action. `progress`, when given, is called before each action: a point where
@@ -259,6 +260,21 @@ class Applier:
 
     def _forget(self, a: ForgetAccount, outcome: Outcome) -> None:
         return None
+
+    # -- a person renamed ------------------------------------------------------------------------------
+
+    def _rename(self, a: RenameAccount, outcome: Outcome) -> None:
+        # One usermod: the name (and with it every member list naming the user), the home moved with
+        # its files (-m renames the directory; it refuses when the target exists), the comment, the
+        # shell, and for a parked account the lock and expiry lifted. Then the primary group.
+        argv = ["usermod", "-l", a.name, "-c", a.comment, "-s", a.shell]
+        if a.home != a.old_home:
+            argv += ["-d", a.home, "-m"]
+        if a.enable:
+            argv += ["-U", "-e", ""]
+        self.run(argv + ["--", a.old])
+        if a.group != a.name:
+            self.run(["groupmod", "-n", a.name, "--", a.group])
 
     # -- a name that changed hands --------------------------------------------------------------------
 
