@@ -481,3 +481,28 @@ def test_a_failed_rename_keeps_the_entry_under_its_old_name():
     ledger, h = _bob(parked=True)
     p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
     assert ACCOUNTS.settle(p.ledger, list(p.actions)).accounts.keys() == {"bob"}
+
+
+# --- a home that someone else owns ------------------------------------------------------------------
+
+def test_an_existing_home_that_is_not_the_new_accounts_is_a_conflict():
+    from runas_agent.core.observed import NOT_A_DIRECTORY
+
+    h = replace(host(), homes={"/home/erin": 1001, "/home/link": NOT_A_DIRECTORY, "/home/ann": 0})
+    p = run([user("id-erin", "erin"), user("id-l", "link"), user("id-f", "frank")], h, s=PERSON)
+    reasons = {s.name: s.reason for s in p.skips}
+    assert [a.name for a in p.actions] == ["frank"]
+    assert "/home/erin exists and belongs to uid 1001" in reasons["erin"]
+    assert "not a directory" in reasons["link"]
+    uid = p.actions[0].uid
+    own = run([user("id-f", "frank")], replace(host(), homes={"/home/frank": uid}), s=PERSON)
+    assert [a.name for a in own.actions] == ["frank"]   # its own directory (an interrupted create) is fine
+
+
+def test_a_leavers_home_being_set_aside_is_no_conflict_but_a_rename_target_is():
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], replace(h, homes={"/home/jsmith": 5000}), ledger, s=PERSON)
+    assert [type(a).__name__ for a in p.actions] == ["SetHomeAside", "CreateAccount"]
+    ledger, h = _bob()
+    r = run([user("id-bob", "robert")], replace(h, homes={"/home/bob": 5000, "/home/robert": 1001}), ledger, s=PERSON)
+    assert not r.of(RenameAccount) and any("/home/robert exists" in s.reason for s in r.skips)

@@ -28,6 +28,10 @@ class HostGroup:
     members: tuple[str, ...]
 
 
+#: `HostState.homes` value of an entry that is not a directory (a symbolic link, a file)
+NOT_A_DIRECTORY = -1
+
+
 @dataclass(frozen=True)
 class HostState:
     users: dict[str, HostUser]
@@ -41,6 +45,9 @@ class HostState:
     #: user names the host's sudoers files (all that visudo reads) mention -> the first file naming
     #: each, the agent's own drop-ins left out
     sudoers: Mapping[str, str] = field(default_factory=dict)
+    #: what is in the home base directory: path -> its owner's UID (NOT_A_DIRECTORY for a link or a
+    #: file), as lstat sees it
+    homes: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, users: list[HostUser], groups: list[HostGroup], uid_min: int = 1000) -> "HostState":

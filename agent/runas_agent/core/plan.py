@@ -22,7 +22,7 @@ from runas_agent.core.action import Action, Outcome
 from runas_agent.core.allowed import AllowedNames
 from runas_agent.core.desired import MARKER, Desired, DesiredAccount, Skip
 from runas_agent.core.ledger import Bookkeeping, Ledger, Owned
-from runas_agent.core.observed import HostState, HostUser
+from runas_agent.core.observed import NOT_A_DIRECTORY, HostState, HostUser
 from runas_agent.core.reserved import reserved_reason
 
 NOLOGIN = "/usr/sbin/nologin"
@@ -437,6 +437,18 @@ def home_holder(name: str, host: HostState, settings: PlanSettings, moving: str 
     return None
 
 
+def foreign_home(home: str, uid: int, host: HostState) -> str | None:
+    """Why an account with `uid` may not be given `home`: something is there already that is not its
+    own directory (left by an earlier `userdel`, now another user's, or a link)."""
+    owner = host.homes.get(home)
+    if owner is None or owner == uid:
+        return None
+    if owner == NOT_A_DIRECTORY:
+        return f"{home} exists and is not a directory (a link or a file): it is never made a home"
+    return (f"{home} exists and belongs to uid {owner}, not to this account: a session would run the files in it "
+            "(.bashrc, .profile) with this account's rights; move it away, or give it to the account's UID")
+
+
 def _new(ctx: Context, case: Case) -> Decision:
     return _make(ctx, case)
 
@@ -452,8 +464,13 @@ def _make(ctx: Context, case: Case, moving: str | None = None) -> Decision:
     if derived is None:
         return Decision(skip="no free UID in accounts.uid_min..uid_max")
     uid, probe = derived
+    action = _create(want, uid, uid, probe, ctx.settings)
+    set_aside = moving is not None and ctx.host.users[moving].home.rstrip("/") == action.home
+    foreign = foreign_home(action.home, uid, ctx.host) if not set_aside else None
+    if foreign:
+        return Decision(skip=foreign)
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
-    create = Decision(actions=(_create(want, uid, uid, probe, ctx.settings),), uid=uid)
+    create = Decision(actions=(action,), uid=uid)
     return _with_groups(create, groups, Owned(case.name, uid, uid, want.kind, _identities(want)))
 
 
@@ -464,7 +481,8 @@ def _recreate(ctx: Context, case: Case) -> Decision:
         return Decision(skip="managed account is gone and the name is now taken on this host")
     if owned.uid in ctx.host.uids or owned.uid in ctx.host.gids:
         return Decision(skip=f"managed account is gone and its UID {owned.uid} is now taken")
-    held = home_holder(case.name, ctx.host, ctx.settings)
+    held = (home_holder(case.name, ctx.host, ctx.settings)
+            or foreign_home(f"{ctx.settings.home_base.rstrip('/')}/{case.name}", owned.uid, ctx.host))
     if held:
         return Decision(skip=f"managed account is gone and {held}")
     create = Decision(actions=(_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(
@@ -624,6 +642,9 @@ def _rename(ctx: Context, case: Case) -> Decision:
     if conflict:
         return Decision(skip=conflict)
     home = f"{ctx.settings.home_base.rstrip('/')}/{case.name}"
+    taken = foreign_home(home, -2, ctx.host) if home != user.home else None
+    if taken:
+        return Decision(skip=taken)
     group = ctx.host.gids.get(owned.gid, user.name)
     rename = RenameAccount(case.name, user.name, group, owned.uid, home, user.home, ctx.settings.shell, want.comment,
                            enable=user.name == naming.disabled_name(owned.uid), owned_as=owned.name)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import replace
 
-from runas_agent.core.observed import HostState, Observation
+from runas_agent.core.observed import NOT_A_DIRECTORY, HostState, Observation
 from runas_agent.core.sudoers import SudoLedger
 from runas_agent.host.accounts import read_host, read_os_release
 from runas_agent.host.files import StateDir
@@ -21,14 +22,15 @@ log = logging.getLogger(__name__)
 
 def observe(cfg: Config, etc: str = "/etc") -> Observation:
     """Both ledgers, /etc/passwd, /etc/group, login.defs, sysusers.d, the names sudoers files mention,
-    os-release, and (while sudo is in use: a policy, ssm-user's blanket to remove, or drop-ins the
+    the home base's entries, os-release, and (while sudo is in use: a policy, ssm-user's blanket to remove, or drop-ins the
     agent owns) the sudoers drop-ins. Raises AgentError when a ledger is damaged or a drop-in cannot be read; nothing has been changed then."""
     state = StateDir(cfg.state_dir)
     ledger = state.ledger.load()
     sudo_ledger = state.sudo_ledger.load()
     sudo_in_use = sudo_settings(cfg).in_use or bool(sudo_ledger.files)
     return Observation(
-        host=replace(read_host_names(etc), sudoers=sudoers_mentions(cfg, sudo_ledger, etc)),
+        host=replace(read_host_names(etc), sudoers=sudoers_mentions(cfg, sudo_ledger, etc),
+                     homes=read_homes(cfg.accounts.home_base)),
         os_release=read_os_release(f"{etc}/os-release"),
         ledger=ledger,
         sudo_ledger=sudo_ledger,
@@ -43,6 +45,24 @@ def sudoers_mentions(cfg: Config, sudo_ledger: SudoLedger, etc: str = "/etc") ->
     for problem in found.problems:
         log.warning("sudoers: %s (names it mentions are not known)", problem)
     return found.names
+
+
+def read_homes(home_base: str) -> dict[str, int]:
+    """Every entry of the home base: path -> owner UID, NOT_A_DIRECTORY for anything but a directory
+    (lstat: a link is never followed)."""
+    base = home_base.rstrip("/") or "/"
+    homes: dict[str, int] = {}
+    try:
+        entries = list(os.scandir(base))
+    except (FileNotFoundError, NotADirectoryError):
+        return homes
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        homes[f"{base}/{entry.name}"] = st.st_uid if stat.S_ISDIR(st.st_mode) else NOT_A_DIRECTORY
+    return homes
 
 
 def read_host_names(etc: str = "/etc") -> HostState:
