@@ -506,3 +506,28 @@ def test_a_leavers_home_being_set_aside_is_no_conflict_but_a_rename_target_is():
     ledger, h = _bob()
     r = run([user("id-bob", "robert")], replace(h, homes={"/home/bob": 5000, "/home/robert": 1001}), ledger, s=PERSON)
     assert not r.of(RenameAccount) and any("/home/robert exists" in s.reason for s in r.skips)
+
+
+# --- a disable the person can block -----------------------------------------------------------------
+
+def test_a_per_person_accounts_processes_end_before_it_is_parked_or_re_enabled():
+    from runas_agent.core.plan import EndProcesses
+
+    ledger, h = _bob()
+    busy = replace(h, busy_uids=frozenset({5000}))
+    gone = run([user("id-x", "x")], busy, ledger, s=PERSON)
+    assert [type(a).__name__ for a in gone.of(EndProcesses) + gone.of(DisableAccount)] == ["EndProcesses", "DisableAccount"]
+    assert gone.actions.index(gone.of(EndProcesses)[0]) < gone.actions.index(gone.of(DisableAccount)[0])
+    assert not run([user("id-x", "x")], h, ledger, s=PERSON).of(EndProcesses)      # nothing runs: nothing to end
+    ledger, h = _bob(parked=True)
+    back = run([user("id-bob", "bob")], replace(h, busy_uids=frozenset({5000})), ledger, s=PERSON)
+    assert [type(a).__name__ for a in back.actions][:2] == ["EndProcesses", "EnableAccount"]
+
+
+def test_a_shared_accounts_processes_never_end_with_it():
+    from runas_agent.core.plan import EndProcesses
+
+    ledger = Ledger({"acme": Owned("acme", 5000, 5000, "shared", ("u1",))})
+    h = replace(host([managed("acme", 5000)], [HostGroup("acme", 5000, ())]), busy_uids=frozenset({5000}))
+    p = run([user("u2", "b", "other")], h, ledger)
+    assert p.of(DisableAccount) and not p.of(EndProcesses)

@@ -48,6 +48,9 @@ class HostState:
     #: what is in the home base directory: path -> its owner's UID (NOT_A_DIRECTORY for a link or a
     #: file), as lstat sees it
     homes: Mapping[str, int] = field(default_factory=dict)
+    #: every UID some live process runs with (real, effective or saved): `usermod -l` refuses to
+    #: rename an account of one of them
+    busy_uids: frozenset[int] = frozenset()
 
     @classmethod
     def build(cls, users: list[HostUser], groups: list[HostGroup], uid_min: int = 1000) -> "HostState":

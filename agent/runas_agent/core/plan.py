@@ -127,6 +127,22 @@ class RenameAccount(Action):
 
 
 @dataclass(frozen=True)
+class EndProcesses(Action):
+    """End every process of a per-person account's UID (SIGTERM, a grace period, SIGKILL) before it
+    is parked or re-enabled: `usermod -l` refuses to rename an account that runs anything, so a
+    process left behind would keep a leaver's account resolving, or lock a returning person out."""
+
+    name: str
+    uid: int
+    why: str
+    symbol = "-"
+    verb = "end-processes"
+
+    def detail(self) -> str:
+        return f"every process of uid={self.uid} ({self.why})"
+
+
+@dataclass(frozen=True)
 class SetHomeAside(Action):
     """Move a parked account's home away from `/home/<name>` (to `/home/<parked name>`), so the
     account the name goes to next starts in a home of its own: the SSM agent sets HOME=/home/<name>
@@ -240,10 +256,11 @@ class Plan:
 
 #: The order actions are applied in: accounts are updated, re-enabled and created before memberships
 #: are set (every new member exists by then), and disabled after (out of the agent's groups first). A
-#: parked home is set aside before the account taking its name is created.
+#: parked home is set aside before the account taking its name is created. A per-person account's
+#: processes end before it is renamed (parked, re-enabled).
 #: A new action type takes its place here.
-ORDER: tuple[type[Action], ...] = (UpdateAccount, RenameAccount, EnableAccount, SetHomeAside, CreateAccount,
-                                   SetGroupMembers, DisableAccount, ForgetAccount)
+ORDER: tuple[type[Action], ...] = (UpdateAccount, EndProcesses, RenameAccount, EnableAccount, SetHomeAside,
+                                   CreateAccount, SetGroupMembers, DisableAccount, ForgetAccount)
 
 
 # --- what an owned account is on the host ----------------------------------------------------------
@@ -417,6 +434,12 @@ def stale_grant(name: str, host: HostState) -> str | None:
     return None
 
 
+def _end_processes(name: str, kind: str, uid: int, host: HostState, why: str) -> tuple[Action, ...]:
+    """The processes of a per-person account's UID to end before it is renamed, if any run. A shared
+    account is never emptied: its members' colleagues work in it."""
+    return (EndProcesses(name, uid, why),) if kind == "person" and uid in host.busy_uids else ()
+
+
 def _create(want: DesiredAccount, uid: int, gid: int, probe: int, settings: PlanSettings) -> CreateAccount:
     return CreateAccount(
         name=want.name, uid=uid, gid=gid, home=f"{settings.home_base.rstrip('/')}/{want.name}",
@@ -496,7 +519,8 @@ def _enable(ctx: Context, case: Case) -> Decision:
     want, owned, parked = case.wanted, case.ours, case.found
     if _unowned_conflict(case.name, ctx.host):
         return Decision(skip=f"cannot re-enable: the name is now taken on this host; the account stays parked as {parked.name}")
-    enable = Decision(actions=(EnableAccount(case.name, owned.uid, parked.name, ctx.settings.shell, want.comment),))
+    ending = _end_processes(case.name, owned.kind, owned.uid, ctx.host, f"they would keep {parked.name} from being re-enabled")
+    enable = Decision(actions=ending + (EnableAccount(case.name, owned.uid, parked.name, ctx.settings.shell, want.comment),))
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
     return _with_groups(enable, groups, replace(owned, identities=_identities(want)))
 
@@ -650,7 +674,9 @@ def _rename(ctx: Context, case: Case) -> Decision:
                            enable=user.name == naming.disabled_name(owned.uid), owned_as=owned.name)
     after = _members_renamed(ctx.host, user.name, case.name)
     groups = plan_groups(case.name, want, frozenset(owned.groups_added), after, creating=False)
-    decision = Decision(actions=(rename,), renamed_from=owned.name)
+    ending = _end_processes(case.name, owned.kind, owned.uid, ctx.host,
+                            f"they would keep {user.name} from being re-enabled") if rename.enable else ()
+    decision = Decision(actions=ending + (rename,), renamed_from=owned.name)
     return _with_groups(decision, groups, replace(owned, name=case.name, identities=_identities(want)))
 
 
@@ -672,7 +698,8 @@ def _disable(ctx: Context, case: Case, reason: str | None = None) -> Decision:
     leaves = tuple(g for g in owned.groups_added if g in ctx.host.groups and case.name in ctx.host.groups[g].members)
     disable = DisableAccount(case.name, owned.uid, naming.disabled_name(owned.uid),
                              reason or _disable_reason(owned, ctx.user_status))
-    return Decision(actions=(disable,), leaves=leaves, entry=replace(owned, groups_added=()))
+    ending = _end_processes(case.name, owned.kind, owned.uid, ctx.host, "a process left running would keep the account resolving")
+    return Decision(actions=ending + (disable,), leaves=leaves, entry=replace(owned, groups_added=()))
 
 
 def _forget(ctx: Context, case: Case) -> Decision:

@@ -14,11 +14,11 @@ from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
 from runas_agent.core.action import Action, Outcome
 from runas_agent.core.plan import (NOLOGIN, CreateAccount, DisableAccount, EnableAccount, ForgetAccount,
-                                   RenameAccount, SetGroupMembers, SetHomeAside, UpdateAccount,
-                                   blocked_accounts)
+                                   EndProcesses, RenameAccount, SetGroupMembers, SetHomeAside,
+                                   UpdateAccount, blocked_accounts)
 from runas_agent.core.sudoers import SudoAction
 from runas_agent.errors import CommandError
-from runas_agent.host import subp
+from runas_agent.host import processes, subp
 from runas_agent.host.accounts import read_groups, read_users
 
 #: usermod's exit status when the account has running processes (it then refuses to rename).
@@ -73,7 +73,7 @@ class Applier:
         self.handlers: Mapping[type, Callable[[Any, Outcome], None]] = {
             CreateAccount: self._create, EnableAccount: self._enable, UpdateAccount: self._update,
             SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget,
-            SetHomeAside: self._set_home_aside, RenameAccount: self._rename}
+            SetHomeAside: self._set_home_aside, RenameAccount: self._rename, EndProcesses: self._end_processes}
 
     def apply(self, actions: Sequence[Action], progress: Progress | None = None) -> Outcome:
         """Apply every action. `progress`, when given, is called before each action: a point where
@@ -260,6 +260,14 @@ class Applier:
 
     def _forget(self, a: ForgetAccount, outcome: Outcome) -> None:
         return None
+
+    # -- a per-person account's processes, before it is renamed -------------------------------------
+
+    def _end_processes(self, a: EndProcesses, outcome: Outcome) -> None:
+        left = processes.end_processes(a.uid)
+        if left:
+            raise CommandError(["end-processes", f"uid={a.uid}"], None, "",
+                               f"processes {', '.join(map(str, left))} of uid {a.uid} did not end")
 
     # -- a person renamed ------------------------------------------------------------------------------
 

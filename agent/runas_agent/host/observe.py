@@ -13,6 +13,7 @@ from runas_agent.core.sudoers import SudoLedger
 from runas_agent.host.accounts import read_host, read_os_release
 from runas_agent.host.files import StateDir
 from runas_agent.host.mentions import read_mentions
+from runas_agent.host.processes import running_uids
 from runas_agent.host.sudoers import read_drop_ins
 from runas_agent.host.sysusers import DIRECTORIES, read_sysusers
 from runas_agent.settings import Config, sudo_settings
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def observe(cfg: Config, etc: str = "/etc") -> Observation:
     """Both ledgers, /etc/passwd, /etc/group, login.defs, sysusers.d, the names sudoers files mention,
-    the home base's entries, os-release, and (while sudo is in use: a policy, ssm-user's blanket to remove, or drop-ins the
+    the home base's entries, the UIDs processes
+    run with, os-release, and (while sudo is in use: a policy, ssm-user's blanket to remove, or drop-ins the
     agent owns) the sudoers drop-ins. Raises AgentError when a ledger is damaged or a drop-in cannot be read; nothing has been changed then."""
     state = StateDir(cfg.state_dir)
     ledger = state.ledger.load()
@@ -30,7 +32,7 @@ def observe(cfg: Config, etc: str = "/etc") -> Observation:
     sudo_in_use = sudo_settings(cfg).in_use or bool(sudo_ledger.files)
     return Observation(
         host=replace(read_host_names(etc), sudoers=sudoers_mentions(cfg, sudo_ledger, etc),
-                     homes=read_homes(cfg.accounts.home_base)),
+                     homes=read_homes(cfg.accounts.home_base), busy_uids=running_uids()),
         os_release=read_os_release(f"{etc}/os-release"),
         ledger=ledger,
         sudo_ledger=sudo_ledger,
