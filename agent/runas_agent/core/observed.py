@@ -5,6 +5,7 @@ login.defs UID_MIN, os-release, both ledgers and the sudoers drop-ins."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping
 
 from runas_agent.core.ledger import Ledger
@@ -61,6 +62,23 @@ class HostState:
             uids={u.uid: u.name for u in users},
             gids={g.gid: g.name for g in groups},
         )
+
+    @cached_property
+    def by_home(self) -> dict[str, HostUser]:
+        """home (without a trailing '/') -> the first account passwd gives it to"""
+        found: dict[str, HostUser] = {}
+        for user in self.users.values():
+            found.setdefault(user.home.rstrip("/"), user)
+        return found
+
+    @cached_property
+    def member_of(self) -> dict[str, tuple[str, ...]]:
+        """user name -> the groups whose member lists name it"""
+        found: dict[str, list[str]] = {}
+        for group in self.groups.values():
+            for member in group.members:
+                found.setdefault(member, []).append(group.name)
+        return {name: tuple(sorted(groups)) for name, groups in found.items()}
 
     def user_by_uid(self, uid: int) -> HostUser | None:
         name = self.uids.get(uid)

@@ -426,9 +426,9 @@ def stale_grant(name: str, host: HostState) -> str | None:
     if listing is not None:
         return (f"{listing} names {name!r} in a sudoers rule, alias or Defaults, but no account has the name: "
                 "the rule would apply to the new account; remove it or the name from it")
-    groups = [g.name for g in host.groups.values() if name in g.members]
+    groups = host.member_of.get(name, ())
     if groups:
-        listed = ", ".join(repr(g) for g in sorted(groups))
+        listed = ", ".join(repr(g) for g in groups)
         return (f"group {listed} lists {name!r} as a member, but no account has the name: the new account would "
                 f"be in it; remove {name!r} from the member list (gpasswd -d)")
     return None
@@ -453,10 +453,11 @@ def home_holder(name: str, host: HostState, settings: PlanSettings, moving: str 
     """Why a new account may not start at /home/<name>: passwd gives that home to another account
     (`moving`: an account whose home the plan sets aside first)."""
     home = f"{settings.home_base.rstrip('/')}/{name}"
-    for user in host.users.values():
-        if user.home.rstrip("/") == home and user.name != moving:
-            return (f"{home} is the home of {user.name} (uid {user.uid}) in passwd: the new account would start "
-                    "in another account's files")
+    user = host.by_home.get(home)
+    others = [u for u in host.users.values() if u.home.rstrip("/") == home and u.name != moving] if user else []
+    if others:
+        return (f"{home} is the home of {others[0].name} (uid {others[0].uid}) in passwd: the new account would "
+                "start in another account's files")
     return None
 
 
@@ -637,23 +638,35 @@ HANDED_OVER: Mapping[State, Handler] = {NEW: _new, MISSING: _hand_over_missing, 
 
 # --- a person renamed (same UserId, new name) ---------------------------------------------------------
 
-def rename_source(name: str, want: DesiredAccount, ledger: Ledger, desired: Desired,
-                  states: Mapping[str, tuple[State, HostUser | None]]) -> str | None:
-    """The owned account a new per-person name renames: the one made for the same UserId, active or
-    parked, whose own name is no longer wanted. None when there is not exactly one."""
+def rename_sources(ledger: Ledger, desired: Desired,
+                   states: Mapping[str, tuple[State, HostUser | None]]) -> dict[tuple[str, ...], list[str]]:
+    """The owned per-person accounts a new name may rename, by the UserIds they were made for: active
+    or parked, and whose own name is no longer wanted."""
+    found: dict[tuple[str, ...], list[str]] = {}
+    for n, o in ledger.accounts.items():
+        if o.kind == "person" and o.identities and n not in desired.accounts and states[n][0] in (ACTIVE, DISABLED):
+            found.setdefault(o.identities, []).append(n)
+    return found
+
+
+def rename_source(name: str, want: DesiredAccount, ledger: Ledger,
+                  sources: Mapping[tuple[str, ...], list[str]]) -> str | None:
+    """The owned account a new per-person name renames: the one made for the same UserId. None when
+    there is not exactly one."""
     if want.kind != "person" or name in ledger.accounts:
         return None
-    ids = _identities(want)
-    found = [n for n, o in ledger.accounts.items()
-             if o.kind == "person" and o.identities == ids and n not in desired.accounts
-             and states[n][0] in (ACTIVE, DISABLED)]
+    found = sources.get(_identities(want), [])
     return found[0] if len(found) == 1 else None
 
 
 def _members_renamed(host: HostState, old: str, new: str) -> HostState:
     """The host as it is once `old` is renamed: member lists name `new` instead."""
-    groups = {g.name: replace(g, members=tuple(new if m == old else m for m in g.members)) if old in g.members else g
-              for g in host.groups.values()}
+    named = host.member_of.get(old, ())
+    if not named:
+        return host
+    groups = dict(host.groups)
+    for name in named:
+        groups[name] = replace(groups[name], members=tuple(new if m == old else m for m in groups[name].members))
     return replace(host, groups=groups)
 
 
@@ -736,8 +749,9 @@ def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: Plan
 
     ctx = Context(host, settings, user_status, taken)
     renamed: set[str] = set()
+    sources = rename_sources(ledger, desired, states)
     for name, want in desired.accounts.items():
-        case, decision = _wanted(ctx, name, want, ledger, desired, states)
+        case, decision = _wanted(ctx, name, want, ledger, sources, states)
         if decision.uid is not None:
             assigned.add(decision.uid)
         if decision.renamed_from is not None:
@@ -750,7 +764,8 @@ def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: Plan
             yield case, LEAVING[state](ctx, case)
 
 
-def _wanted(ctx: Context, name: str, want: DesiredAccount, ledger: Ledger, desired: Desired,
+def _wanted(ctx: Context, name: str, want: DesiredAccount, ledger: Ledger,
+            sources: Mapping[tuple[str, ...], list[str]],
             states: Mapping[str, tuple[State, HostUser | None]]) -> tuple[Case, Decision]:
     """One wanted account: refused, handed over, renamed, or by its state."""
     owned = ledger.accounts.get(name)
@@ -761,7 +776,7 @@ def _wanted(ctx: Context, name: str, want: DesiredAccount, ledger: Ledger, desir
         return case, REFUSED[state](ctx, case, refusal)
     if changed_hands(case):
         return case, HANDED_OVER[state](ctx, case)
-    source = rename_source(name, want, ledger, desired, states)
+    source = rename_source(name, want, ledger, sources)
     if source is not None:
         renaming = Case(name, want, ledger.accounts[source], states[source][1])
         decision = _rename(ctx, renaming)
