@@ -8,6 +8,7 @@ with A's parked account. The plan says in words that the name changed hands."""
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 
@@ -45,6 +46,9 @@ def assert_leavers_files_kept_and_closed(host, a_uid: int) -> None:
     jsmith can read none of them."""
     parked = getent(host, "passwd", str(a_uid))
     assert parked is not None and parked[0] != "jsmith" and parked[5] != "/home/jsmith", parked
+    aside = host.home / os.path.relpath(parked[5], "/home")
+    assert (os.stat(aside).st_uid, stat.S_IMODE(os.stat(aside).st_mode)) == (a_uid, 0o700)
+    assert as_account(host, "jsmith", ["ls", parked[5]]).returncode != 0
     for name, content in ((".aws/credentials", "A-secret\n"), (".bash_history", "A-history\n")):
         path = f"{parked[5]}/{name}"
         kept = host.home / os.path.relpath(path, "/home")

@@ -7,7 +7,13 @@ conflict, reported and left alone.
 
 Each account name is in one state (`owned_state`, or new), and what the plan does about it is one
 small handler per state: `WANTED` for accounts the directory calls for, `LEAVING` for owned accounts
-it no longer does. A handler returns a `Decision` (actions, skip, warnings, ledger entry, group
+it no longer does. Two tables take precedence over `WANTED`: `REFUSED` for a name that may never be an
+account (core/reserved.py, accounts.allowed_names) and `HANDED_OVER` for a per-person name now wanted
+for another UserId than the one its account was made for (the newcomer never gets the leaver's
+account). A new per-person name whose UserId owns an account under a name no longer wanted is a
+rename (`_rename`). A new account is also refused a name that a host sudoers rule or group member
+list mentions (`stale_grant`) and a home that exists and is not its own (`foreign_home`,
+`home_holder`). A handler returns a `Decision` (actions, skip, warnings, ledger entries, group
 memberships); `plan` folds the decisions into one plan and applies the safety checks.
 """
 
@@ -158,7 +164,7 @@ class SetHomeAside(Action):
     verb = "set-aside"
 
     def detail(self) -> str:
-        return f"home of {self.parked} (uid={self.uid}) moved {self.home} -> {self.to}, with its files"
+        return f"home of {self.parked} (uid={self.uid}) moved {self.home} -> {self.to} with its files, mode 0700"
 
 
 @dataclass(frozen=True)
@@ -785,6 +791,18 @@ def _wanted(ctx: Context, name: str, want: DesiredAccount, ledger: Ledger,
     return case, WANTED[state](ctx, case)
 
 
+def _record(accounts: dict[str, Owned], name: str, d: Decision) -> None:
+    """One decision's ledger entries: its own, one it retires under a parked name, one it renames."""
+    if d.retire is not None:
+        accounts[d.retire.name] = d.retire
+    if d.renamed_from is not None:
+        accounts.pop(d.renamed_from, None)
+    if d.forget:
+        accounts.pop(name, None)
+    elif d.entry is not None:
+        accounts[name] = d.entry
+
+
 def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple[list[Action], list[Skip], list[str], Ledger]:
     """The decisions folded into one list of actions (memberships one per group), skips, warnings and
     the ledger afterwards."""
@@ -803,14 +821,7 @@ def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple
             joins.setdefault(group, set()).add(case.name)
         for group in d.leaves:
             leaves.setdefault(group, set()).add(case.name)
-        if d.retire is not None:
-            accounts[d.retire.name] = d.retire
-        if d.renamed_from is not None:
-            accounts.pop(d.renamed_from, None)
-        if d.forget:
-            accounts.pop(case.name, None)
-        elif d.entry is not None:
-            accounts[case.name] = d.entry
+        _record(accounts, case.name, d)
     actions += [SetGroupMembers(g, tuple(sorted(joins.get(g, ()))), tuple(sorted(leaves.get(g, ()))))
                 for g in sorted(set(joins) | set(leaves))]
     actions.sort(key=lambda a: ORDER.index(type(a)))

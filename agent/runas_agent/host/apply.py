@@ -310,5 +310,16 @@ class Applier:
 
     def _set_home_aside(self, a: SetHomeAside, outcome: Outcome) -> None:
         # usermod -m renames the directory (copies, then removes the original, across filesystems)
-        # and refuses when the target exists: nothing is overwritten.
+        # and refuses when the target exists: nothing is overwritten. Then the directory is closed to
+        # everyone else (a Debian home is 0755): the leaver's files are nobody's to read, the
+        # newcomer's included. Opened without following a link, and only when it is the account's.
         self.run(["usermod", "-d", a.to, "-m", "--", a.parked])
+        try:
+            fd = os.open(a.to, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                if os.fstat(fd).st_uid == a.uid:
+                    os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise CommandError(["chmod", "0700", a.to], None, "", f"moved, but not closed: {exc.strerror}") from None
