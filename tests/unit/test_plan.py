@@ -531,3 +531,17 @@ def test_a_shared_accounts_processes_never_end_with_it():
     h = replace(host([managed("acme", 5000)], [HostGroup("acme", 5000, ())]), busy_uids=frozenset({5000}))
     p = run([user("u2", "b", "other")], h, ledger)
     assert p.of(DisableAccount) and not p.of(EndProcesses)
+
+
+def test_a_rename_the_ledger_recorded_half_is_settled_by_the_next_plan():
+    """The sync stopped after the rename, with the intent ledger naming both bob and robert."""
+    ledger, h = _bob()
+    p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
+    intent = ledger.merge(p.ledger)
+    assert intent.accounts.keys() == {"bob", "robert"}
+    uid = 5000
+    after = host([HostUser("robert", uid, uid, p.actions[0].comment, "/home/robert", "/bin/bash")],
+                 [HostGroup("robert", uid, ()), HostGroup("deploy", 3000, ("robert",))])
+    again = run([user("id-bob", "robert")], after, intent, s=PERSON)
+    assert [a.line() for a in again.actions] == [". forget bob: renamed to robert"]
+    assert again.ledger.accounts.keys() == {"robert"} and not again.warnings

@@ -319,6 +319,8 @@ class Context:
     user_status: Mapping[str, bool]
     #: whether a UID is taken (on the host, in the ledger, or by a create planned before)
     taken: Callable[[int], bool]
+    #: the ledger: name -> UID, for every account it owns
+    owned_uids: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -728,6 +730,10 @@ def _forget(ctx: Context, case: Case) -> Decision:
 
 def _changed_leaving(ctx: Context, case: Case) -> Decision:
     user = case.found
+    if user.name != case.name and ctx.owned_uids.get(user.name) == case.ours.uid:
+        # Its UID is the agent's account under another name: a rename whose old entry was kept (the
+        # sync stopped between the rename and recording it).
+        return Decision(actions=(ForgetAccount(case.name, f"renamed to {user.name}"),), forget=True)
     return Decision(warnings=(f"managed account {case.name} was changed by hand ({user.name} uid={user.uid}); "
                               "not disabling it",))
 
@@ -753,7 +759,7 @@ def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: Plan
     def taken(uid: int) -> bool:
         return uid in host.uids or uid in host.gids or uid in reserved or uid in assigned
 
-    ctx = Context(host, settings, user_status, taken)
+    ctx = Context(host, settings, user_status, taken, {n: o.uid for n, o in ledger.accounts.items()})
     renamed: set[str] = set()
     sources = rename_sources(ledger, desired, states)
     for name, want in desired.accounts.items():
