@@ -545,3 +545,14 @@ def test_a_rename_the_ledger_recorded_half_is_settled_by_the_next_plan():
     again = run([user("id-bob", "robert")], after, intent, s=PERSON)
     assert [a.line() for a in again.actions] == [". forget bob: renamed to robert"]
     assert again.ledger.accounts.keys() == {"robert"} and not again.warnings
+
+
+def test_an_interrupted_hand_over_converges():
+    """The sync stopped after recording its intent and before setting the leaver's home aside."""
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    intent = ledger.merge(p.ledger)
+    again = run([user("id-b", "jsmith")], h, intent, s=PERSON)
+    assert [type(a).__name__ for a in again.actions] == ["SetHomeAside", "CreateAccount"]
+    assert again.of(CreateAccount)[0].uid == p.of(CreateAccount)[0].uid
+    assert any("changed hands" in w for w in again.warnings)

@@ -513,14 +513,31 @@ def _recreate(ctx: Context, case: Case) -> Decision:
         return Decision(skip="managed account is gone and the name is now taken on this host")
     if owned.uid in ctx.host.uids or owned.uid in ctx.host.gids:
         return Decision(skip=f"managed account is gone and its UID {owned.uid} is now taken")
-    held = (home_holder(case.name, ctx.host, ctx.settings)
-            or foreign_home(f"{ctx.settings.home_base.rstrip('/')}/{case.name}", owned.uid, ctx.host))
+    aside = _unfinished_set_aside(ctx, case.name)
+    if aside is not None:
+        held = home_holder(case.name, ctx.host, ctx.settings, moving=aside.parked)
+    else:
+        held = (home_holder(case.name, ctx.host, ctx.settings)
+                or foreign_home(f"{ctx.settings.home_base.rstrip('/')}/{case.name}", owned.uid, ctx.host))
     if held:
         return Decision(skip=f"managed account is gone and {held}")
-    create = Decision(actions=(_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(
-        f"managed account {case.name} was removed from the host by hand; re-creating it with uid {owned.uid}",))
+    why = (f"{case.name} changed hands and the sync that made its new account stopped before; making it with uid {owned.uid}"
+           if aside is not None else
+           f"managed account {case.name} was removed from the host by hand; re-creating it with uid {owned.uid}")
+    first: tuple[Action, ...] = (aside,) if aside is not None else ()
+    create = Decision(actions=first + (_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(why,))
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
     return _with_groups(create, groups, replace(owned, identities=_identities(want)))
+
+
+def _unfinished_set_aside(ctx: Context, name: str) -> SetHomeAside | None:
+    """The set-aside a hand-over planned and did not get to (the sync stopped first): /home/<name> is
+    still the home of the agent's account retired under its parked name."""
+    home = f"{ctx.settings.home_base.rstrip('/')}/{name}"
+    holder = ctx.host.by_home.get(home)
+    if holder is None or holder.name != naming.disabled_name(holder.uid) or ctx.owned_uids.get(holder.name) != holder.uid:
+        return None
+    return SetHomeAside(name, holder.name, holder.uid, holder.home, f"{ctx.settings.home_base.rstrip('/')}/{holder.name}")
 
 
 def _enable(ctx: Context, case: Case) -> Decision:
