@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
 from runas_agent.core import naming
+from runas_agent.core.allowed import AllowedNames
 from runas_agent.core.desired import GroupRule as DesiredGroupRule
 from runas_agent.core.desired import Settings as DesiredSettings
 from runas_agent.core.desired import resolve_kind
@@ -186,7 +187,8 @@ def plan_settings(cfg: Config) -> PlanSettings:
     a, s = cfg.accounts, cfg.safety
     return PlanSettings(shell=a.shell, home_base=a.home_base, skel=a.skel, uid_min=a.uid_min, uid_max=a.uid_max,
                         refuse_empty_directory=s.refuse_empty_directory,
-                        max_disable_fraction=s.max_disable_fraction, max_disable_count=s.max_disable_count)
+                        max_disable_fraction=s.max_disable_fraction, max_disable_count=s.max_disable_count,
+                        allowed_names=AllowedNames.from_setting(a.allowed_names))
 
 
 def sudo_rules(cfg: Config) -> Tuple[Rule, ...]:

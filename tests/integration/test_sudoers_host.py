@@ -257,7 +257,7 @@ def test_files_the_agent_did_not_write_are_never_touched(isolated_host):
     squatter.write_text("# the admin's own file\n")
     os.chmod(squatter, 0o440)
     other = d / "zz-admin"
-    other.write_text("Defaults:jane !lecture\n")
+    other.write_text("Defaults:backup-admin !lecture\n")
     os.chmod(other, 0o440)
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in d.iterdir()}
     cfg = setup(host, [JOHN, JANE, BOB])

@@ -108,10 +108,12 @@ def start_as(host, uid: int, argv: Sequence[str]) -> subprocess.Popen:
 
 
 def processes_of(uid: int) -> list[psutil.Process]:
+    """The live processes of `uid` (a zombie runs nothing: it only waits for its parent, here often
+    the test itself, to collect its exit status)."""
     out = []
-    for proc in psutil.process_iter(["uids"]):
+    for proc in psutil.process_iter(["uids", "status"]):
         try:
-            if proc.info["uids"] is not None and proc.info["uids"].real == uid:
+            if proc.info["uids"] is not None and proc.info["uids"].real == uid and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 out.append(proc)
         except psutil.Error:
             continue

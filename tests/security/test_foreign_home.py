@@ -14,9 +14,7 @@ import pytest
 
 from tests.security.common import configure, sync, uid_of, user
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="attack 5 (a home that someone else owns): an existing /home/<name> owned by another "
-    "user is silently used as the new account's home")]
+pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 

@@ -19,8 +19,6 @@ pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 DAVE, ALICE = user("id-dave", "dave"), user("id-alice", "alice")
-BLOCKED = pytest.mark.xfail(strict=True, raises=AssertionError, reason="attack 7 (a disable the person can block): a process of the "
-                            "account makes usermod refuse the rename, so the account keeps resolving")
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
@@ -37,7 +35,6 @@ def background(host, uid: int):
     return proc
 
 
-@BLOCKED
 def test_a_leavers_background_process_does_not_keep_the_account(isolated_host):
     """Three leavers, each with a process left running: dave is disabled in the directory, erin is
     deleted from it, frank leaves the scope group. None of them may still resolve after the sync."""
@@ -64,7 +61,6 @@ def test_a_leavers_background_process_does_not_keep_the_account(isolated_host):
             proc.wait()
 
 
-@BLOCKED
 def test_a_re_enable_is_not_blocked_by_a_process_of_the_parked_uid(isolated_host):
     host = isolated_host
     cfg = configure(host, [DAVE, ALICE], PERSON)

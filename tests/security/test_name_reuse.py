@@ -8,15 +8,14 @@ with A's parked account. The plan says in words that the name changed hands."""
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 
 from tests.security.common import (as_account, configure, derived_uid, getent, groups_of, need_sudo, plan, publish,
                                    sudo_listing, sync, uid_of, user)
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="attack 3 (a name changing hands): a new person with a leaver's UserName is given the "
-    "leaver's parked account back: UID, home, files, groups and rules")]
+pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 A = user("id-a-0001", "jsmith")
@@ -47,6 +46,9 @@ def assert_leavers_files_kept_and_closed(host, a_uid: int) -> None:
     jsmith can read none of them."""
     parked = getent(host, "passwd", str(a_uid))
     assert parked is not None and parked[0] != "jsmith" and parked[5] != "/home/jsmith", parked
+    aside = host.home / os.path.relpath(parked[5], "/home")
+    assert (os.stat(aside).st_uid, stat.S_IMODE(os.stat(aside).st_mode)) == (a_uid, 0o700)
+    assert as_account(host, "jsmith", ["ls", parked[5]]).returncode != 0
     for name, content in ((".aws/credentials", "A-secret\n"), (".bash_history", "A-history\n")):
         path = f"{parked[5]}/{name}"
         kept = host.home / os.path.relpath(path, "/home")

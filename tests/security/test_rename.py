@@ -15,9 +15,7 @@ from tests.hosts.namespace import IsolatedHost
 from tests.security.common import (as_account, configure, derived_uid, getent, groups_of, need_sudo, plan, publish,
                                    sudo_listing, sync, uid_of, user)
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="attack 4 (a rename splits the fleet): a renamed person's account is parked and a new "
-    "one created with another UID probe, without the files")]
+pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 OPS = {"identity_store_group": "Ops", "commands": ["/usr/bin/journalctl"], "nopasswd": True}
@@ -80,3 +78,22 @@ def fresh_host_uid(host, name: str) -> int | None:
         return uid_of(other, name)
     finally:
         other.destroy()
+
+
+def test_a_person_renamed_while_parked_comes_back_with_their_account(isolated_host):
+    """bob is disabled, then comes back renamed robert: the parked account is renamed and enabled,
+    with bob's UID and files, at /home/robert."""
+    host = isolated_host
+    host.run(["groupadd", "deploy"])
+    cfg = setup(host, "bob")
+    sync(host, cfg)
+    uid = uid_of(host, "bob")
+    as_account(host, "bob", ["sh", "-c", "echo precious > ~/work.txt"], check=True)
+    publish(host, [user("id-bob-7", "bob", status="DISABLED"), user("id-carol-8", "carol")], {"Ops": ["id-bob-7"]})
+    sync(host, cfg)
+    assert uid_of(host, "bob") is None
+    publish(host, [user("id-bob-7", "robert"), user("id-carol-8", "carol")], {"Ops": ["id-bob-7"]})
+    result = sync(host, cfg)
+    assert "rename runas-off-" in result.stdout and "-> robert" in result.stdout, result.stdout
+    assert_renamed(host, uid)
+    assert "deploy" in groups_of(host, "robert")

@@ -38,11 +38,6 @@ def skip_line(output: str, name: str) -> str:
     return lines[0] if lines else ""
 
 
-RESERVED = pytest.mark.xfail(strict=True, raises=AssertionError, reason="attack 1 (names packages and images create): the agent still "
-                             "creates accounts under well-known system, package and cloud-image names")
-
-
-@RESERVED
 def test_organization_docker_never_owns_the_docker_socket(isolated_host):
     """After the agent synced organization `docker` and then docker.io's maintainer script ran, no
     managed account is a member of the group that owns the docker socket (membership is root)."""
@@ -59,7 +54,6 @@ def test_organization_docker_never_owns_the_docker_socket(isolated_host):
     assert "reserved" in skip_line(result.stdout, "docker")
 
 
-@RESERVED
 def test_person_postgres_never_owns_the_database_cluster(isolated_host):
     """After the agent synced person `postgres` and postgresql-common's maintainer script ran, the
     account that owns the cluster is the package's system account, not a directory person's."""
@@ -76,7 +70,6 @@ def test_person_postgres_never_owns_the_database_cluster(isolated_host):
     assert "reserved" in skip_line(result.stdout, "postgres")
 
 
-@RESERVED
 def test_person_ec2_user_never_gets_the_cloud_default_users_sudo(isolated_host):
     """After the agent synced person `ec2-user` and cloud-init set up its default user (the account
     when missing, then NOPASSWD:ALL by name), no managed account can run everything as root."""
@@ -95,7 +88,6 @@ def test_person_ec2_user_never_gets_the_cloud_default_users_sudo(isolated_host):
     assert "reserved" in skip_line(result.stdout, "ec2-user")
 
 
-@RESERVED
 def test_prefixed_system_names_are_never_managed(isolated_host):
     """`systemd-*` and `_*` are the namespaces of systemd's and Debian's system accounts: after the
     agent synced such people and systemd-sysusers created the packages' accounts, those accounts are
@@ -115,7 +107,6 @@ def test_prefixed_system_names_are_never_managed(isolated_host):
     assert all("reserved" in skip_line(result.stdout, name) for name in units)
 
 
-@RESERVED
 def test_names_in_the_hosts_sysusers_files_are_never_managed(isolated_host):
     """A package installed on this host declares `vendord` in /etc/sysusers.d but its account does not
     exist yet (it is made at first boot, or by the next `systemd-sysusers`): the name is still taken."""
@@ -131,8 +122,6 @@ def test_names_in_the_hosts_sysusers_files_are_never_managed(isolated_host):
     assert "sysusers.d" in skip_line(result.stdout, "vendord")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="attack 1 (accounts.allowed_names): the configured pattern is validated "
-                   "but not yet enforced, so a name outside it still gets an account")
 def test_allowed_names_keeps_every_other_name_out(isolated_host):
     """With accounts.allowed_names set, a directory value outside the pattern (a service-looking name an
     IdP admin or a self-service profile produced) never becomes an account; names inside it do."""

@@ -11,9 +11,7 @@ import pytest
 
 from tests.security.common import configure, groups_of, need_sudo, sudo_listing, sync, uid_of, user
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="attack 2 (grants that outlive their user): a sudoers rule or group member entry naming "
-    "a user without an account is inherited by the account the agent creates under that name")]
+pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 

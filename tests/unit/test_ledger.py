@@ -85,3 +85,10 @@ def test_the_sudo_ledger_refuses_foreign_paths():
     with pytest.raises(ValueError):
         SudoLedger.from_dict({"version": 1, "files": {"ann": "../../etc/sudoers"}})
     assert SudoLedger.from_dict(SudoLedger({"ann": s.file_name("ann")}).to_dict()).files == {"ann": s.file_name("ann")}
+
+
+def test_the_intent_of_a_name_given_to_another_account_is_the_new_account():
+    before = Ledger({"jsmith": Owned("jsmith", 5000, 5000, "person", ("id-a",), ("adm",))})
+    planned = Ledger({"jsmith": Owned("jsmith", 6000, 6000, "person", ("id-b",)),
+                      "runas-off-5000": Owned("runas-off-5000", 5000, 5000, "person", ("id-a",))})
+    assert before.merge(planned) == planned

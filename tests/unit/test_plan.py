@@ -1,11 +1,14 @@
 """The planner, table-driven: the expected actions for each situation, the do-nothing case included."""
 
+from dataclasses import replace
+
 from runas_agent.core import naming
+from runas_agent.core.allowed import AllowedNames
 from runas_agent.core.desired import GroupRule, Settings, compute
 from runas_agent.core.expression import parse
 from runas_agent.core.ledger import Ledger, Owned
 from runas_agent.core.plan import (CreateAccount, DisableAccount, EnableAccount, ForgetAccount, PlanSettings,
-                                   SetGroupMembers, UpdateAccount, plan)
+                                   RenameAccount, SetGroupMembers, SetHomeAside, UpdateAccount, plan)
 from runas_agent.directory import make_document, parse_document
 from runas_agent.core.observed import HostGroup, HostState, HostUser
 
@@ -275,3 +278,281 @@ def test_shell_change_updates_owned_account():
     h = host([managed("iret", 5000)], [HostGroup("iret", 5000, ())])
     p = run(IRET, h, ledger, ps=PlanSettings(uid_min=2000, uid_max=2_000_000, shell="/bin/zsh"))
     assert p.actions == (UpdateAccount("iret", {"shell": ["/bin/bash", "/bin/zsh"]}),)
+
+
+# --- names that may never be accounts: reserved, declared by the host, outside allowed_names --------
+
+def test_reserved_names_are_skipped_with_where_they_are_reserved():
+    s = settings("${path:userName}", "person")
+    h = replace(host(), sysusers={"vendord": "/etc/sysusers.d/vendord.conf"})
+    p = run([user("u1", "postgres"), user("u2", "ec2-user"), user("u3", "systemd-x"), user("u4", "_chrony"),
+             user("u5", "vendord"), user("u6", "alice")], h, s=s)
+    reasons = {s.name: s.reason for s in p.skips}
+    assert [a.name for a in p.actions] == ["alice"]
+    assert "Debian packages" in reasons["postgres"] and "ec2-user" in reasons["ec2-user"]
+    assert "'systemd-'" in reasons["systemd-x"] and "'_'" in reasons["_chrony"]
+    assert "/etc/sysusers.d/vendord.conf" in reasons["vendord"]
+    assert all("alice" not in s.identity for s in p.skips)
+
+
+def test_allowed_names_keeps_every_other_name_out():
+    s = settings("${path:userName}", "person")
+    ps = replace(PS, allowed_names=AllowedNames.from_setting(r"^[a-z]+@corp\.example$"))
+    p = run([user("u1", "alice@corp.example"), user("u2", "jenkins-ci")], host(), s=s, ps=ps)
+    assert [a.name for a in p.actions] == ["alice@corp.example"]
+    (skip,) = p.skips
+    assert skip.name == "jenkins-ci" and "accounts.allowed_names" in skip.reason and "jenkins-ci (u2)" in skip.identity
+
+
+def test_a_refused_name_is_neither_re_enabled_nor_re_created():
+    ledger = Ledger({"redis": Owned("redis", 5000, 5000, "shared", ("u1",))})
+    parked = run([user("u1", "a", "redis")], host([managed("redis", 5000, parked=True)]), ledger)
+    missing = run([user("u1", "a", "redis")], host(), ledger)
+    for p in (parked, missing):
+        assert p.actions == () and "reserved" in p.skips[0].reason
+
+
+def test_an_active_account_under_a_refused_name_is_parked_and_loses_its_sudo():
+    ledger = Ledger({"redis": Owned("redis", 5000, 5000, "shared", ("u1",))})
+    p = run([user("u1", "a", "redis")], host([managed("redis", 5000)], [HostGroup("redis", 5000, ())]), ledger)
+    (disable,) = p.actions
+    assert isinstance(disable, DisableAccount) and "reserved" in disable.reason
+    assert "reserved" in p.skips[0].reason
+
+
+def test_names_that_only_resemble_reserved_ones_are_made():
+    names = ["docker-team", "postgresql-dba", "ubuntu.fans", "ec2-ops", "admins"]
+    p = run([user(f"u{i}", f"p{i}", org) for i, org in enumerate(names)], host())
+    assert sorted(a.name for a in p.actions) == sorted(names) and not p.skips
+
+
+# --- grants that outlived their user ----------------------------------------------------------------
+
+def test_a_name_a_sudoers_rule_or_member_list_mentions_is_not_made():
+    s = settings("${path:userName}", "person")
+    h = replace(host(groups=[HostGroup("disk", 6, ("phantom",))]), sudoers={"ghost": "/etc/sudoers.d/90-cloud-init-users"})
+    p = run([user("u1", "ghost"), user("u2", "phantom"), user("u3", "alice")], h, s=s)
+    reasons = {s.name: s.reason for s in p.skips}
+    assert [a.name for a in p.actions] == ["alice"]
+    assert "/etc/sudoers.d/90-cloud-init-users" in reasons["ghost"] and "'ghost'" in reasons["ghost"]
+    assert "group 'disk'" in reasons["phantom"]
+
+
+def test_an_owned_account_keeps_the_rules_and_groups_an_admin_gave_it():
+    s = settings("${path:userName}", "person")
+    first = run([user("u1", "alice")], host(), s=s)
+    uid = first.actions[0].uid
+    h = replace(host([HostUser("alice", uid, uid, first.actions[0].comment, "/home/alice", "/bin/bash")],
+                     [HostGroup("alice", uid, ()), HostGroup("disk", 6, ("alice",))]),
+                sudoers={"alice": "/etc/sudoers.d/alice-tools"})
+    p = run([user("u1", "alice")], h, first.ledger, s=s)
+    assert p.actions == () and p.skips == ()
+
+
+# --- a per-person name changing hands ---------------------------------------------------------------
+
+PERSON = settings("${path:userName}", "person")
+
+
+def _leaver(parked=True, home="/home/jsmith"):
+    ledger = Ledger({"jsmith": Owned("jsmith", 5000, 5000, "person", ("id-a",))})
+    user = HostUser("runas-off-5000" if parked else "jsmith", 5000, 5000, "runas-agent Jsmith (jsmith)", home,
+                    "/usr/sbin/nologin" if parked else "/bin/bash")
+    group = HostGroup("runas-off-5000" if parked else "jsmith", 5000, ())
+    return ledger, host([user], [group])
+
+
+def test_a_parked_name_goes_to_a_new_person_as_a_new_account():
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    aside, create = p.actions
+    assert isinstance(aside, SetHomeAside) and (aside.parked, aside.home, aside.to) == ("runas-off-5000", "/home/jsmith",
+                                                                                          "/home/runas-off-5000")
+    assert isinstance(create, CreateAccount) and create.uid != 5000 and create.home == "/home/jsmith"
+    assert create.uid == run([user("id-b", "jsmith")], host(), s=PERSON).actions[0].uid  # B's own UID, as on any host
+    assert p.ledger.accounts["jsmith"].identities == ("id-b",) and p.ledger.accounts["jsmith"].uid == create.uid
+    assert p.ledger.accounts["runas-off-5000"] == Owned("runas-off-5000", 5000, 5000, "person", ("id-a",))
+    assert any("jsmith changed hands" in w for w in p.warnings)
+
+
+def test_a_home_already_aside_is_not_moved_again_and_the_retired_entry_stays_parked():
+    ledger, h = _leaver(home="/home/runas-off-5000")
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    assert [type(a).__name__ for a in p.actions] == ["CreateAccount"]
+    uid = p.actions[0].uid
+    after = host([HostUser("runas-off-5000", 5000, 5000, "runas-agent Jsmith (jsmith)", "/home/runas-off-5000",
+                           "/usr/sbin/nologin"),
+                  HostUser("jsmith", uid, uid, p.actions[0].comment, "/home/jsmith", "/bin/bash")],
+                 [HostGroup("runas-off-5000", 5000, ()), HostGroup("jsmith", uid, ())])
+    again = run([user("id-b", "jsmith")], after, p.ledger, s=PERSON)
+    assert again.actions == () and again.ledger == p.ledger and not again.warnings
+
+
+def test_an_active_name_that_changed_hands_is_parked_first():
+    ledger, h = _leaver(parked=False)
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    (disable,) = p.actions
+    assert isinstance(disable, DisableAccount) and disable.name == "jsmith" and "changed hands" in disable.reason
+    assert "changed hands" in p.skips[0].reason and "next sync" in p.skips[0].reason
+
+
+def test_the_same_person_gets_their_parked_account_back_and_a_shared_account_never_changes_hands():
+    ledger, h = _leaver()
+    assert [type(a).__name__ for a in run([user("id-a", "jsmith")], h, ledger, s=PERSON).actions] == ["EnableAccount"]
+    shared = Ledger({"acme": Owned("acme", 5000, 5000, "shared", ("id-a",))})
+    p = run([user("id-b", "bob", "acme")], host([managed("acme", 5000, parked=True)], [HostGroup("runas-off-5000", 5000, ())]),
+            shared)
+    assert [type(a).__name__ for a in p.actions] == ["EnableAccount"]
+
+
+def test_a_newcomer_named_in_a_rule_left_for_the_leaver_is_skipped():
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], replace(h, sudoers={"jsmith": "/etc/sudoers.d/jsmith-tools"}), ledger, s=PERSON)
+    assert p.actions == () and "/etc/sudoers.d/jsmith-tools" in p.skips[0].reason
+    assert p.ledger == ledger
+
+
+def test_a_home_passwd_gives_to_another_account_is_never_a_new_accounts():
+    h = host([HostUser("runas-off-5000", 5000, 5000, "runas-agent x", "/home/erin", "/usr/sbin/nologin")])
+    p = run([user("id-e", "erin")], h, s=PERSON)
+    assert p.actions == () and "/home/erin is the home of runas-off-5000" in p.skips[0].reason
+
+
+def test_a_failed_set_aside_gives_the_name_back_to_the_leavers_entry():
+    from runas_agent.core.plan import ACCOUNTS
+
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    aside, create = p.actions
+    assert ACCOUNTS.settle(p.ledger, [aside, create]) == ledger
+    assert ACCOUNTS.settle(p.ledger, [create]).accounts.keys() == {"runas-off-5000"}
+
+
+# --- a person renamed -------------------------------------------------------------------------------
+
+def _bob(parked=False, groups_added=("adm",), name="bob"):
+    ledger = Ledger({name: Owned(name, 5000, 5000, "person", ("id-bob",), groups_added)})
+    shown = "runas-off-5000" if parked else "bob"
+    user_ = HostUser(shown, 5000, 5000, "runas-agent Bob (bob)", "/home/bob", "/usr/sbin/nologin" if parked else "/bin/bash")
+    return ledger, host([user_], [HostGroup(shown, 5000, ()), HostGroup("deploy", 3000, (shown,))])
+
+
+def test_a_renamed_person_keeps_the_account():
+    ledger, h = _bob(groups_added=("deploy",))
+    p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
+    rename, leave = p.actions
+    assert isinstance(rename, RenameAccount) and rename.line().startswith("~ rename bob -> robert")
+    assert (leave.group, leave.add, leave.remove) == ("deploy", (), ("robert",))  # the agent's membership, renamed
+    assert (rename.uid, rename.group, rename.home, rename.old_home, rename.enable) == (5000, "bob", "/home/robert", "/home/bob", False)
+    assert p.ledger.accounts.keys() == {"robert"}
+    assert p.ledger.accounts["robert"] == Owned("robert", 5000, 5000, "person", ("id-bob",), ())  # deploy: not wanted now
+    groups = replace(PERSON, group_rules=(GroupRule(None, "robert", ("deploy",)),))
+    kept = run([user("id-bob", "robert")], h, ledger, s=groups)
+    assert [type(a).__name__ for a in kept.actions] == ["RenameAccount"]  # the membership follows the rename
+    assert kept.ledger.accounts["robert"].groups_added == ("deploy",)
+
+
+def test_a_renamed_parked_person_comes_back_under_the_new_name():
+    ledger, h = _bob(parked=True)
+    (rename,) = run([user("id-bob", "robert")], h, ledger, s=PERSON).actions
+    assert (rename.old, rename.group, rename.enable, rename.owned_as) == ("runas-off-5000", "runas-off-5000", True, "bob")
+
+
+def test_a_leaver_whose_name_changed_hands_returns_under_a_new_name_with_their_account():
+    ledger, h = _leaver(home="/home/runas-off-5000")
+    handed = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    p = run([user("id-b", "jsmith"), user("id-a", "asmith")], h, handed.ledger, s=PERSON)
+    rename = p.of(RenameAccount)[0]
+    assert (rename.old, rename.name, rename.uid, rename.old_home, rename.home) == (
+        "runas-off-5000", "asmith", 5000, "/home/runas-off-5000", "/home/asmith")
+    assert "runas-off-5000" not in p.ledger.accounts and p.ledger.accounts["asmith"].uid == 5000
+
+
+def test_a_rename_onto_a_taken_name_parks_the_old_account_and_skips_the_new_name():
+    ledger, h = _bob()
+    p = run([user("id-bob", "ops")], h, ledger, s=PERSON)   # `ops` is a local account
+    assert [type(a).__name__ for a in p.actions] == ["DisableAccount"]
+    assert "not managed by runas-agent" in p.skips[0].reason
+
+
+def test_a_failed_rename_keeps_the_entry_under_its_old_name():
+    from runas_agent.core.plan import ACCOUNTS
+
+    ledger, h = _bob(parked=True)
+    p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
+    assert ACCOUNTS.settle(p.ledger, list(p.actions)).accounts.keys() == {"bob"}
+
+
+# --- a home that someone else owns ------------------------------------------------------------------
+
+def test_an_existing_home_that_is_not_the_new_accounts_is_a_conflict():
+    from runas_agent.core.observed import NOT_A_DIRECTORY
+
+    h = replace(host(), homes={"/home/erin": 1001, "/home/link": NOT_A_DIRECTORY, "/home/ann": 0})
+    p = run([user("id-erin", "erin"), user("id-l", "link"), user("id-f", "frank")], h, s=PERSON)
+    reasons = {s.name: s.reason for s in p.skips}
+    assert [a.name for a in p.actions] == ["frank"]
+    assert "/home/erin exists and belongs to uid 1001" in reasons["erin"]
+    assert "not a directory" in reasons["link"]
+    uid = p.actions[0].uid
+    own = run([user("id-f", "frank")], replace(host(), homes={"/home/frank": uid}), s=PERSON)
+    assert [a.name for a in own.actions] == ["frank"]   # its own directory (an interrupted create) is fine
+
+
+def test_a_leavers_home_being_set_aside_is_no_conflict_but_a_rename_target_is():
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], replace(h, homes={"/home/jsmith": 5000}), ledger, s=PERSON)
+    assert [type(a).__name__ for a in p.actions] == ["SetHomeAside", "CreateAccount"]
+    ledger, h = _bob()
+    r = run([user("id-bob", "robert")], replace(h, homes={"/home/bob": 5000, "/home/robert": 1001}), ledger, s=PERSON)
+    assert not r.of(RenameAccount) and any("/home/robert exists" in s.reason for s in r.skips)
+
+
+# --- a disable the person can block -----------------------------------------------------------------
+
+def test_a_per_person_accounts_processes_end_before_it_is_parked_or_re_enabled():
+    from runas_agent.core.plan import EndProcesses
+
+    ledger, h = _bob()
+    busy = replace(h, busy_uids=frozenset({5000}))
+    gone = run([user("id-x", "x")], busy, ledger, s=PERSON)
+    assert [type(a).__name__ for a in gone.of(EndProcesses) + gone.of(DisableAccount)] == ["EndProcesses", "DisableAccount"]
+    assert gone.actions.index(gone.of(EndProcesses)[0]) < gone.actions.index(gone.of(DisableAccount)[0])
+    assert not run([user("id-x", "x")], h, ledger, s=PERSON).of(EndProcesses)      # nothing runs: nothing to end
+    ledger, h = _bob(parked=True)
+    back = run([user("id-bob", "bob")], replace(h, busy_uids=frozenset({5000})), ledger, s=PERSON)
+    assert [type(a).__name__ for a in back.actions][:2] == ["EndProcesses", "EnableAccount"]
+
+
+def test_a_shared_accounts_processes_never_end_with_it():
+    from runas_agent.core.plan import EndProcesses
+
+    ledger = Ledger({"acme": Owned("acme", 5000, 5000, "shared", ("u1",))})
+    h = replace(host([managed("acme", 5000)], [HostGroup("acme", 5000, ())]), busy_uids=frozenset({5000}))
+    p = run([user("u2", "b", "other")], h, ledger)
+    assert p.of(DisableAccount) and not p.of(EndProcesses)
+
+
+def test_a_rename_the_ledger_recorded_half_is_settled_by_the_next_plan():
+    """The sync stopped after the rename, with the intent ledger naming both bob and robert."""
+    ledger, h = _bob()
+    p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
+    intent = ledger.merge(p.ledger)
+    assert intent.accounts.keys() == {"bob", "robert"}
+    uid = 5000
+    after = host([HostUser("robert", uid, uid, p.actions[0].comment, "/home/robert", "/bin/bash")],
+                 [HostGroup("robert", uid, ()), HostGroup("deploy", 3000, ("robert",))])
+    again = run([user("id-bob", "robert")], after, intent, s=PERSON)
+    assert [a.line() for a in again.actions] == [". forget bob: renamed to robert"]
+    assert again.ledger.accounts.keys() == {"robert"} and not again.warnings
+
+
+def test_an_interrupted_hand_over_converges():
+    """The sync stopped after recording its intent and before setting the leaver's home aside."""
+    ledger, h = _leaver()
+    p = run([user("id-b", "jsmith")], h, ledger, s=PERSON)
+    intent = ledger.merge(p.ledger)
+    again = run([user("id-b", "jsmith")], h, intent, s=PERSON)
+    assert [type(a).__name__ for a in again.actions] == ["SetHomeAside", "CreateAccount"]
+    assert again.of(CreateAccount)[0].uid == p.of(CreateAccount)[0].uid
+    assert any("changed hands" in w for w in again.warnings)

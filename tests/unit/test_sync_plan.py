@@ -155,12 +155,12 @@ def test_a_plan_without_changes_writes_no_ledger(tmp_path):
 
 
 def test_a_plan_without_actions_still_records_a_changed_ledger(tmp_path):
-    ledger = Ledger({"ann": Owned("ann", 5000, 5000, "person", ("id-old",))})
+    ledger = Ledger({"ann": Owned("ann", 5000, 5000, "person", ())})  # an entry that recorded no UserId
     host = HostState.build(list(BASE.users.values()) + [HostUser("ann", 5000, 5000, "runas-agent ann (ann)", "/home/ann", "/bin/bash")],
                            [HostGroup("ann", 5000, ())])
     seen = observation(host, ledger)
     result = plan_for(["ann"], seen, rules=())
-    assert result.actions == ()  # the account is as wanted; only the identity behind it is another
+    assert result.actions == ()  # the account is as wanted; only its ledger entry learns the UserId
     run_plan(result, seen, StateDir(str(tmp_path)), Appliers(FakeAccounts(on_apply=pytest.fail), FakeSudo()))
     assert files(tmp_path)["ledger.json"]["accounts"]["ann"]["identities"] == ["id-ann"]
     assert files(tmp_path)["sudoers.json"] is None

@@ -72,11 +72,13 @@ class Ledger:
 
     def merge(self, planned: "Ledger") -> "Ledger":
         """Every account either ledger names; for one in both, the groups either says the agent added
-        and the identities the plan found (the intent before applying `planned`)."""
+        and the identities the plan found (the intent before applying `planned`). A name the plan
+        gives to another account (another UID) is that account's: the one it had is kept by the plan
+        under its parked name."""
         accounts = dict(self.accounts)
         for name, owned in planned.accounts.items():
             old = accounts.get(name)
-            if old is None:
+            if old is None or old.uid != owned.uid:  # new, or the name goes to another account
                 accounts[name] = owned
             else:
                 groups = tuple(sorted(set(old.groups_added) | set(owned.groups_added)))

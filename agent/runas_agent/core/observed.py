@@ -5,6 +5,7 @@ login.defs UID_MIN, os-release, both ledgers, the sudoers drop-ins and the accou
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping, Optional
 
 from runas_agent.core.ledger import Ledger
@@ -28,6 +29,10 @@ class HostGroup:
     members: tuple[str, ...]
 
 
+#: `HostState.homes` value of an entry that is not a directory (a symbolic link, a file)
+NOT_A_DIRECTORY = -1
+
+
 @dataclass(frozen=True)
 class HostState:
     users: dict[str, HostUser]
@@ -35,6 +40,18 @@ class HostState:
     uid_min: int = 1000
     uids: dict[int, str] = field(default_factory=dict)
     gids: dict[int, str] = field(default_factory=dict)
+    #: names the host's sysusers.d files declare -> the file declaring each (accounts and groups a
+    #: package owns, whether or not they exist yet)
+    sysusers: Mapping[str, str] = field(default_factory=dict)
+    #: user names the host's sudoers files (all that visudo reads) mention -> the first file naming
+    #: each, the agent's own drop-ins left out
+    sudoers: Mapping[str, str] = field(default_factory=dict)
+    #: what is in the home base directory: path -> its owner's UID (NOT_A_DIRECTORY for a link or a
+    #: file), as lstat sees it
+    homes: Mapping[str, int] = field(default_factory=dict)
+    #: every UID some live process runs with (real, effective or saved): `usermod -l` refuses to
+    #: rename an account of one of them
+    busy_uids: frozenset[int] = frozenset()
 
     @classmethod
     def build(cls, users: list[HostUser], groups: list[HostGroup], uid_min: int = 1000) -> "HostState":
@@ -45,6 +62,23 @@ class HostState:
             uids={u.uid: u.name for u in users},
             gids={g.gid: g.name for g in groups},
         )
+
+    @cached_property
+    def by_home(self) -> dict[str, HostUser]:
+        """home (without a trailing '/') -> the first account passwd gives it to"""
+        found: dict[str, HostUser] = {}
+        for user in self.users.values():
+            found.setdefault(user.home.rstrip("/"), user)
+        return found
+
+    @cached_property
+    def member_of(self) -> dict[str, tuple[str, ...]]:
+        """user name -> the groups whose member lists name it"""
+        found: dict[str, list[str]] = {}
+        for group in self.groups.values():
+            for member in group.members:
+                found.setdefault(member, []).append(group.name)
+        return {name: tuple(sorted(groups)) for name, groups in found.items()}
 
     def user_by_uid(self, uid: int) -> HostUser | None:
         name = self.uids.get(uid)

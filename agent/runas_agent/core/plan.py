@@ -7,7 +7,13 @@ conflict, reported and left alone.
 
 Each account name is in one state (`owned_state`, or new), and what the plan does about it is one
 small handler per state: `WANTED` for accounts the directory calls for, `LEAVING` for owned accounts
-it no longer does. A handler returns a `Decision` (actions, skip, warnings, ledger entry, group
+it no longer does. Two tables take precedence over `WANTED`: `REFUSED` for a name that may never be an
+account (core/reserved.py, accounts.allowed_names) and `HANDED_OVER` for a per-person name now wanted
+for another UserId than the one its account was made for (the newcomer never gets the leaver's
+account). A new per-person name whose UserId owns an account under a name no longer wanted is a
+rename (`_rename`). A new account is also refused a name that a host sudoers rule or group member
+list mentions (`stale_grant`) and a home that exists and is not its own (`foreign_home`,
+`home_holder`). A handler returns a `Decision` (actions, skip, warnings, ledger entries, group
 memberships); `plan` folds the decisions into one plan and applies the safety checks.
 """
 
@@ -19,10 +25,12 @@ from typing import Any, Callable, Iterator, Literal, Mapping
 
 from runas_agent.core import naming, uids
 from runas_agent.core.action import Action, Outcome
+from runas_agent.core.allowed import AllowedNames
 from runas_agent.core.display import escaped, shown
 from runas_agent.core.desired import MARKER, Desired, DesiredAccount, Skip
 from runas_agent.core.ledger import Bookkeeping, Ledger, Owned
-from runas_agent.core.observed import HostState, HostUser
+from runas_agent.core.observed import NOT_A_DIRECTORY, HostState, HostUser
+from runas_agent.core.reserved import reserved_reason
 
 NOLOGIN = "/usr/sbin/nologin"
 
@@ -37,6 +45,8 @@ class PlanSettings:
     refuse_empty_directory: bool = True
     max_disable_fraction: float = 0.2
     max_disable_count: int = 3
+    #: accounts.allowed_names: the pattern every Run As name must match (unset: any name)
+    allowed_names: AllowedNames = field(default_factory=AllowedNames)
 
 
 # --- actions -------------------------------------------------------------------------------------
@@ -89,6 +99,75 @@ class UpdateAccount(Action):
 
     def detail(self) -> str:
         return ", ".join(f"{k} '{shown(old)}' -> '{shown(new)}'" for k, (old, new) in sorted(self.changes.items()))
+
+
+@dataclass(frozen=True)
+class RenameAccount(Action):
+    """A person's UserName changed (same UserId): the account, its primary group and its home take
+    the new name; UID, GID, files and memberships stay (usermod renames the user in member lists).
+    From a parked account (`enable`), it is re-enabled under the new name at the same time."""
+
+    name: str
+    old: str
+    #: the primary group's current name (the old name, or the parked name)
+    group: str
+    uid: int
+    home: str
+    old_home: str
+    shell: str
+    comment: str
+    enable: bool = False
+    #: the ledger's name for it until now (the old name, or its parked name once its name went to another)
+    owned_as: str = ""
+    symbol = "~"
+    verb = "rename"
+
+    @property
+    def account(self) -> str:
+        return self.name
+
+    def line(self) -> str:
+        return f"{self.symbol} rename {self.old} -> {self.name}: {self.detail()}"
+
+    def detail(self) -> str:
+        moved = f"home {self.old_home} -> {self.home}" if self.old_home != self.home else f"home {self.home}"
+        return f"uid={self.uid} kept, {moved} with its files, group and memberships follow" + (
+            ", enabled" if self.enable else "")
+
+
+@dataclass(frozen=True)
+class EndProcesses(Action):
+    """End every process of a per-person account's UID (SIGTERM, a grace period, SIGKILL) before it
+    is parked or re-enabled: `usermod -l` refuses to rename an account that runs anything, so a
+    process left behind would keep a leaver's account resolving, or lock a returning person out."""
+
+    name: str
+    uid: int
+    why: str
+    symbol = "-"
+    verb = "end-processes"
+
+    def detail(self) -> str:
+        return f"every process of uid={self.uid} ({self.why})"
+
+
+@dataclass(frozen=True)
+class SetHomeAside(Action):
+    """Move a parked account's home away from `/home/<name>` (to `/home/<parked name>`), so the
+    account the name goes to next starts in a home of its own: the SSM agent sets HOME=/home/<name>
+    whatever passwd says. The files move with the parked account; nothing is deleted."""
+
+    #: the name the home is freed for
+    name: str
+    parked: str
+    uid: int
+    home: str
+    to: str
+    symbol = "~"
+    verb = "set-aside"
+
+    def detail(self) -> str:
+        return f"home of {self.parked} (uid={self.uid}) moved {self.home} -> {self.to} with its files, mode 0700"
 
 
 @dataclass(frozen=True)
@@ -188,10 +267,12 @@ class Plan:
 
 
 #: The order actions are applied in: accounts are updated, re-enabled and created before memberships
-#: are set (every new member exists by then), and disabled after (out of the agent's groups first).
+#: are set (every new member exists by then), and disabled after (out of the agent's groups first). A
+#: parked home is set aside before the account taking its name is created. A per-person account's
+#: processes end before it is renamed (parked, re-enabled).
 #: A new action type takes its place here.
-ORDER: tuple[type[Action], ...] = (UpdateAccount, EnableAccount, CreateAccount, SetGroupMembers, DisableAccount,
-                                   ForgetAccount)
+ORDER: tuple[type[Action], ...] = (UpdateAccount, EndProcesses, RenameAccount, EnableAccount, SetHomeAside,
+                                   CreateAccount, SetGroupMembers, DisableAccount, ForgetAccount)
 
 
 # --- what an owned account is on the host ----------------------------------------------------------
@@ -209,9 +290,15 @@ CHANGED: State = "changed"
 NEW: State = "new"
 
 
+def retired(owned: Owned) -> bool:
+    """An entry kept under its parked name: the account's name went to another person, so it stays
+    parked for good (it is never active, and never under a wanted name)."""
+    return owned.name == naming.disabled_name(owned.uid)
+
+
 def owned_state(owned: Owned, host: HostState) -> tuple[State, HostUser | None]:
     """'active', 'disabled', 'missing' or 'changed' (owned account altered by hand), with the host user."""
-    user = host.users.get(owned.name)
+    user = host.users.get(owned.name) if not retired(owned) else None
     if user is not None:
         if user.uid == owned.uid and user.comment.startswith(MARKER):
             return ACTIVE, user
@@ -238,6 +325,8 @@ class Context:
     user_status: Mapping[str, bool]
     #: whether a UID is taken (on the host, in the ledger, or by a create planned before)
     taken: Callable[[int], bool]
+    #: the ledger: name -> UID, for every account it owns
+    owned_uids: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -282,6 +371,10 @@ class Decision:
     leaves: tuple[str, ...] = ()
     #: a UID it takes (a new account)
     uid: int | None = None
+    #: an owned entry kept from now on under its parked name (the name went to another person)
+    retire: Owned | None = None
+    #: the name whose entry this account's replaces (a rename)
+    renamed_from: str | None = None
 
 
 Handler = Callable[[Context, Case], Decision]
@@ -339,6 +432,28 @@ def _unowned_conflict(name: str, host: HostState) -> str | None:
     return None
 
 
+def stale_grant(name: str, host: HostState) -> str | None:
+    """Why a new account may not take `name`: a sudoers rule or a group member list names it
+    although no account has it, so it would apply to the new account (a grant left by an earlier
+    user of the name, or written for someone else)."""
+    listing = host.sudoers.get(name)
+    if listing is not None:
+        return (f"{listing} names {name!r} in a sudoers rule, alias or Defaults, but no account has the name: "
+                "the rule would apply to the new account; remove it or the name from it")
+    groups = host.member_of.get(name, ())
+    if groups:
+        listed = ", ".join(repr(g) for g in groups)
+        return (f"group {listed} lists {name!r} as a member, but no account has the name: the new account would "
+                f"be in it; remove {name!r} from the member list (gpasswd -d)")
+    return None
+
+
+def _end_processes(name: str, kind: str, uid: int, host: HostState, why: str) -> tuple[Action, ...]:
+    """The processes of a per-person account's UID to end before it is renamed, if any run. A shared
+    account is never emptied: its members' colleagues work in it."""
+    return (EndProcesses(name, uid, why),) if kind == "person" and uid in host.busy_uids else ()
+
+
 def _create(want: DesiredAccount, uid: int, gid: int, probe: int, settings: PlanSettings) -> CreateAccount:
     return CreateAccount(
         name=want.name, uid=uid, gid=gid, home=f"{settings.home_base.rstrip('/')}/{want.name}",
@@ -348,17 +463,52 @@ def _create(want: DesiredAccount, uid: int, gid: int, probe: int, settings: Plan
 
 # --- wanted accounts, by state ----------------------------------------------------------------------
 
+def home_holder(name: str, host: HostState, settings: PlanSettings, moving: str | None = None) -> str | None:
+    """Why a new account may not start at /home/<name>: passwd gives that home to another account
+    (`moving`: an account whose home the plan sets aside first)."""
+    home = f"{settings.home_base.rstrip('/')}/{name}"
+    user = host.by_home.get(home)
+    others = [u for u in host.users.values() if u.home.rstrip("/") == home and u.name != moving] if user else []
+    if others:
+        return (f"{home} is the home of {others[0].name} (uid {others[0].uid}) in passwd: the new account would "
+                "start in another account's files")
+    return None
+
+
+def foreign_home(home: str, uid: int, host: HostState) -> str | None:
+    """Why an account with `uid` may not be given `home`: something is there already that is not its
+    own directory (left by an earlier `userdel`, now another user's, or a link)."""
+    owner = host.homes.get(home)
+    if owner is None or owner == uid:
+        return None
+    if owner == NOT_A_DIRECTORY:
+        return f"{home} exists and is not a directory (a link or a file): it is never made a home"
+    return (f"{home} exists and belongs to uid {owner}, not to this account: a session would run the files in it "
+            "(.bashrc, .profile) with this account's rights; move it away, or give it to the account's UID")
+
+
 def _new(ctx: Context, case: Case) -> Decision:
+    return _make(ctx, case)
+
+
+def _make(ctx: Context, case: Case, moving: str | None = None) -> Decision:
+    """A new account under a name no account has."""
     want = case.wanted
-    conflict = _unowned_conflict(case.name, ctx.host)
+    conflict = (_unowned_conflict(case.name, ctx.host) or stale_grant(case.name, ctx.host)
+                or home_holder(case.name, ctx.host, ctx.settings, moving))
     if conflict:
         return Decision(skip=conflict)
     derived = uids.derive(want.uid_key, ctx.settings.uid_min, ctx.settings.uid_max, ctx.taken)
     if derived is None:
         return Decision(skip="no free UID in accounts.uid_min..uid_max")
     uid, probe = derived
+    action = _create(want, uid, uid, probe, ctx.settings)
+    set_aside = moving is not None and ctx.host.users[moving].home.rstrip("/") == action.home
+    foreign = foreign_home(action.home, uid, ctx.host) if not set_aside else None
+    if foreign:
+        return Decision(skip=foreign)
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
-    create = Decision(actions=(_create(want, uid, uid, probe, ctx.settings),), uid=uid)
+    create = Decision(actions=(action,), uid=uid)
     return _with_groups(create, groups, Owned(case.name, uid, uid, want.kind, _identities(want)))
 
 
@@ -369,10 +519,31 @@ def _recreate(ctx: Context, case: Case) -> Decision:
         return Decision(skip="managed account is gone and the name is now taken on this host")
     if owned.uid in ctx.host.uids or owned.uid in ctx.host.gids:
         return Decision(skip=f"managed account is gone and its UID {owned.uid} is now taken")
-    create = Decision(actions=(_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(
-        f"managed account {case.name} was removed from the host by hand; re-creating it with uid {owned.uid}",))
+    aside = _unfinished_set_aside(ctx, case.name)
+    if aside is not None:
+        held = home_holder(case.name, ctx.host, ctx.settings, moving=aside.parked)
+    else:
+        held = (home_holder(case.name, ctx.host, ctx.settings)
+                or foreign_home(f"{ctx.settings.home_base.rstrip('/')}/{case.name}", owned.uid, ctx.host))
+    if held:
+        return Decision(skip=f"managed account is gone and {held}")
+    why = (f"{case.name} changed hands and the sync that made its new account stopped before; making it with uid {owned.uid}"
+           if aside is not None else
+           f"managed account {case.name} was removed from the host by hand; re-creating it with uid {owned.uid}")
+    first: tuple[Action, ...] = (aside,) if aside is not None else ()
+    create = Decision(actions=first + (_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(why,))
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
     return _with_groups(create, groups, replace(owned, identities=_identities(want)))
+
+
+def _unfinished_set_aside(ctx: Context, name: str) -> SetHomeAside | None:
+    """The set-aside a hand-over planned and did not get to (the sync stopped first): /home/<name> is
+    still the home of the agent's account retired under its parked name."""
+    home = f"{ctx.settings.home_base.rstrip('/')}/{name}"
+    holder = ctx.host.by_home.get(home)
+    if holder is None or holder.name != naming.disabled_name(holder.uid) or ctx.owned_uids.get(holder.name) != holder.uid:
+        return None
+    return SetHomeAside(name, holder.name, holder.uid, holder.home, f"{ctx.settings.home_base.rstrip('/')}/{holder.name}")
 
 
 def _enable(ctx: Context, case: Case) -> Decision:
@@ -380,7 +551,8 @@ def _enable(ctx: Context, case: Case) -> Decision:
     want, owned, parked = case.wanted, case.ours, case.found
     if _unowned_conflict(case.name, ctx.host):
         return Decision(skip=f"cannot re-enable: the name is now taken on this host; the account stays parked as {parked.name}")
-    enable = Decision(actions=(EnableAccount(case.name, owned.uid, parked.name, ctx.settings.shell, want.comment),))
+    ending = _end_processes(case.name, owned.kind, owned.uid, ctx.host, f"they would keep {parked.name} from being re-enabled")
+    enable = Decision(actions=ending + (EnableAccount(case.name, owned.uid, parked.name, ctx.settings.shell, want.comment),))
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
     return _with_groups(enable, groups, replace(owned, identities=_identities(want)))
 
@@ -412,6 +584,147 @@ WANTED: Mapping[State, Handler] = {NEW: _new, MISSING: _recreate, DISABLED: _ena
                                    CHANGED: _changed_wanted}
 
 
+# --- wanted under a name that may not be an account ------------------------------------------------
+
+def name_refusal(name: str, host: HostState, settings: PlanSettings) -> str | None:
+    """Why `name` may never be a managed account on this host: a name a package, an image or this
+    host's sysusers.d reserves (core/reserved.py), or one outside accounts.allowed_names. None when
+    it may be."""
+    return reserved_reason(name, host.sysusers) or settings.allowed_names.problem(name)
+
+
+def _refuse(ctx: Context, case: Case, refusal: str) -> Decision:
+    """Not made, re-made or re-enabled: the identities are skipped with the reason (an account or
+    group the name already has on the host is the more specific one)."""
+    return Decision(skip=_unowned_conflict(case.name, ctx.host) or refusal)
+
+
+def _refuse_active(ctx: Context, case: Case, refusal: str) -> Decision:
+    """Made before the name was refused (an earlier version, a new pattern): parked, so a package
+    installed later does not hand its rights to a directory person; skipped with the reason."""
+    return replace(_disable(ctx, case, refusal), skip=refusal)
+
+
+def _refuse_changed(ctx: Context, case: Case, refusal: str) -> Decision:
+    return _changed_wanted(ctx, case)
+
+
+RefusedHandler = Callable[[Context, Case, str], Decision]
+
+#: Wanted accounts whose name is refused: what the plan does for each state.
+REFUSED: Mapping[State, RefusedHandler] = {NEW: _refuse, MISSING: _refuse, DISABLED: _refuse,
+                                           ACTIVE: _refuse_active, CHANGED: _refuse_changed}
+
+
+# --- a per-person name that changed hands -----------------------------------------------------------
+
+def changed_hands(case: Case) -> bool:
+    """Whether a per-person account the ledger owns is wanted for a different person: none of the
+    UserIds it was made for is behind the name any more. A shared account is the organization's and
+    never changes hands; an entry that does not record its UserIds cannot tell."""
+    want, owned = case.want, case.owned
+    if want is None or owned is None or want.kind != "person" or owned.kind != "person" or not owned.identities:
+        return False
+    return not set(owned.identities) & set(_identities(want))
+
+
+def _handed_over_words(case: Case, parked: str) -> str:
+    return (f"{case.name} changed hands: the account was made for UserId {', '.join(case.ours.identities)}, "
+            f"the name now belongs to UserId {', '.join(_identities(case.wanted))}; the new person gets an "
+            f"account of their own and none of the first one's UID, home, files, groups or rules "
+            f"(the first one's stays parked as {parked})")
+
+
+def _hand_over_parked(ctx: Context, case: Case) -> Decision:
+    """The leaver's account is parked: its home is set aside if it is still at /home/<name>, its
+    ledger entry is kept under the parked name, and the name is made new for the newcomer."""
+    owned, parked = case.ours, case.found
+    made = _make(ctx, Case(case.name, case.want, None, None), moving=parked.name)
+    if made.skip is not None:
+        return made
+    home = f"{ctx.settings.home_base.rstrip('/')}/{case.name}"
+    aside = f"{ctx.settings.home_base.rstrip('/')}/{parked.name}"
+    moves = (SetHomeAside(case.name, parked.name, owned.uid, parked.home, aside),) if parked.home == home else ()
+    return replace(made, actions=moves + made.actions, retire=replace(owned, name=parked.name, groups_added=()),
+                   warnings=made.warnings + (_handed_over_words(case, parked.name),))
+
+
+def _hand_over_active(ctx: Context, case: Case) -> Decision:
+    """The leaver's account is still active under the name: parked now; the newcomer's account is
+    made by the next sync, once the name and its home are free."""
+    parked = naming.disabled_name(case.ours.uid)
+    words = _handed_over_words(case, parked)
+    return replace(_disable(ctx, case, f"the name changed hands to UserId {', '.join(_identities(case.wanted))}"),
+                   skip=f"{words}; the new account is made on the next sync, once the first one is parked")
+
+
+def _hand_over_missing(ctx: Context, case: Case) -> Decision:
+    """The leaver's account was removed by hand: its entry goes, the newcomer's account is new."""
+    return _new(ctx, Case(case.name, case.want, None, None))
+
+
+#: Wanted per-person accounts whose name changed hands: what the plan does for each state.
+HANDED_OVER: Mapping[State, Handler] = {NEW: _new, MISSING: _hand_over_missing, DISABLED: _hand_over_parked,
+                                        ACTIVE: _hand_over_active, CHANGED: _changed_wanted}
+
+# --- a person renamed (same UserId, new name) ---------------------------------------------------------
+
+def rename_sources(ledger: Ledger, desired: Desired,
+                   states: Mapping[str, tuple[State, HostUser | None]]) -> dict[tuple[str, ...], list[str]]:
+    """The owned per-person accounts a new name may rename, by the UserIds they were made for: active
+    or parked, and whose own name is no longer wanted."""
+    found: dict[tuple[str, ...], list[str]] = {}
+    for n, o in ledger.accounts.items():
+        if o.kind == "person" and o.identities and n not in desired.accounts and states[n][0] in (ACTIVE, DISABLED):
+            found.setdefault(o.identities, []).append(n)
+    return found
+
+
+def rename_source(name: str, want: DesiredAccount, ledger: Ledger,
+                  sources: Mapping[tuple[str, ...], list[str]]) -> str | None:
+    """The owned account a new per-person name renames: the one made for the same UserId. None when
+    there is not exactly one."""
+    if want.kind != "person" or name in ledger.accounts:
+        return None
+    found = sources.get(_identities(want), [])
+    return found[0] if len(found) == 1 else None
+
+
+def _members_renamed(host: HostState, old: str, new: str) -> HostState:
+    """The host as it is once `old` is renamed: member lists name `new` instead."""
+    named = host.member_of.get(old, ())
+    if not named:
+        return host
+    groups = dict(host.groups)
+    for name in named:
+        groups[name] = replace(groups[name], members=tuple(new if m == old else m for m in groups[name].members))
+    return replace(host, groups=groups)
+
+
+def _rename(ctx: Context, case: Case) -> Decision:
+    """Owned under another name, for the same person: renamed, keeping UID, GID, files and the
+    memberships; a parked account is enabled under the new name."""
+    want, owned, user = case.wanted, case.ours, case.found
+    conflict = (_unowned_conflict(case.name, ctx.host) or stale_grant(case.name, ctx.host)
+                or home_holder(case.name, ctx.host, ctx.settings, moving=user.name))
+    if conflict:
+        return Decision(skip=conflict)
+    home = f"{ctx.settings.home_base.rstrip('/')}/{case.name}"
+    taken = foreign_home(home, -2, ctx.host) if home != user.home else None
+    if taken:
+        return Decision(skip=taken)
+    group = ctx.host.gids.get(owned.gid, user.name)
+    rename = RenameAccount(case.name, user.name, group, owned.uid, home, user.home, ctx.settings.shell, want.comment,
+                           enable=user.name == naming.disabled_name(owned.uid), owned_as=owned.name)
+    after = _members_renamed(ctx.host, user.name, case.name)
+    groups = plan_groups(case.name, want, frozenset(owned.groups_added), after, creating=False)
+    ending = _end_processes(case.name, owned.kind, owned.uid, ctx.host,
+                            f"they would keep {user.name} from being re-enabled") if rename.enable else ()
+    decision = Decision(actions=ending + (rename,), renamed_from=owned.name)
+    return _with_groups(decision, groups, replace(owned, name=case.name, identities=_identities(want)))
+
+
+
 # --- accounts no longer wanted, by state ------------------------------------------------------------
 
 def _disable_reason(owned: Owned, user_status: Mapping[str, bool]) -> str:
@@ -423,13 +736,14 @@ def _disable_reason(owned: Owned, user_status: Mapping[str, bool]) -> str:
     return "no enabled, in-scope identity maps to it any more"
 
 
-def _disable(ctx: Context, case: Case) -> Decision:
+def _disable(ctx: Context, case: Case, reason: str | None = None) -> Decision:
     """Owned, active, no longer wanted: parked, after leaving the groups the agent put it in."""
     owned = case.ours
     leaves = tuple(g for g in owned.groups_added if g in ctx.host.groups and case.name in ctx.host.groups[g].members)
     disable = DisableAccount(case.name, owned.uid, naming.disabled_name(owned.uid),
-                             _disable_reason(owned, ctx.user_status))
-    return Decision(actions=(disable,), leaves=leaves, entry=replace(owned, groups_added=()))
+                             reason or _disable_reason(owned, ctx.user_status))
+    ending = _end_processes(case.name, owned.kind, owned.uid, ctx.host, "a process left running would keep the account resolving")
+    return Decision(actions=ending + (disable,), leaves=leaves, entry=replace(owned, groups_added=()))
 
 
 def _forget(ctx: Context, case: Case) -> Decision:
@@ -439,6 +753,10 @@ def _forget(ctx: Context, case: Case) -> Decision:
 
 def _changed_leaving(ctx: Context, case: Case) -> Decision:
     user = case.found
+    if user.name != case.name and ctx.owned_uids.get(user.name) == case.ours.uid:
+        # Its UID is the agent's account under another name: a rename whose old entry was kept (the
+        # sync stopped between the rename and recording it).
+        return Decision(actions=(ForgetAccount(case.name, f"renamed to {user.name}"),), forget=True)
     return Decision(warnings=(f"managed account {case.name} was changed by hand ({user.name} uid={user.uid}); "
                               "not disabling it",))
 
@@ -464,20 +782,54 @@ def _decisions(desired: Desired, host: HostState, ledger: Ledger, settings: Plan
     def taken(uid: int) -> bool:
         return uid in host.uids or uid in host.gids or uid in reserved or uid in assigned
 
-    ctx = Context(host, settings, user_status, taken)
+    ctx = Context(host, settings, user_status, taken, {n: o.uid for n, o in ledger.accounts.items()})
+    renamed: set[str] = set()
+    sources = rename_sources(ledger, desired, states)
     for name, want in desired.accounts.items():
-        owned = ledger.accounts.get(name)
-        state, user = states[name] if owned is not None else (NEW, None)
-        case = Case(name, want, owned, user)
-        decision = WANTED[state](ctx, case)
+        case, decision = _wanted(ctx, name, want, ledger, sources, states)
         if decision.uid is not None:
             assigned.add(decision.uid)
+        if decision.renamed_from is not None:
+            renamed.add(decision.renamed_from)
         yield case, decision
     for name, owned in sorted(ledger.accounts.items()):
-        if name not in desired.accounts:
+        if name not in desired.accounts and name not in renamed:
             state, user = states[name]
             case = Case(name, None, owned, user)
             yield case, LEAVING[state](ctx, case)
+
+
+def _wanted(ctx: Context, name: str, want: DesiredAccount, ledger: Ledger,
+            sources: Mapping[tuple[str, ...], list[str]],
+            states: Mapping[str, tuple[State, HostUser | None]]) -> tuple[Case, Decision]:
+    """One wanted account: refused, handed over, renamed, or by its state."""
+    owned = ledger.accounts.get(name)
+    state, user = states[name] if owned is not None else (NEW, None)
+    case = Case(name, want, owned, user)
+    refusal = name_refusal(name, ctx.host, ctx.settings)
+    if refusal is not None:
+        return case, REFUSED[state](ctx, case, refusal)
+    if changed_hands(case):
+        return case, HANDED_OVER[state](ctx, case)
+    source = rename_source(name, want, ledger, sources)
+    if source is not None:
+        renaming = Case(name, want, ledger.accounts[source], states[source][1])
+        decision = _rename(ctx, renaming)
+        if decision.skip is None:
+            return renaming, decision
+    return case, WANTED[state](ctx, case)
+
+
+def _record(accounts: dict[str, Owned], name: str, d: Decision) -> None:
+    """One decision's ledger entries: its own, one it retires under a parked name, one it renames."""
+    if d.retire is not None:
+        accounts[d.retire.name] = d.retire
+    if d.renamed_from is not None:
+        accounts.pop(d.renamed_from, None)
+    if d.forget:
+        accounts.pop(name, None)
+    elif d.entry is not None:
+        accounts[name] = d.entry
 
 
 def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple[list[Action], list[Skip], list[str], Ledger]:
@@ -498,10 +850,7 @@ def _assemble(ledger: Ledger, decided: Iterator[tuple[Case, Decision]]) -> tuple
             joins.setdefault(group, set()).add(case.name)
         for group in d.leaves:
             leaves.setdefault(group, set()).add(case.name)
-        if d.forget:
-            accounts.pop(case.name, None)
-        elif d.entry is not None:
-            accounts[case.name] = d.entry
+        _record(accounts, case.name, d)
     actions += [SetGroupMembers(g, tuple(sorted(joins.get(g, ()))), tuple(sorted(leaves.get(g, ()))))
                 for g in sorted(set(joins) | set(leaves))]
     actions.sort(key=lambda a: ORDER.index(type(a)))
@@ -546,7 +895,7 @@ def safety(desired: Desired, settings: PlanSettings, directory_size: int, disabl
 
 #: Actions whose failure leaves the name without the agent's account: nothing else (a sudoers
 #: drop-in) may be written for that name in the same sync.
-MAKES_THE_ACCOUNT: tuple[type[Action], ...] = (CreateAccount, EnableAccount)
+MAKES_THE_ACCOUNT: tuple[type[Action], ...] = (CreateAccount, EnableAccount, RenameAccount)
 
 
 def blocked_accounts(outcome: Outcome) -> set[str]:
@@ -556,7 +905,26 @@ def blocked_accounts(outcome: Outcome) -> set[str]:
 # --- keeping the ledger across the apply -------------------------------------------------------------
 
 def _created_failed(ledger: Ledger, action: CreateAccount) -> Ledger:
-    return ledger.without(action.name) if action.name in ledger.accounts else ledger
+    owned = ledger.accounts.get(action.name)
+    return ledger.without(action.name) if owned is not None and owned.uid == action.uid else ledger
+
+
+def _rename_failed(ledger: Ledger, action: RenameAccount) -> Ledger:
+    """The account still has its old name: its entry goes back under it."""
+    owned = ledger.accounts.get(action.name)
+    if owned is None or owned.uid != action.uid:
+        return ledger
+    return ledger.without(action.name).with_account(replace(owned, name=action.owned_as))
+
+
+def _set_aside_failed(ledger: Ledger, action: SetHomeAside) -> Ledger:
+    """The home is still at /home/<name>: the parked account's entry goes back under the name, so the
+    next sync hands the name over again (and sets the home aside first) instead of making a new
+    account in it."""
+    retired = ledger.accounts.get(action.parked)
+    if retired is None:
+        return ledger
+    return ledger.without(action.parked).with_account(replace(retired, name=action.name))
 
 
 def _membership_failed(ledger: Ledger, action: SetGroupMembers) -> Ledger:
@@ -573,4 +941,6 @@ def _membership_failed(ledger: Ledger, action: SetGroupMembers) -> Ledger:
 
 
 ACCOUNTS: Bookkeeping[Ledger] = Bookkeeping(merge=Ledger.merge,
-                                             reverts={CreateAccount: _created_failed, SetGroupMembers: _membership_failed})
+                                             reverts={CreateAccount: _created_failed, SetHomeAside: _set_aside_failed,
+                                                      RenameAccount: _rename_failed,
+                                                      SetGroupMembers: _membership_failed})

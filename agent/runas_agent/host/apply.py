@@ -14,10 +14,11 @@ from typing import Any, Callable, Collection, Mapping, Protocol, Sequence
 
 from runas_agent.core.action import Action, Outcome
 from runas_agent.core.plan import (NOLOGIN, CreateAccount, DisableAccount, EnableAccount, ForgetAccount,
-                                   SetGroupMembers, UpdateAccount, blocked_accounts)
+                                   EndProcesses, RenameAccount, SetGroupMembers, SetHomeAside,
+                                   UpdateAccount, blocked_accounts)
 from runas_agent.core.sudoers import SudoAction
 from runas_agent.errors import CommandError
-from runas_agent.host import subp
+from runas_agent.host import processes, subp
 from runas_agent.host.accounts import read_groups, read_users
 
 #: usermod's exit status when the account has running processes (it then refuses to rename).
@@ -71,12 +72,14 @@ class Applier:
         self.run = run
         self.handlers: Mapping[type, Callable[[Any, Outcome], None]] = {
             CreateAccount: self._create, EnableAccount: self._enable, UpdateAccount: self._update,
-            SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget}
+            SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget,
+            SetHomeAside: self._set_home_aside, RenameAccount: self._rename, EndProcesses: self._end_processes}
 
     def apply(self, actions: Sequence[Action], progress: Progress | None = None) -> Outcome:
         """Apply every action. `progress`, when given, is called before each action: a point where
         nothing is half-done, so it may raise to abandon the rest (the daemon's watchdog and stop)."""
         outcome = Outcome()
+        actions = self._homes_set_aside_first(actions, outcome)
         creates = [a for a in actions if isinstance(a, CreateAccount)]
         batched: set[int] = set()
         if len(creates) >= self.batch_min:
@@ -257,3 +260,66 @@ class Applier:
 
     def _forget(self, a: ForgetAccount, outcome: Outcome) -> None:
         return None
+
+    # -- a per-person account's processes, before it is renamed -------------------------------------
+
+    def _end_processes(self, a: EndProcesses, outcome: Outcome) -> None:
+        left = processes.end_processes(a.uid)
+        if left:
+            raise CommandError(["end-processes", f"uid={a.uid}"], None, "",
+                               f"processes {', '.join(map(str, left))} of uid {a.uid} did not end")
+
+    # -- a person renamed ------------------------------------------------------------------------------
+
+    def _rename(self, a: RenameAccount, outcome: Outcome) -> None:
+        # One usermod: the name (and with it every member list naming the user), the home moved with
+        # its files (-m renames the directory; it refuses when the target exists), the comment, the
+        # shell, and for a parked account the lock and expiry lifted. Then the primary group.
+        argv = ["usermod", "-l", a.name, "-c", a.comment, "-s", a.shell]
+        if a.home != a.old_home:
+            argv += ["-d", a.home, "-m"]
+        if a.enable:
+            argv += ["-U", "-e", ""]
+        self.run(argv + ["--", a.old])
+        if a.group != a.name:
+            self.run(["groupmod", "-n", a.name, "--", a.group])
+
+    # -- a name that changed hands --------------------------------------------------------------------
+
+    def _homes_set_aside_first(self, actions: Sequence[Action], outcome: Outcome) -> list[Action]:
+        """Set parked homes aside before anything else (creates in a batch included): the account
+        taking the name is made at /home/<name>. Returns the other actions, without the create of a
+        name whose home could not be set aside (it would land in the leaver's home)."""
+        blocked: set[str] = set()
+        for action in actions:
+            if isinstance(action, SetHomeAside):
+                try:
+                    self._set_home_aside(action, outcome)
+                    outcome.done.append(action)
+                except CommandError as exc:
+                    outcome.failed.append((action, str(exc)))
+                    blocked.add(action.name)
+        rest: list[Action] = []
+        for action in actions:
+            if isinstance(action, CreateAccount) and action.name in blocked:
+                outcome.failed.append((action, f"not created: the home of the account that had the name is still at "
+                                               f"{action.home}"))
+            elif not isinstance(action, SetHomeAside):
+                rest.append(action)
+        return rest
+
+    def _set_home_aside(self, a: SetHomeAside, outcome: Outcome) -> None:
+        # usermod -m renames the directory (copies, then removes the original, across filesystems)
+        # and refuses when the target exists: nothing is overwritten. Then the directory is closed to
+        # everyone else (a Debian home is 0755): the leaver's files are nobody's to read, the
+        # newcomer's included. Opened without following a link, and only when it is the account's.
+        self.run(["usermod", "-d", a.to, "-m", "--", a.parked])
+        try:
+            fd = os.open(a.to, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                if os.fstat(fd).st_uid == a.uid:
+                    os.fchmod(fd, 0o700)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise CommandError(["chmod", "0700", a.to], None, "", f"moved, but not closed: {exc.strerror}") from None
