@@ -134,9 +134,11 @@ def cmd_check_config(args: argparse.Namespace) -> Exit:
         for problem in exc.problems:
             print(f"  {shown(problem, 1000)}", file=sys.stderr)
         return Exit.CONFIG
-    print(f"{path}: ok")
-    for warning in checks.warnings(cfg):
-        print(f"warning: {warning}", file=sys.stderr)
+    warnings = checks.warnings(cfg)
+    print(f"{path}: ok" + (f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''} below)" if warnings else ""))
+    sys.stdout.flush()
+    for warning in warnings:
+        print(escaped(f"warning: {warning}"), file=sys.stderr)
     return Exit.OK
 
 

@@ -211,7 +211,7 @@ class Doctor:
         return False
 
     def run(self) -> list[Check]:
-        self.check_config()
+        self._safely("config", self.check_config)
         if self.cfg is not None:
             self._safely("credentials", self.check_credentials)
             self._safely("botocore", self.check_botocore)
