@@ -61,7 +61,8 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
     for line in result.plan.lines()[len(result.plan.actions):]:
         print(line)
     if result.status is SyncStatus.REFUSED:
-        print("Refused: nothing was changed. Fix the cause, or run with --force if you mean it.")
+        print("Refused: nothing was changed. Fix the cause; a refusal of the safety checks or of the directory's "
+              "trust gives way to --force if you mean it.")
     else:
         print(f"Sync: {result.counts.summary()} in {result.seconds:.2f}s.")
     return result.exit
