@@ -178,6 +178,8 @@ def test_hostile_directory_values_reach_the_terminal_escaped_and_cut(isolated_ho
     plan = isolated_host.agent("-c", cfg, "--json", "plan")
     names = {s["name"] for s in json.loads(plan.stdout)["skips"]}
     assert HOSTILE in names and "m" * 1_000_000 in names  # JSON output stays exact
+    identities = {s["identity"] for s in json.loads(plan.stdout)["skips"]}
+    assert f"{HOSTILE} (id-eve)" in identities
 
 
 def test_plan_and_once_agree_on_skipped_identities_and_the_summary_counts_updates(isolated_host):
