@@ -680,7 +680,10 @@ class Doctor:
         pending = len(self.plan.actions)
         summary = f"{owned_text}; {_n(len(conflicts), 'conflict')}; the next sync would make {_n(pending, 'change')}"
         details = [f"conflict: {s}" for s in conflicts] + changed + [f"warning: {w}" for w in self.plan.warnings]
-        held = self._departed_but_held(host)
+        self._add_accounts(summary, details, self._departed_but_held(host), bool(conflicts or changed))
+
+    def _add_accounts(self, summary: str, details: list[str], held: list[str], conflicted: bool) -> None:
+        """The accounts check's verdict: held departures fail, then refusals; conflicts warn."""
         if held:
             self.add("accounts", FAILED, f"{summary}; {_n(len(held), 'account')} of people who are gone still "
                                          "resolve, held by running processes",
@@ -690,7 +693,7 @@ class Doctor:
             self.add("accounts", FAILED, f"{summary}; the next sync will be refused",
                      "see why below; fix the directory or the safety settings, or run `runas-agent --once --force` "
                      "if the change is meant", details + [f"refused: {r}" for r in self.plan.refusals])
-        elif conflicts or changed:
+        elif conflicted:
             self.add("accounts", WARNING, summary,
                      "an account or group with a wanted name already exists and is not runas-agent's: rename or remove "
                      "it (the agent never takes one over), or change the person's Run As value", details)
@@ -704,16 +707,8 @@ class Doctor:
         from runas_agent.core.plan import DisableAccount
 
         leaving = {a.uid: a for a in self.plan.of(DisableAccount)}
-        if not leaving:
-            return []
-        holders: dict[int, list[str]] = {}
-        for process in self.probe.processes():
-            info = getattr(process, "info", None) or {}
-            ids = info.get("uids")
-            for uid in {getattr(ids, "real", None), getattr(ids, "effective", None)} & set(leaving):
-                holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
         out = []
-        for uid, processes in sorted(holders.items()):
+        for uid, processes in sorted(self._processes_of(set(leaving)).items()):
             action = leaving[uid]
             user = host.users.get(action.name)
             owned = self.ledger.accounts.get(action.name) if self.ledger else None
@@ -722,6 +717,18 @@ class Doctor:
             out.append(f"{action.name} (uid {uid}; {who}) still resolves although {action.reason}: "
                        f"{', '.join(processes[:5])}{more} run as it")
         return out
+
+    def _processes_of(self, uids: set[int]) -> dict[int, list[str]]:
+        """`pid 123 (sleep)` of each process running as one of `uids` (real or effective)."""
+        holders: dict[int, list[str]] = {}
+        if not uids:
+            return holders
+        for process in self.probe.processes():
+            info = getattr(process, "info", None) or {}
+            ids = info.get("uids")
+            for uid in {getattr(ids, "real", None), getattr(ids, "effective", None)} & uids:
+                holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
+        return holders
 
     # -- the host ---------------------------------------------------------------------------------
 
