@@ -62,7 +62,8 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
     for line in result.plan.lines()[len(result.plan.actions):]:
         print(line)
     if result.status is SyncStatus.REFUSED:
-        print("Refused: nothing was changed. Fix the cause, or run with --force if you mean it.")
+        print("Refused: nothing was changed. Fix the cause; a refusal of the safety checks or of the directory's "
+              "trust gives way to --force if you mean it.")
     else:
         print(f"Sync: {result.counts.summary()} in {result.seconds:.2f}s.")
     return result.exit
@@ -135,9 +136,11 @@ def cmd_check_config(args: argparse.Namespace) -> Exit:
         for problem in exc.problems:
             print(f"  {shown(problem, 1000)}", file=sys.stderr)
         return Exit.CONFIG
-    print(f"{path}: ok")
-    for warning in checks.warnings(cfg):
-        print(f"warning: {warning}", file=sys.stderr)
+    warnings = checks.warnings(cfg)
+    print(f"{path}: ok" + (f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''} below)" if warnings else ""))
+    sys.stdout.flush()
+    for warning in warnings:
+        print(escaped(f"warning: {warning}"), file=sys.stderr)
     return Exit.OK
 
 
@@ -192,17 +195,21 @@ def _spread_global_options(parser: argparse.ArgumentParser) -> None:
     has a default of its own, so what was given before the command name stands."""
     dests = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
     for child in _subparsers(parser):
-        own = frozenset(a.dest for a in child._actions if a.dest in dests)
-        child.set_defaults(own_options=own)
+        child.set_defaults(own_options=frozenset(a.dest for a in child._actions if a.dest in dests))
         for action in child._actions:
             if action.dest in dests:
                 action.default = argparse.SUPPRESS
-        missing = argparse.ArgumentParser(add_help=False)
-        _global_options(missing, lambda _text: argparse.SUPPRESS)
-        for action in missing._actions:
-            if not any(flag in child._option_string_actions for flag in action.option_strings):
-                action.default = argparse.SUPPRESS
-                child._add_action(action)
+        _add_missing_globals(child)
+
+
+def _add_missing_globals(child: argparse.ArgumentParser) -> None:
+    """The global options `child` does not define itself, hidden from its help, without defaults."""
+    spare = argparse.ArgumentParser(add_help=False)
+    _global_options(spare, lambda _text: argparse.SUPPRESS)
+    for action in spare._actions:
+        if not any(flag in child._option_string_actions for flag in action.option_strings):
+            action.default = argparse.SUPPRESS
+            child._add_action(action)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -268,22 +275,28 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(filter(None, (args.command, getattr(args, "sessions_command", None))))
 
 
+def _misuse(option: str, args: argparse.Namespace) -> str | None:
+    """Why the global `option`, as given, means nothing for the command given (None: it applies)."""
+    command = _command(args)
+    uses = GLOBAL_USES[option]
+    own: frozenset[str] = getattr(args, "own_options", frozenset())
+    if not getattr(args, option) or option in own or command in uses or (not command and args.once):
+        return None  # not given, or the command takes it (--once is the sync: it takes them all)
+    if option == "once":
+        return f"--once runs one sync by itself; it does not combine with the command {command!r}"
+    where = f"the command {command!r}" if command else "the service (no command)"
+    takers = " and ".join([*uses, "--once"]) if option != "json" else "--once and the commands that list it"
+    return f"--{option} does not apply to {where}; it is for {takers}"
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """The command line, with the global options resolved: a global option a command has no use
     for is a usage error naming both, never silently ignored."""
     args = parser.parse_args(argv)
-    command = _command(args)
-    own: frozenset[str] = getattr(args, "own_options", frozenset())
-    for option, commands in GLOBAL_USES.items():
-        if not getattr(args, option) or option in own or command in commands:
-            continue
-        if not command and args.once:
-            continue  # --once is the sync: it takes --force, --wait and --json
-        if option == "once":
-            parser.error(f"--once runs one sync by itself; it does not combine with the command {command!r}")
-        uses = " and ".join([*commands, "--once"]) if option != "json" else "--once and the commands that list it"
-        where = f"the command {command!r}" if command else "the service (no command)"
-        parser.error(f"--{option} does not apply to {where}; it is for {uses}")
+    for option in GLOBAL_USES:
+        problem = _misuse(option, args)
+        if problem:
+            parser.error(problem)
     args.config = args.config or config.DEFAULT_PATH
     args.wait = DEFAULT_WAIT if args.wait is None else args.wait
     for flag in ("once", "force", "json", "verbose"):

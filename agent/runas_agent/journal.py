@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any, Callable, Literal
 
+from runas_agent.core.display import field
 from runas_agent.events import Priority, Record
 
 log = logging.getLogger("runas_agent.journal")
@@ -76,7 +77,7 @@ class Journal:
     def write(self, record: Record) -> Destination:
         """Write one record; returns where it went."""
         if self.echo:
-            log.log(_LEVELS.get(record.priority, logging.INFO), "%s", record.message)
+            log.log(_LEVELS.get(record.priority, logging.INFO), "%s", field(record.message))
         if self._sendv is not None and self._listening():
             try:
                 self._sendv(*record.journal_fields())

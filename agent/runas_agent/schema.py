@@ -93,11 +93,9 @@ class Key:
 
     def validate(self, value: Any, dotted: str, problems: list[str]) -> Any:
         """The checked value (lists as tuples), or the placeholder when its type is wrong."""
-        if not _type_ok(value, self.types):
-            problems.append(f"{dotted}: must be {describe_types(self.types)}, not {type(value).__name__}")
-            return self.placeholder()
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{dotted}: must be a finite number, not {value}")
+        wrong = self._type_problem(value)
+        if wrong:
+            problems.append(f"{dotted}: {wrong}")
             return self.placeholder()
         if self.choices and value not in self.choices:
             problems.append(f"{dotted}: must be one of {', '.join(self.choices)}, not {value!r}{did_you_mean(value, self.choices)}")
@@ -110,6 +108,14 @@ class Key:
         if isinstance(value, list):
             return tuple(self._items(value, dotted, problems))
         return value
+
+    def _type_problem(self, value: Any) -> Optional[str]:
+        """What is wrong with the type of `value` (an infinite or NaN number is wrong too)."""
+        if not _type_ok(value, self.types):
+            return f"must be {describe_types(self.types)}, not {type(value).__name__}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, not {value}"
+        return None
 
     def _items(self, value: list[Any], dotted: str, problems: list[str]) -> Iterator[Any]:
         for index, item in enumerate(value):

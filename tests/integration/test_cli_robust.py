@@ -178,6 +178,8 @@ def test_hostile_directory_values_reach_the_terminal_escaped_and_cut(isolated_ho
     plan = isolated_host.agent("-c", cfg, "--json", "plan")
     names = {s["name"] for s in json.loads(plan.stdout)["skips"]}
     assert HOSTILE in names and "m" * 1_000_000 in names  # JSON output stays exact
+    identities = {s["identity"] for s in json.loads(plan.stdout)["skips"]}
+    assert f"{HOSTILE} (id-eve)" in identities
 
 
 def test_plan_and_once_agree_on_skipped_identities_and_the_summary_counts_updates(isolated_host):
@@ -233,3 +235,18 @@ def test_check_config_warns_about_sudo_rules_that_grant_a_shell_or_erase_the_jou
     assert "warning: sudo.rules[0]: /usr/bin/journalctl with any arguments" in checked.stderr
     assert "journalctl --vacuum-time=1s deletes the session records" in checked.stderr
     assert "sudo.rules[1]" not in checked.stderr
+
+
+def test_journal_records_carry_directory_values_escaped_and_cut(isolated_host):
+    if not os.path.exists("/lib/systemd/systemd-journald"):
+        pytest.skip("needs systemd-journald")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "agent")])}
+    proc = isolated_host.run([sys.executable, "-m", "tests.hosts.journal_hostile"], env=env, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["where"] == "journal" and len(report["records"]) == 1, report
+    record = report["records"][0]
+    assert record["MESSAGE"] == "sync partial: skip eve\\x1b]0;pwned\\x07\\x1b[2J\\u202e\\x00\\nFORGED_FIELD=1"
+    assert "FORGED_FIELD" not in record
+    user = record["RUNAS_IDENTITY_USER"]
+    assert isinstance(user, str) and user.startswith("eve\\x1b]0;pwned") and len(user) < 4200 and "…[+" in user

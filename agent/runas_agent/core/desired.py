@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from runas_agent.core import naming, uids
-from runas_agent.core.display import shown
+from runas_agent.core.display import VALUE_LIMIT, shown
 from runas_agent.core.expression import Expression
 from runas_agent.directory import Directory, User
 
@@ -27,7 +27,9 @@ class Identity:
     user_name: str
 
     def __str__(self) -> str:
-        return f"{shown(self.user_name)} ({shown(self.user_id)})"
+        """`alice@example.com (UserId)`, exact (JSON output carries it; text output shows it through
+        core/display.py)."""
+        return f"{self.user_name} ({self.user_id})"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class DesiredAccount:
     local_groups: frozenset[str] = frozenset()
 
 
+#: How much of a skip's identity text output shows (it may name several people).
+IDENTITY_LIMIT = 3 * VALUE_LIMIT
+
+
 @dataclass(frozen=True)
 class Skip:
     identity: str
@@ -49,7 +55,7 @@ class Skip:
 
     def __str__(self) -> str:
         name = f" as '{shown(self.name)}'" if self.name is not None else ""
-        return f"{self.identity}{name}: {self.reason}"
+        return f"{shown(self.identity, IDENTITY_LIMIT)}{name}: {self.reason}"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Alices' given name) it puts two people in one account and one home.
 
 from __future__ import annotations
 
-from runas_agent.core.desired import Desired
+from runas_agent.core.desired import Desired, DesiredAccount
 from runas_agent.core.display import shown
 
 #: How many accounts a warning names before it says "and N more".
@@ -25,11 +25,16 @@ def warnings(desired: Desired, expression: str, configured_kind: str) -> list[st
                   if account.kind == "shared" and len({i.user_id for i in account.identities}) > 1)
     if not held:
         return []
-    named = "; ".join(f"{shown(name)}: {', '.join(shown(i.user_name) for i in account.identities[:3])}"
-                      + (f" and {len(account.identities) - 3} more" if len(account.identities) > 3 else "")
-                      for name, account in held[:NAMED])
+    named = "; ".join(_people(name, account) for name, account in held[:NAMED])
     more = f"; and {len(held) - NAMED} more accounts" if len(held) > NAMED else ""
     return [f"run_as.account_kind auto made accounts shared, since run_as.expression {shown(expression)} is not "
             f"unique per person, and {len(held)} of them hold several people, who share the account and its home "
             f"({named}{more}); set run_as.account_kind: shared if that is meant, or person to give each their own "
             "account (people whose Run As name repeats are then skipped)"]
+
+
+def _people(name: str, account: DesiredAccount) -> str:
+    """`alice: alice.a@example.com, alice.b@example.com` (three at most, then how many more)."""
+    shown_people = ", ".join(shown(i.user_name) for i in account.identities[:3])
+    rest = len(account.identities) - 3
+    return f"{shown(name)}: {shown_people}" + (f" and {rest} more" if rest > 0 else "")
