@@ -365,7 +365,7 @@ class Daemon:
                 break
             except LockBusyError:
                 if self.clock() >= deadline:
-                    raise LockBusyError(f"another runas-agent sync held {path} for more than "
+                    raise LockBusyError(f"another runas-agent {self.work} held {path} for more than "
                                         f"daemon.lock_wait_seconds ({self.cfg.daemon.lock_wait_seconds:g}s)") from None
                 self.checkpoint()
                 self.wait(min(0.5, max(0.0, deadline - self.clock())))

@@ -40,7 +40,7 @@ from runas_agent import aws, config, daemon
 from runas_agent.core.expression import parse
 from runas_agent.core.projection import project
 from runas_agent.directory import canonical, format_timestamp, parse_document, parse_timestamp
-from runas_agent.errors import AgentError, ConfigError, LockBusyError, SourceError, UntrustedError
+from runas_agent.errors import AgentError, ConfigError, LockBusyError, RefusedError, SourceError, UntrustedError
 from runas_agent.events import PUBLISH, PUBLISH_FAILED, Priority, Record
 from runas_agent.exitcodes import Exit
 from runas_agent.host.lock import SyncLock
@@ -135,8 +135,8 @@ class Publisher:
 
     def publish(self, progress: Optional[Callable[[], None]] = None) -> Published:
         """Read, compare, and write when the directory changed or the snapshot is due for a refresh.
-        Raises SourceError (the read or its projection), PublishError (HeadObject, PutObject) or
-        AgentError (signing); nothing is written then."""
+        Raises SourceError (the read or its projection), RefusedError (an empty directory),
+        PublishError (HeadObject, PutObject) or AgentError (signing); nothing is written then."""
         started = time.monotonic()
         # GeneratedAt says when the directory was read: from the start of the read, never later
         now = datetime.datetime.fromtimestamp(self.clock(), datetime.timezone.utc)
@@ -149,6 +149,9 @@ class Publisher:
         problem = dropped_fields(fetched.directory, cfg.run_as.expression, origin)
         if problem:
             raise UntrustedError(problem.replace("Nothing was changed", "Nothing was published"))
+        if cfg.safety.refuse_empty_directory and not fetched.directory.users:
+            raise RefusedError(f"{origin}: the directory has no users at all: nothing was published (every instance "
+                               "would refuse it: safety.refuse_empty_directory)")
         document = project(fetched.directory.document, needed_paths(cfg))
         directory = parse_document(document, f"the projected snapshot of {origin}")
         digest = content_digest(document)

@@ -193,3 +193,13 @@ def test_a_stop_during_a_publish_abandons_it_before_anything_is_written(setup):
     assert abandoned["PUBLISH_RESULT"] == "abandoned" and abandoned["MESSAGE_ID"] == "48c5f39b919c416d817352b80ed574b2"
     assert abandoned["MESSAGE"] == "publish abandoned at a safe point, nothing was written: the service is stopping"
     stubber.assert_no_pending_responses()  # no S3 call was answered: none was made (Stubber would refuse it)
+
+
+def test_an_empty_directory_is_not_published(setup):
+    from runas_agent.errors import RefusedError
+
+    publisher, stubber, path = setup
+    path.write_text(json.dumps({"IdentityStoreId": "d-1234567890", "Users": [], "Groups": [], "GroupMemberships": []}))
+    with pytest.raises(RefusedError, match="no users at all: nothing was published"):
+        publisher.publish()
+    stubber.assert_no_pending_responses()
