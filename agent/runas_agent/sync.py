@@ -15,7 +15,8 @@ from runas_agent.core.sync import SyncPlan, plan
 from runas_agent.directory import Directory
 from runas_agent.exitcodes import Exit
 from runas_agent.host.accounts import read_os_release
-from runas_agent.host.apply import AccountApplier, Applier, SudoApplier, apply_plan
+from runas_agent.host.apply import AccountApplier, SudoApplier, apply_plan
+from runas_agent.host.engine import EngineApplier
 from runas_agent.host.files import Keeper, StateDir
 from runas_agent.host.observe import observe
 from runas_agent.host.sudoers import SudoersHost
@@ -73,7 +74,8 @@ class Appliers:
 
 
 def appliers(cfg: Config, etc: str = "/etc") -> Appliers:
-    return Appliers(Applier(skel=cfg.accounts.skel, etc=etc),
+    """The account engine (host/engine.py) for accounts, host/sudoers.py for drop-ins."""
+    return Appliers(EngineApplier(skel=cfg.accounts.skel, etc=etc, rules=name_rules(cfg, etc)),
                     SudoersHost(cfg.sudo.sudoers_dir, cfg.state_dir, cfg.sudo.visudo))
 
 
@@ -90,7 +92,7 @@ def run_plan(result: SyncPlan, observation: Observation, state: StateDir, using:
     else:
         outcome = Outcome()
     for keeper in keepers:
-        keeper.settle(outcome.failed_actions())
+        keeper.settle(outcome.undone())
     return outcome
 
 

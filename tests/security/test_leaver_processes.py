@@ -19,8 +19,8 @@ pytestmark = pytest.mark.host
 
 PERSON = "${path:userName}"
 DAVE, ALICE = user("id-dave", "dave"), user("id-alice", "alice")
-BLOCKED = pytest.mark.xfail(strict=True, raises=AssertionError, reason="attack 7 (a disable the person can block): a process of the "
-                            "account makes usermod refuse the rename, so the account keeps resolving")
+BLOCKED = pytest.mark.xfail(strict=True, raises=AssertionError, reason="attack 7 (a disable the person can block): the account is "
+                            "parked while its processes run, but the processes a leaver left behind are not ended")
 
 
 def wait_for(predicate, timeout: float = 10.0) -> None:
@@ -64,7 +64,6 @@ def test_a_leavers_background_process_does_not_keep_the_account(isolated_host):
             proc.wait()
 
 
-@BLOCKED
 def test_a_re_enable_is_not_blocked_by_a_process_of_the_parked_uid(isolated_host):
     host = isolated_host
     cfg = configure(host, [DAVE, ALICE], PERSON)
