@@ -434,7 +434,12 @@ class Daemon:
 
 
 def _default_sync(cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
-    return sync(cfg, apply=True, source=source, progress=progress)
+    return sync(cfg, apply=True, source=source, progress=progress, report=_report_progress)
+
+
+def _report_progress(phase: str, done: int, total: int) -> None:
+    """A long apply's progress, every few seconds, into the journal."""
+    log.info("sync in progress: %s, %d of %d", phase, done, total)
 
 
 def _default_lock(path: str) -> Any:

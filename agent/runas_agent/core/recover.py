@@ -1,0 +1,91 @@
+"""Rebuilding a lost ledger (pure): which accounts on the host are provably the agent's.
+
+The ledger is the agent's only record of what it owns. When it is gone (deleted, or emptied) while
+accounts the agent made are still on the host, nothing would ever disable them. It is rebuilt, but
+only from proof: an account is the agent's when it carries the marker in its comment, its UID is
+its primary GID, and its UID is one the agent derives (core/uids.py, one of the first
+`PROOF_PROBES` probes) from a directory identity: the UserId of a person in the directory or in
+the last applied snapshot (a per-person account), or the account's own name (a shared account).
+The marker alone proves nothing: anyone can write a comment. An account that fails the proof is
+reported and left alone, as any account the agent does not own.
+
+What cannot be proven is not rebuilt: the supplementary groups the agent had added (a membership
+found is then treated as an administrator's, and never removed), and a parked account whose person
+is no longer wanted (it stays parked, which is safe).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from runas_agent.core import naming, uids
+from runas_agent.core.desired import MARKER, DesiredAccount
+from runas_agent.core.ledger import Ledger, Owned
+from runas_agent.core.observed import HostState, HostUser
+
+#: how many probes of a key count as derived from it (a host needs more only with many collisions)
+PROOF_PROBES = 8
+
+
+@dataclass(frozen=True)
+class Recovery:
+    ledger: Ledger
+    #: what was rebuilt and what was left alone, in words
+    notes: tuple[str, ...]
+
+
+def _probes(key: str, uid_min: int, uid_max: int) -> list[int]:
+    return list(itertools.islice(uids.probes(key, uid_min, uid_max), PROOF_PROBES))
+
+
+def _candidate(user: HostUser, uid_min: int, uid_max: int) -> bool:
+    return user.comment.startswith(MARKER) and uid_min <= user.uid <= uid_max and user.gid == user.uid
+
+
+def _wanted_by_person(wanted: Mapping[str, DesiredAccount]) -> dict[str, DesiredAccount]:
+    return {i.user_id: want for want in wanted.values() if want.kind == "person" for i in want.identities}
+
+
+def rebuild(host: HostState, user_ids: Iterable[str], wanted: Mapping[str, DesiredAccount],
+            uid_min: int, uid_max: int) -> Recovery:
+    """The ledger of the accounts on `host` that are provably the agent's. `user_ids`: every
+    UserId of the directory and of the last applied snapshot; `wanted`: the desired accounts."""
+    person_of: dict[int, str] = {}
+    for user_id in user_ids:
+        for uid in _probes(uids.person_key(user_id), uid_min, uid_max):
+            person_of.setdefault(uid, user_id)
+    by_person = _wanted_by_person(wanted)
+    accounts: dict[str, Owned] = {}
+    notes: list[str] = []
+    for user in sorted(host.users.values(), key=lambda u: u.name):
+        if not _candidate(user, uid_min, uid_max):
+            continue
+        owned = _proven(user, person_of, by_person, uid_min, uid_max)
+        if isinstance(owned, str):
+            notes.append(owned)
+        else:
+            accounts[owned.name] = owned
+    if accounts:
+        notes.insert(0, f"the ledger was lost: rebuilt from proof of ownership (marker, and a UID derived from a "
+                        f"directory identity) for {len(accounts)} account(s): {', '.join(sorted(accounts))}")
+    return Recovery(Ledger(accounts), tuple(notes))
+
+
+def _proven(user: HostUser, person_of: Mapping[int, str], by_person: Mapping[str, DesiredAccount],
+            uid_min: int, uid_max: int) -> Owned | str:
+    """The ledger entry `user` proves, or why it proves none."""
+    parked = user.name == naming.disabled_name(user.uid)
+    person = person_of.get(user.uid)
+    if person is not None:
+        if not parked:
+            return Owned(user.name, user.uid, user.gid, "person", (person,))
+        want = by_person.get(person)
+        if want is not None:
+            return Owned(want.name, user.uid, user.gid, "person", (person,))
+        return f"{user.name} (uid {user.uid}) is a parked account of the agent's whose person is not wanted; it stays parked"
+    if not parked and user.uid in _probes(uids.shared_key(user.name), uid_min, uid_max):
+        return Owned(user.name, user.uid, user.gid, "shared", ())
+    return (f"{user.name} (uid {user.uid}) carries the runas-agent marker, but its UID derives from no directory "
+            "identity: not the agent's, left alone")

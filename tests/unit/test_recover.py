@@ -1,0 +1,55 @@
+"""Rebuilding a lost ledger from proof of ownership (core/recover.py): the marker alone proves
+nothing; the marker with a UID derived from a directory identity (a person's UserId, a shared
+account's name) does."""
+
+from runas_agent.core import uids
+from runas_agent.core.desired import DesiredAccount, Identity
+from runas_agent.core.observed import HostState, HostUser
+from runas_agent.core.recover import rebuild
+
+LO, HI = 1_000_000_000, 1_799_999_999
+
+
+def uid(key, probe=0):
+    return list(uids.probes(key, LO, HI))[probe]
+
+
+def account(name, number, comment="runas-agent Ann (ann@x)", gid=None):
+    return HostUser(name, number, number if gid is None else gid, comment, f"/home/{name}", "/bin/bash")
+
+
+ANN = uid(uids.person_key("u-ann"))
+BOB = uid(uids.person_key("u-bob"), 2)
+ORG = uid(uids.shared_key("acme"))
+WANT_BOB = DesiredAccount("bob", "person", uids.person_key("u-bob"), (Identity("u-bob", "bob@x"),), "runas-agent Bob")
+
+
+def test_only_proven_accounts_are_rebuilt():
+    host = HostState.build([
+        account("ann", ANN),                                    # person in the directory: proven
+        account(f"runas-off-{BOB}", BOB),                       # parked, person wanted again: proven, under its name
+        account("acme", ORG, "runas-agent shared acme"),        # shared account: its UID derives from its name
+        account("eve", uid(uids.person_key("u-eve"))),          # marker, but eve is in no directory read
+        account("mal", ANN + 1),                                # marker, UID derived from nothing
+        account("root2", ANN, "runas-agent", gid=0),            # UID is not its primary GID
+        account("carl", uid(uids.person_key("u-carl")), "Carl"),  # no marker
+    ], [])
+    recovery = rebuild(host, ["u-ann", "u-bob", "u-carl"], {"bob": WANT_BOB}, LO, HI)
+    ledger = recovery.ledger.accounts
+    assert sorted(ledger) == ["acme", "ann", "bob"]
+    assert (ledger["ann"].uid, ledger["ann"].kind, ledger["ann"].identities) == (ANN, "person", ("u-ann",))
+    assert (ledger["bob"].uid, ledger["bob"].groups_added) == (BOB, ())
+    assert ledger["acme"].kind == "shared"
+    assert "the ledger was lost" in recovery.notes[0] and "acme, ann, bob" in recovery.notes[0]
+    assert any("eve" in n and "left alone" in n for n in recovery.notes)
+    assert any("mal" in n and "left alone" in n for n in recovery.notes)
+
+
+def test_a_parked_account_whose_person_is_not_wanted_stays_parked_untracked():
+    host = HostState.build([account(f"runas-off-{BOB}", BOB)], [])
+    recovery = rebuild(host, ["u-bob"], {}, LO, HI)
+    assert recovery.ledger.accounts == {} and "stays parked" in recovery.notes[0]
+
+
+def test_nothing_to_recover_says_nothing():
+    assert rebuild(HostState.build([account("carl", 5000, "Carl")], []), ["u-carl"], {}, LO, HI).notes == ()
