@@ -11,14 +11,15 @@ from runas_agent.core import naming
 from runas_agent.core.action import Outcome
 from runas_agent.core.desired import Desired, compute
 from runas_agent.core.observed import Observation
-from runas_agent.core.recover import Recovery, rebuild
+from runas_agent.core.recover import Recovery, rebuild, rebuild_sudo
+from runas_agent.core.sudoers import FILE_PREFIX
 from runas_agent.core.sync import SyncPlan, plan
 from runas_agent.directory import Directory
 from runas_agent.exitcodes import Exit
 from runas_agent.host.accounts import read_os_release
 from runas_agent.host.apply import AccountApplier, SudoApplier, apply_plan
 from runas_agent.host.engine import EngineApplier, Report
-from runas_agent.host.files import Keeper, StateDir, StateWriteError
+from runas_agent.host.files import Keeper, LedgerFile, StateDir, StateWriteError
 from runas_agent.host.observe import observe
 from runas_agent.host.sudoers import SudoersHost
 from runas_agent.identitycenter import resolve_run_as
@@ -125,9 +126,27 @@ def recover_ledger(cfg: Config, desired: Desired, directory: Directory, observat
     return recovery if recovery.notes else None
 
 
-def _record_recovery(state: StateDir, recovery: Recovery) -> None:
+def recover_state(cfg: Config, desired: Desired, directory: Directory, observation: Observation, state: StateDir,
+                  apply: bool) -> tuple[Observation, tuple[str, ...]]:
+    """The observation with both ledgers rebuilt from proof where they were lost (core/recover.py),
+    what was rebuilt and left alone in words, and (when `apply`) the rebuilt ledgers written."""
+    notes: tuple[str, ...] = ()
+    recovery = recover_ledger(cfg, desired, directory, observation, state)
+    if recovery is not None:
+        observation, notes = replace(observation, ledger=recovery.ledger), recovery.notes
+        if apply and recovery.ledger.accounts:
+            _record_recovery(state.ledger, recovery.ledger)
+    if not observation.sudo_ledger.files and any(n.startswith(FILE_PREFIX) for n in observation.drop_ins):
+        sudo_ledger, sudo_notes = rebuild_sudo(observation.ledger, observation.drop_ins)
+        observation, notes = replace(observation, sudo_ledger=sudo_ledger), notes + sudo_notes
+        if apply and sudo_ledger.files:
+            _record_recovery(state.sudo_ledger, sudo_ledger)
+    return observation, notes
+
+
+def _record_recovery(file: LedgerFile[Any], ledger: Any) -> None:
     try:
-        state.ledger.save(recovery.ledger)
+        file.save(ledger)
     except StateWriteError as exc:
         raise StateWriteError(f"{exc}; nothing was changed") from None
 
@@ -154,13 +173,10 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     admitted = admit(cfg, fetched.directory, state.snapshot_path, source.describe())
     observation = observe(cfg, etc)
     desired, result = compute_plan(cfg, admitted.directory, observation, force)
-    recovery = recover_ledger(cfg, desired, admitted.directory, observation, state)
-    if recovery is not None:
-        observation = replace(observation, ledger=recovery.ledger)
+    observation, notes = recover_state(cfg, desired, admitted.directory, observation, state, apply)
+    if notes:
         _, result = compute_plan(cfg, admitted.directory, observation, force)
-        result = replace(result, warnings=recovery.notes + result.warnings)
-        if apply:
-            _record_recovery(state, recovery)
+        result = replace(result, warnings=notes + result.warnings)
     result = admitted.judge(result, observation.ledger, force)
     sync_result = SyncResult(result, admitted.directory, source_stats=fetched.stats)
     if apply and not result.refusals:

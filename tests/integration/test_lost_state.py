@@ -12,7 +12,7 @@ import pytest
 
 from runas_agent.exitcodes import Exit
 from tests.hosts.namespace import REPO
-from tests.security.common import configure, publish, uid_of, user
+from tests.security.common import configure, need_sudo, publish, uid_of, user
 
 pytestmark = pytest.mark.host
 PEOPLE = [user("id-ann", "ann"), user("id-bob", "bob"), user("id-cid", "cid")]
@@ -85,3 +85,21 @@ def test_state_that_cannot_be_recorded_after_the_changes_says_they_were_applied(
     assert uid_of(host, "ann") is not None
     os.rmdir(snapshot)
     assert once(host, cfg).returncode == Exit.OK
+
+
+def test_a_lost_sudoers_ledger_is_rebuilt_and_the_leavers_drop_in_removed(isolated_host):
+    need_sudo()
+    host = isolated_host
+    ops = {"identity_store_group": "Ops", "commands": ["/usr/bin/journalctl"], "nopasswd": True}
+    cfg = configure(host, PEOPLE, directory_groups={"Ops": ["id-ann", "id-cid"]}, sudo={"rules": [ops]})
+    assert once(host, cfg).returncode == Exit.OK
+    drop_ins = host.etc / "sudoers.d"
+    cid = [n for n in os.listdir(drop_ins) if n.startswith("runas-agent-cid-")]
+    assert len(cid) == 1
+    (host.state_dir / "sudoers.json").unlink()
+    publish(host, PEOPLE[:2], {"Ops": ["id-ann"]})  # cid leaves
+    result = once(host, cfg)
+    assert result.returncode == Exit.OK, result.stdout + result.stderr
+    assert "the sudoers ledger was lost: rebuilt for 2 drop-in(s)" in result.stdout
+    assert not (drop_ins / cid[0]).exists() and uid_of(host, "cid") is None
+    assert any(n.startswith("runas-agent-ann-") for n in os.listdir(drop_ins))

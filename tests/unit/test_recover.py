@@ -53,3 +53,16 @@ def test_a_parked_account_whose_person_is_not_wanted_stays_parked_untracked():
 
 def test_nothing_to_recover_says_nothing():
     assert rebuild(HostState.build([account("carl", 5000, "Carl")], []), ["u-carl"], {}, LO, HI).notes == ()
+
+
+def test_a_lost_sudoers_ledger_takes_only_root_owned_drop_ins_named_for_owned_accounts():
+    from runas_agent.core.ledger import Ledger, Owned
+    from runas_agent.core.recover import rebuild_sudo
+    from runas_agent.core.sudoers import Observed, file_name
+
+    ledger = Ledger({n: Owned(n, 5000 + i, 5000 + i, "person") for i, n in enumerate(["ann", "bob"])})
+    drop_ins = {file_name("ann"): Observed("x", 0o440), file_name("bob"): Observed("x", 0o440, uid=1001),
+                file_name("eve"): Observed("x", 0o440), "90-cloud-init-users": Observed("x", 0o440)}
+    sudo, notes = rebuild_sudo(ledger, drop_ins)
+    assert sudo.files == {"ann": file_name("ann")}
+    assert "rebuilt for 1 drop-in(s)" in notes[0] and file_name("eve") in notes[1] and file_name("bob") in notes[1]

@@ -9,6 +9,10 @@ the last applied snapshot (a per-person account), or the account's own name (a s
 The marker alone proves nothing: anyone can write a comment. An account that fails the proof is
 reported and left alone, as any account the agent does not own.
 
+A lost sudoers ledger is rebuilt the same way: a drop-in is the agent's when it is root's, in the
+sudoers directory (which only root can write) and named exactly as the agent names the drop-in of
+an account the accounts ledger owns.
+
 What cannot be proven is not rebuilt: the supplementary groups the agent had added (a membership
 found is then treated as an administrator's, and never removed), and a parked account whose person
 is no longer wanted (it stays parked, which is safe).
@@ -24,6 +28,7 @@ from runas_agent.core import naming, uids
 from runas_agent.core.desired import MARKER, DesiredAccount
 from runas_agent.core.ledger import Ledger, Owned
 from runas_agent.core.observed import HostState, HostUser
+from runas_agent.core.sudoers import FILE_PREFIX, Observed, SudoLedger, file_name
 
 #: how many probes of a key count as derived from it (a host needs more only with many collisions)
 PROOF_PROBES = 8
@@ -89,3 +94,18 @@ def _proven(user: HostUser, person_of: Mapping[int, str], by_person: Mapping[str
         return Owned(user.name, user.uid, user.gid, "shared", ())
     return (f"{user.name} (uid {user.uid}) carries the runas-agent marker, but its UID derives from no directory "
             "identity: not the agent's, left alone")
+
+
+def rebuild_sudo(ledger: Ledger, drop_ins: Mapping[str, Observed]) -> tuple[SudoLedger, tuple[str, ...]]:
+    """The sudoers ledger of the drop-ins that are provably the agent's (see above), and notes."""
+    files = {name: file_name(name) for name in ledger.accounts
+             if (found := drop_ins.get(file_name(name))) is not None and found.uid == 0}
+    ours = set(files.values())
+    others = sorted(n for n in drop_ins if n.startswith(FILE_PREFIX) and n not in ours)
+    notes = []
+    if files:
+        notes.append(f"the sudoers ledger was lost: rebuilt for {len(files)} drop-in(s) named for accounts the agent "
+                     f"owns: {', '.join(sorted(files))}")
+    if others:
+        notes.append(f"drop-ins under the agent's prefix that name no account it owns, left alone: {', '.join(others)}")
+    return SudoLedger(files), tuple(notes)
