@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional
 from runas_agent.core import naming
 from runas_agent.core.action import Outcome
 from runas_agent.core.desired import Desired, compute
-from runas_agent.core.observed import Observation
-from runas_agent.core.recover import Recovery, rebuild, rebuild_sudo
+from runas_agent.core.observed import HostState, Observation
+from runas_agent.core.recover import Recovery, adopt, rebuild, rebuild_sudo, strays
 from runas_agent.core.sudoers import FILE_PREFIX
 from runas_agent.core.sync import SyncPlan, plan
 from runas_agent.directory import Directory
@@ -116,13 +116,17 @@ def run_plan(result: SyncPlan, observation: Observation, state: StateDir, using:
 
 def recover_ledger(cfg: Config, desired: Desired, directory: Directory, observation: Observation,
                    state: StateDir) -> Recovery | None:
-    """A ledger rebuilt from proof of ownership (core/recover.py) when the ledger has no account
-    (deleted or emptied) while the host has accounts carrying the marker; None otherwise."""
-    if observation.ledger.accounts:
+    """The ledger with the accounts proven the agent's (core/recover.py) that it does not name: all
+    of them when it was lost (deleted or emptied), said in full; None when there are none."""
+    found = strays(observation.host, observation.ledger, cfg.accounts.uid_min, cfg.accounts.uid_max)
+    if not found:
         return None
     previous, _ = last_applied(state.snapshot_path)
     user_ids = {u.user_id for u in directory.users} | {u.user_id for u in (previous.users if previous else ())}
-    recovery = rebuild(observation.host, user_ids, desired.accounts, cfg.accounts.uid_min, cfg.accounts.uid_max)
+    recovery = rebuild(HostState.build(found, []), user_ids, desired.accounts, cfg.accounts.uid_min,
+                       cfg.accounts.uid_max)
+    if observation.ledger.accounts:
+        recovery = adopt(observation.ledger, recovery)
     return recovery if recovery.notes else None
 
 

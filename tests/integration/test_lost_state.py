@@ -4,6 +4,7 @@ written is a clear error, and the exit status says whether changes were applied.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def test_a_lost_ledger_is_rebuilt_from_proof_and_the_leaver_is_still_disabled(is
     assert "- disable cid" in result.stdout and uid_of(host, "cid") is None
     assert "mal (uid 1000000007) carries the runas-agent marker, but its UID derives from no directory identity" in result.stdout
     assert uid_of(host, "mal") == 1000000007 and uid_of(host, "ann") is not None
-    assert sorted(__import__("json").loads(ledger.read_text())["accounts"]) == ["ann", "bob", "cid"]
+    assert sorted(json.loads(ledger.read_text())["accounts"]) == ["ann", "bob", "cid"]
     again = once(host, cfg)
     assert again.returncode == Exit.OK and "ledger was lost" not in again.stdout
 
@@ -103,3 +104,21 @@ def test_a_lost_sudoers_ledger_is_rebuilt_and_the_leavers_drop_in_removed(isolat
     assert "the sudoers ledger was lost: rebuilt for 2 drop-in(s)" in result.stdout
     assert not (drop_ins / cid[0]).exists() and uid_of(host, "cid") is None
     assert any(n.startswith("runas-agent-ann-") for n in os.listdir(drop_ins))
+
+
+def test_an_account_of_the_agents_missing_from_its_ledger_is_adopted_and_disabled_when_its_person_leaves(isolated_host):
+    """What older versions left after a failed create: the account exists, with the marker, but the
+    ledger dropped it; it would never be disabled."""
+    host = isolated_host
+    cfg = configure(host, PEOPLE)
+    assert once(host, cfg).returncode == Exit.OK
+    ledger = host.state_dir / "ledger.json"
+    data = json.loads(ledger.read_text())
+    del data["accounts"]["cid"]
+    ledger.write_text(json.dumps(data))
+    publish(host, PEOPLE[:2])  # cid leaves
+    result = once(host, cfg)
+    assert result.returncode == Exit.OK, result.stdout + result.stderr
+    assert "the ledger did not name (left by an interrupted or older sync), adopted from proof of ownership: cid" in result.stdout
+    assert "- disable cid" in result.stdout and uid_of(host, "cid") is None
+    assert "cid" in json.loads(ledger.read_text())["accounts"]

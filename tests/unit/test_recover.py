@@ -66,3 +66,17 @@ def test_a_lost_sudoers_ledger_takes_only_root_owned_drop_ins_named_for_owned_ac
     sudo, notes = rebuild_sudo(ledger, drop_ins)
     assert sudo.files == {"ann": file_name("ann")}
     assert "rebuilt for 1 drop-in(s)" in notes[0] and file_name("eve") in notes[1] and file_name("bob") in notes[1]
+
+
+def test_strays_and_adoption_leave_what_the_ledger_names_as_it_is():
+    from runas_agent.core.ledger import Ledger, Owned
+    from runas_agent.core.recover import adopt, strays
+
+    ledger = Ledger({"ann": Owned("ann", ANN, ANN, "person", ("u-ann",))})
+    host = HostState.build([account("ann", ANN), account("acme", ORG, "runas-agent shared acme"),
+                            account("carl", ORG + 1, "Carl")], [])
+    assert [u.name for u in strays(host, ledger, LO, HI)] == ["acme"]
+    recovery = adopt(ledger, rebuild(HostState.build(strays(host, ledger, LO, HI), []), [], {}, LO, HI))
+    assert sorted(recovery.ledger.accounts) == ["acme", "ann"] and recovery.ledger.accounts["ann"] == ledger.accounts["ann"]
+    assert "adopted from proof of ownership: acme" in recovery.notes[0]
+    assert adopt(ledger, rebuild(HostState.build([], []), [], {}, LO, HI)).notes == ()

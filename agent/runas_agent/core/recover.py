@@ -7,7 +7,8 @@ its primary GID, and its UID is one the agent derives (core/uids.py, one of the 
 `PROOF_PROBES` probes) from a directory identity: the UserId of a person in the directory or in
 the last applied snapshot (a per-person account), or the account's own name (a shared account).
 The marker alone proves nothing: anyone can write a comment. An account that fails the proof is
-reported and left alone, as any account the agent does not own.
+reported and left alone, as any account the agent does not own. The same proof adopts an account of
+the agent's that a ledger still in use does not name (`adopt`).
 
 A lost sudoers ledger is rebuilt the same way: a drop-in is the agent's when it is root's, in the
 sudoers directory (which only root can write) and named exactly as the agent names the drop-in of
@@ -39,6 +40,25 @@ class Recovery:
     ledger: Ledger
     #: what was rebuilt and what was left alone, in words
     notes: tuple[str, ...]
+
+
+def strays(host: HostState, ledger: Ledger, uid_min: int, uid_max: int) -> list[HostUser]:
+    """Accounts that look like the agent's (marker, UID in range and equal to the GID) and whose UID
+    the ledger does not name: what a lost ledger, or a ledger entry an older version dropped after a
+    failed create, leaves."""
+    known = ledger.reserved_ids()
+    return [u for u in host.users.values() if _candidate(u, uid_min, uid_max) and u.uid not in known]
+
+
+def adopt(ledger: Ledger, recovery: Recovery) -> Recovery:
+    """Proven accounts the ledger does not name, added to it (a name it names already is left as
+    the ledger has it); the notes say which."""
+    added = {n: o for n, o in recovery.ledger.accounts.items() if n not in ledger.accounts}
+    if not added:
+        return Recovery(ledger, ())
+    note = (f"accounts of the agent's that the ledger did not name (left by an interrupted or older sync), "
+            f"adopted from proof of ownership: {', '.join(sorted(added))}")
+    return Recovery(Ledger({**ledger.accounts, **added}), (note,))
 
 
 def _probes(key: str, uid_min: int, uid_max: int) -> list[int]:
