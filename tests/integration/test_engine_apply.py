@@ -6,7 +6,6 @@ them). The whole sync through it, in isolated hosts: test_sync_host.py and the o
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from runas_agent.core import naming
 from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, SetGroupMembers, UpdateAccount
 from runas_agent.host.engine import EngineApplier
+from tests.hosts.engine import scratch_etc
 
 pytestmark = pytest.mark.host
 UID = 1_500_000_000
@@ -23,12 +23,7 @@ UID = 1_500_000_000
 def etc(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root (files owned by root:shadow, homes chowned)")
-    path = tmp_path / "etc"
-    path.mkdir()
-    for name in ("passwd", "shadow", "group", "gshadow", "login.defs"):
-        shutil.copy2(f"/etc/{name}", path / name)
-        st = os.stat(f"/etc/{name}")
-        os.chown(path / name, st.st_uid, st.st_gid)
+    path = scratch_etc(tmp_path)
     with open(path / "group", "a") as handle:
         handle.write("deploy:x:4242:\n")
     with open(path / "gshadow", "a") as handle:
