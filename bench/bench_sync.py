@@ -1,8 +1,11 @@
-"""Benchmark of the sync core: first sync, no-op resync and bytes written to /etc, at 1,000 and
-10,000 identities from a generated directory, in an isolated host (a mount namespace over a copy of
+"""Benchmark of the sync: first sync, no-op resync, peak memory and bytes written to /etc, at 1,000,
+10,000 and 50,000 identities from a generated directory, in an isolated host (a mount namespace over a copy of
 /etc; this machine's accounts are never touched). Also times a plain `useradd` loop for comparison.
 
-    python bench/bench_sync.py [--sizes 1000 10000] [--baseline 1000] [--profile 10000]
+    python bench/bench_sync.py [--sizes 1000 10000 50000] [--before 1000] [--baseline 1000] [--profile 10000]
+
+Each sync is `runas-agent --once` (with the account engine); `--before N` syncs N identities through
+the shadow-utils applier the agent used before the engine, for comparison.
 
 Run as root on Debian 12. Prints a table; --json for machines.
 """
@@ -46,13 +49,43 @@ def etc_files(host: IsolatedHost) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def timed_sync(host: IsolatedHost, cfg: Path) -> tuple[float, dict]:
+# `runas-agent --config CFG --once --json` as installed (python -m runas_agent), with its peak RSS
+# printed on stderr when it exits; or (`shadow-utils`) the same sync applying accounts through the
+# shadow-utils applier the agent used before the account engine (host/apply.py's Applier).
+_ONCE = r"""
+import resource, runpy, sys
+mode, cfg = sys.argv[1], sys.argv[2]
+try:
+    if mode == "engine":
+        sys.argv = ["runas-agent", "--config", cfg, "--once", "--json"]
+        runpy.run_module("runas_agent", run_name="__main__")
+    else:
+        import json
+        from runas_agent import config, sync
+        from runas_agent.host.apply import Applier
+        from runas_agent.host.sudoers import SudoersHost
+        settings = config.load(cfg)
+        using = sync.Appliers(Applier(skel=settings.accounts.skel), SudoersHost(settings.sudo.sudoers_dir, settings.state_dir, settings.sudo.visudo))
+        result = sync.sync(settings, using=using)
+        print(json.dumps({"counts": result.counts.to_dict(), "seconds": round(result.seconds, 3)}))
+        sys.exit(int(result.exit))
+finally:
+    print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def timed_sync(host: IsolatedHost, cfg: Path, applier: str = "engine") -> tuple[float, dict]:
+    """One sync; its JSON report with `maxrss_mib` added."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "agent"))
     started = time.perf_counter()
-    proc = host.agent("--config", str(cfg), "--once", "--json", timeout=7200)
+    proc = host.run([sys.executable, "-c", _ONCE, applier, str(cfg)], check=False, env=env, timeout=7200)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"sync failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return elapsed, json.loads(proc.stdout)
+    data = json.loads(proc.stdout)
+    rss = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("maxrss_kib ")]
+    data["maxrss_mib"] = round(int(rss[-1]) / 1024, 1) if rss else None
+    return elapsed, data
 
 
 def prepared_host(tmp: str, n: int) -> tuple[IsolatedHost, Path]:
@@ -64,20 +97,21 @@ def prepared_host(tmp: str, n: int) -> tuple[IsolatedHost, Path]:
     return host, cfg
 
 
-def bench_size(n: int) -> dict:
+def bench_size(n: int, applier: str = "engine") -> dict:
     with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
         host, cfg = prepared_host(tmp, n)
-        first, data = timed_sync(host, cfg)
+        first, data = timed_sync(host, cfg, applier)
         created = data["counts"]["created"]
         assert created == n, data["counts"]
         assert host.id(f"user{n - 1:05d}@example.com").returncode == 0
         before = etc_files(host)
-        noop, data2 = timed_sync(host, cfg)
+        noop, data2 = timed_sync(host, cfg, applier)
         after = etc_files(host)
         changed = [p for p in set(before) | set(after) if before.get(p) != after.get(p)]
         written = sum(after[p][1] for p in changed if p in after)
         assert data2["counts"]["actions"] == 0
-        return {"identities": n, "first_sync_s": round(first, 2), "per_account_ms": round(1000 * first / n, 2),
+        return {"identities": n, "applier": applier, "first_maxrss_mib": data["maxrss_mib"],
+                "noop_maxrss_mib": data2["maxrss_mib"], "first_sync_s": round(first, 2), "per_account_ms": round(1000 * first / n, 2),
                 "in_agent_s": data["seconds"], "noop_resync_s": round(noop, 2), "noop_in_agent_s": data2["seconds"],
                 "etc_files_changed_on_noop": len(changed), "etc_bytes_written_on_noop": written}
 
@@ -92,9 +126,11 @@ stats = pstats.Stats(profile).stats
 wanted = {"fetch": "read the directory", "compute": "desired state", "read_host": "read /etc/passwd, /etc/group",
           "plan": "plan", "_create_batch": "create (newusers + chpasswd + skel)", "_copy_skel": "  of which skel copies",
           "run": "  of which shadow-utils processes", "_set_members": "group memberships",
-          "save": "ledger writes", "save_snapshot": "snapshot write"}
+          "save": "ledger writes", "save_snapshot": "snapshot write",
+          "_edit": "account edits (engine)", "_make_homes": "homes (engine)", "_commit": "commit (engine: lock, write, caches)"}
 # where a name is not unique: the module it must come from
-where = {"run": "host/subp", "plan": "core/plan", "save": "host/files"}
+where = {"run": "host/subp", "plan": "core/plan", "save": "host/files", "_edit": "host/engine",
+         "_make_homes": "host/engine", "_commit": "host/engine"}
 out = {}
 for (filename, _, name), (_, _, _, cumulative, _) in stats.items():
     if "runas_agent" in filename and name in wanted and where.get(name, "") in filename:
@@ -131,23 +167,27 @@ def bench_useradd_loop(n: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--baseline", type=int, nargs="*", default=[1000])
+    parser.add_argument("--before", type=int, nargs="*", default=[], metavar="N",
+                        help="also sync N identities through the shadow-utils applier (before the account engine)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile a first sync of N identities and show where the time goes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the isolated host needs a mount namespace")
-    rows = [bench_size(n) for n in args.sizes]
+    rows = [bench_size(n) for n in args.sizes] + [bench_size(n, "shadow-utils") for n in args.before]
     base = [bench_useradd_loop(n) for n in args.baseline]
     profile = where_time_goes(args.profile) if args.profile else {}
     if args.json:
         print(json.dumps({"sync": rows, "useradd_loop": base, "profile": profile}, indent=2))
         return 0
-    print(f"{'identities':>10} {'first sync':>11} {'per account':>12} {'no-op resync':>13} {'/etc files/bytes written on no-op':>34}")
+    print(f"{'applier':>12} {'identities':>10} {'first sync':>11} {'per account':>12} {'peak RSS':>9} {'no-op resync':>13} "
+          f"{'/etc files/bytes written on no-op':>34}")
     for r in rows:
-        print(f"{r['identities']:>10} {r['first_sync_s']:>10.2f}s {r['per_account_ms']:>10.2f}ms {r['noop_resync_s']:>12.2f}s "
+        print(f"{r['applier']:>12} {r['identities']:>10} {r['first_sync_s']:>10.2f}s {r['per_account_ms']:>10.2f}ms "
+              f"{r['first_maxrss_mib']:>7}MiB {r['noop_resync_s']:>12.2f}s "
               f"{r['etc_files_changed_on_noop']:>25} / {r['etc_bytes_written_on_noop']}")
     for b in base:
         print(f"plain useradd loop, {b['identities']} accounts: {b['useradd_loop_s']:.2f}s "

@@ -45,15 +45,20 @@ def cmd_plan(args: argparse.Namespace, cfg: Config) -> Exit:
     return result.exit
 
 
+def _progress_line(phase: str, done: int, total: int) -> None:
+    print(f"runas-agent: {phase}: {done} of {total}...", file=sys.stderr, flush=True)
+
+
 def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
     with SyncLock(StateDir(cfg.state_dir).lock_path, wait=args.wait):
-        result = sync(cfg, apply=True, force=args.force)
+        result = sync(cfg, apply=True, force=args.force, report=_progress_line if sys.stderr.isatty() else None)
     failures = result.outcome.failed if result.outcome else []
     if args.json:
         data = result.plan.to_json()
         data["failed"] = [{"action": a.to_json(), "error": m} for a, m in failures]
         data["counts"] = result.counts.to_dict()
         data["seconds"] = round(result.seconds, 3)
+        data["unrecorded"] = list(result.unrecorded)
         _print_json(data)
         return result.exit
     failed = {id(a): msg for a, msg in failures}
@@ -66,6 +71,9 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
               "trust gives way to --force if you mean it.")
     else:
         print(f"Sync: {result.counts.summary()} in {result.seconds:.2f}s.")
+    for problem in result.unrecorded:
+        print(f"runas-agent: the changes above were applied, but {problem}; the next sync finds them on the host",
+              file=sys.stderr)
     return result.exit
 
 

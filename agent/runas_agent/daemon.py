@@ -113,7 +113,7 @@ class Report:
 
     def summary(self) -> str:
         if self.status.applied:
-            return f"{self.counts.summary()} in {self.seconds:.2f}s"
+            return f"{self.counts.summary()} in {self.seconds:.2f}s" + (f"; {self.error}" if self.error else "")
         if self.status is SyncStatus.REFUSED:
             return "refused, nothing changed: " + "; ".join(self.refusals)
         if self.read_failed or self.status is SyncStatus.BUSY:
@@ -297,7 +297,8 @@ class Daemon:
                                      SYNC_RESULT=abandoned.value, SYNC_SECONDS=f"{seconds:.3f}"))
 
     def _report(self, result: Any, seconds: float) -> Report:
-        return Report(result.status, seconds, result.counts, refusals=list(result.plan.refusals))
+        unrecorded = "; ".join(f"the changes were applied, but {problem}" for problem in getattr(result, "unrecorded", ()))
+        return Report(result.status, seconds, result.counts, refusals=list(result.plan.refusals), error=unrecorded)
 
     def _journal_sync(self, report: Report) -> None:
         fields: dict[str, Any] = dict(
@@ -311,7 +312,9 @@ class Daemon:
         if report.refusals:
             fields["SYNC_REFUSALS"] = "; ".join(report.refusals)
         if report.error:
-            fields.update(SYNC_ERROR=report.error, SYNC_ATTEMPT=str(self.failures))
+            fields["SYNC_ERROR"] = report.error
+            if not report.status.applied:
+                fields["SYNC_ATTEMPT"] = str(self.failures)
         status = report.status
         self.journal.write(Record.of(status.message_id, status.priority, self._sync_message(report), **fields))
 
@@ -444,7 +447,12 @@ class Daemon:
 
 
 def _default_sync(cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
-    return sync(cfg, apply=True, source=source, progress=progress)
+    return sync(cfg, apply=True, source=source, progress=progress, report=_report_progress)
+
+
+def _report_progress(phase: str, done: int, total: int) -> None:
+    """A long apply's progress, every few seconds, into the journal."""
+    log.info("sync in progress: %s, %d of %d", phase, done, total)
 
 
 def _default_lock(path: str) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,18 @@ from tests.hosts.namespace import REPO, IsolatedHost
 _specs = itertools.count()
 UID_BASE = 1_500_000_000
 DATABASES = ("passwd", "shadow", "group", "gshadow")
+
+
+def scratch_etc(root: Path) -> Path:
+    """`root`/etc holding copies of this machine's four account databases and login.defs, with
+    their owners: a stand-in for /etc that a test may write (never the machine's own)."""
+    path = root / "etc"
+    path.mkdir()
+    for name in ("passwd", "shadow", "group", "gshadow", "login.defs"):
+        shutil.copy2(f"/etc/{name}", path / name)
+        st = os.stat(f"/etc/{name}")
+        os.chown(path / name, st.st_uid, st.st_gid)
+    return path
 
 
 def env() -> dict:

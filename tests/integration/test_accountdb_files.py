@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import pytest
 from runas_agent.core import naming
 from runas_agent.errors import LockBusyError
 from runas_agent.host import accountdb
+from tests.hosts.engine import scratch_etc
 
 pytestmark = pytest.mark.host
 LABEL = b"system_u:object_r:passwd_file_t:s0\0"
@@ -29,13 +29,7 @@ SHADOW_LABEL = b"system_u:object_r:shadow_t:s0\0"
 def etc(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root (files owned by root:shadow)")
-    path = tmp_path / "etc"
-    path.mkdir()
-    for name in ("passwd", "shadow", "group", "gshadow", "login.defs"):
-        shutil.copy2(f"/etc/{name}", path / name)
-        st = os.stat(f"/etc/{name}")
-        os.chown(path / name, st.st_uid, st.st_gid)
-    return path
+    return scratch_etc(tmp_path)
 
 
 def load(etc):

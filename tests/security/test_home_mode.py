@@ -13,9 +13,7 @@ import pytest
 
 from tests.security.common import as_account, configure, sync, uid_of, user
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="attack 6 (homes readable by everyone): new homes are created 0755 on Debian "
-    "(useradd -m, newusers) instead of 0700")]
+pytestmark = pytest.mark.host
 
 
 def assert_private(host, name: str, intruder: str) -> None:

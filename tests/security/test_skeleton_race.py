@@ -18,9 +18,7 @@ import pytest
 
 from tests.security.common import configure, derived_uid, kill_all_of, sync, uid_of, user
 
-pytestmark = [pytest.mark.host, pytest.mark.xfail(  # not strict while it holds: the swap races the copy
-    strict=False, raises=AssertionError, reason="attack 8 (the skeleton copy race): the batch copy opens only the last path component "
-    "without following links, so a directory swapped for a link mid-copy makes root write elsewhere")]
+pytestmark = pytest.mark.host
 
 PYTHON = "/usr/bin/python3"  # one every UID may run (the test's own interpreter may be under /root)
 

@@ -542,3 +542,19 @@ def test_daemon_config_cross_check():
     with pytest.raises(ConfigError) as info:
         cfg(backoff_initial_seconds=500, backoff_max_seconds=300)
     assert "daemon.backoff_initial_seconds: must not exceed daemon.backoff_max_seconds" in info.value.problems
+
+
+def test_changes_applied_but_not_recorded_are_a_partial_sync_that_says_which_file():
+    def step(h, progress):
+        result = FakeResult(created=2)
+        result.status = SyncStatus.PARTIAL
+        result.unrecorded = ["/var/lib/runas-agent/directory.json: cannot write: No space left on device"]
+        return result
+
+    h = Harness([step])
+    h.run()
+    (record,) = [r for r in h.records if r.get("SYNC_RESULT")]
+    assert record["SYNC_RESULT"] == "partial" and record["SYNC_CREATED"] == "2" and "SYNC_ATTEMPT" not in record
+    assert record["SYNC_ERROR"] == ("the changes were applied, but /var/lib/runas-agent/directory.json: "
+                                    "cannot write: No space left on device")
+    assert "No space left on device" in record["MESSAGE"]

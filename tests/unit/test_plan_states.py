@@ -14,6 +14,7 @@ from runas_agent.core.desired import DesiredAccount, Identity
 from runas_agent.core.ledger import Owned
 from runas_agent.core.observed import HostGroup, HostState, HostUser
 from runas_agent.host.apply import Applier
+from runas_agent.host.engine import EngineApplier
 
 S = p.PlanSettings(uid_min=2000, uid_max=2_000_000)
 ANN = DesiredAccount("ann", "person", "user:u1", (Identity("u1", "ann@x"),), "runas-agent Ann (ann@x)",
@@ -55,7 +56,7 @@ def test_owned_state(users, state):
     # state, ledger entry, host user, other host users, (actions, skip contains, warning contains)
     (p.NEW, None, None, [], (["CreateAccount"], None, None)),
     (p.NEW, None, None, [HostUser("ann", 1001, 1001, "", "/h", "/bin/sh")], ([], "not managed by runas-agent", None)),
-    (p.MISSING, OWNED, None, [], (["CreateAccount"], None, "re-creating it with uid 5000")),
+    (p.MISSING, OWNED, None, [], (["CreateAccount"], None, "creating it with uid 5000")),
     (p.MISSING, OWNED, None, [HostUser("x", 5000, 7, "", "/", "/bin/sh")], ([], "UID 5000 is now taken", None)),
     (p.DISABLED, OWNED, PARKED, [PARKED], (["EnableAccount"], None, None)),
     (p.DISABLED, OWNED, PARKED, [PARKED, HostUser("ann", 1001, 1001, "", "/h", "/bin/sh")],
@@ -76,6 +77,24 @@ def test_wanted_handlers(state, owned, user, hosts, expect):
         assert decision.joins == ("adm",)
     else:
         assert decision.entry is None and not decision.joins  # a skipped account's ledger entry is left as it is
+
+
+@pytest.mark.parametrize("state,user,group,expect", [
+    # an interrupted create left the primary group (written before the user): finished, not a conflict
+    (p.MISSING, None, HostGroup("ann", 5000, ()), (["CreateAccount"], None, "finishing ann")),
+    (p.MISSING, None, HostGroup("ann", 5000, ("eve",)), ([], "name is now taken", None)),   # members: not a leftover
+    (p.MISSING, None, HostGroup("ann", 4999, ()), ([], "name is now taken", None)),         # another GID: someone else's
+    # an interrupted re-enable renamed the group back before the user: finished
+    (p.DISABLED, PARKED, HostGroup("ann", 5000, ()), (["EnableAccount"], None, None)),
+    (p.DISABLED, PARKED, HostGroup("ann", 4999, ()), ([], "cannot re-enable", None)),
+])
+def test_the_agents_own_half_done_states_are_finished(state, user, group, expect):
+    actions, skip, warning = expect
+    users = [user] if user else []
+    decision = p.WANTED[state](ctx(users, (ADM, group)), p.Case("ann", ANN, OWNED, user))
+    assert kinds(decision) == actions
+    assert (decision.skip is None) == (skip is None) and (skip is None or skip in decision.skip)
+    assert any(warning in w for w in decision.warnings) if warning else True
 
 
 def test_a_new_account_takes_the_first_free_probe_and_says_which_uid():
@@ -122,9 +141,10 @@ def test_every_state_has_a_handler():
     assert set(p.LEAVING) == states - {p.NEW}
 
 
-def test_every_account_action_has_a_place_in_the_order_and_a_handler_in_the_applier():
+def test_every_account_action_has_a_place_in_the_order_and_a_handler_in_each_applier():
     actions = _account_actions()
     assert actions and set(p.ORDER) == actions
+    assert set(EngineApplier(run=lambda *a, **k: None).handlers) == actions
     assert set(Applier(run=lambda *a, **k: None).handlers) == actions
 
 

@@ -132,7 +132,8 @@ def test_intent_is_recorded_before_the_first_action_and_settled_after_the_last(t
     result = plan_for(["ann", "bob"], seen, rules=(OPS, Rule(1, ("ALL",), user="bob")))
     during = {}
     accounts = FakeAccounts(fail={"ann"}, on_apply=lambda: during.update(files(tmp_path)))
-    outcome = run_plan(result, seen, StateDir(str(tmp_path)), Appliers(accounts, FakeSudo()))
+    outcome, unrecorded = run_plan(result, seen, StateDir(str(tmp_path)), Appliers(accounts, FakeSudo()))
+    assert unrecorded == []
     # before anything was applied, both ledgers already named all that the plan might create
     assert set(during["ledger.json"]["accounts"]) == {"ann", "bob"}
     assert during["sudoers.json"]["files"] == {"ann": s.file_name("ann"), "bob": s.file_name("bob")}

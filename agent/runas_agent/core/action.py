@@ -35,6 +35,9 @@ class Outcome:
 
     done: list[Action] = field(default_factory=list)
     failed: list[tuple[Action, str]] = field(default_factory=list)
+    #: failed actions whose effect may nevertheless be on the host (a write that failed half-way):
+    #: the ledger keeps what they may have made, so that the next sync finds it as its own
+    in_doubt: list[Action] = field(default_factory=list)
 
     def failed_accounts(self) -> set[str]:
         return {a.account for a, _ in self.failed}
@@ -42,6 +45,12 @@ class Outcome:
     def failed_actions(self) -> list[Action]:
         return [a for a, _ in self.failed]
 
+    def undone(self) -> list[Action]:
+        """The failed actions known to have changed nothing (what the ledgers are corrected for)."""
+        doubt = {id(a) for a in self.in_doubt}
+        return [a for a, _ in self.failed if id(a) not in doubt]
+
     def extend(self, other: "Outcome") -> None:
         self.done.extend(other.done)
         self.failed.extend(other.failed)
+        self.in_doubt.extend(other.in_doubt)

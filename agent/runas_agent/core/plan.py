@@ -512,12 +512,22 @@ def _make(ctx: Context, case: Case, moving: str | None = None) -> Decision:
     return _with_groups(create, groups, Owned(case.name, uid, uid, want.kind, _identities(want)))
 
 
+def _own_group(name: str, owned: Owned, host: HostState) -> bool:
+    """Whether the group called `name` is the owned account's own primary group: its GID is the
+    ledger's. An interrupted write leaves it so (groups are written before users): a create killed
+    before its user was written, a re-enable killed after its group was renamed back."""
+    group = host.groups.get(name)
+    return group is not None and group.gid == owned.gid and name not in host.users
+
+
 def _recreate(ctx: Context, case: Case) -> Decision:
-    """Owned, wanted, and removed from the host by hand: made again with its own UID."""
+    """Owned, wanted, and not on the host: made (again) with its own UID. Either it was removed by
+    hand, or an interrupted sync never finished making it (then its primary group may be there)."""
     want, owned = case.wanted, case.ours
-    if _unowned_conflict(case.name, ctx.host):
+    leftover = _own_group(case.name, owned, ctx.host) and not ctx.host.groups[case.name].members
+    if not leftover and _unowned_conflict(case.name, ctx.host):
         return Decision(skip="managed account is gone and the name is now taken on this host")
-    if owned.uid in ctx.host.uids or owned.uid in ctx.host.gids:
+    if owned.uid in ctx.host.uids or (owned.uid in ctx.host.gids and not leftover):
         return Decision(skip=f"managed account is gone and its UID {owned.uid} is now taken")
     aside = _unfinished_set_aside(ctx, case.name)
     if aside is not None:
@@ -527,13 +537,20 @@ def _recreate(ctx: Context, case: Case) -> Decision:
                 or foreign_home(f"{ctx.settings.home_base.rstrip('/')}/{case.name}", owned.uid, ctx.host))
     if held:
         return Decision(skip=f"managed account is gone and {held}")
-    why = (f"{case.name} changed hands and the sync that made its new account stopped before; making it with uid {owned.uid}"
-           if aside is not None else
-           f"managed account {case.name} was removed from the host by hand; re-creating it with uid {owned.uid}")
     first: tuple[Action, ...] = (aside,) if aside is not None else ()
-    create = Decision(actions=first + (_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(why,))
+    note = _recreate_note(case.name, owned, leftover, aside is not None)
+    create = Decision(actions=first + (_create(want, owned.uid, owned.gid, 0, ctx.settings),), warnings=(note,))
     groups = plan_groups(case.name, want, frozenset(), ctx.host, creating=True)
     return _with_groups(create, groups, replace(owned, identities=_identities(want)))
+
+
+def _recreate_note(name: str, owned: Owned, leftover: bool, handed_over: bool) -> str:
+    if handed_over:
+        return f"{name} changed hands and the sync that made its new account stopped before; making it with uid {owned.uid}"
+    if leftover:
+        return f"finishing {name}: an interrupted sync left its group (gid {owned.gid}) without the account"
+    return (f"managed account {name} is not on the host (removed by hand, or never finished); "
+            f"creating it with uid {owned.uid}")
 
 
 def _unfinished_set_aside(ctx: Context, name: str) -> SetHomeAside | None:
@@ -549,7 +566,7 @@ def _unfinished_set_aside(ctx: Context, name: str) -> SetHomeAside | None:
 def _enable(ctx: Context, case: Case) -> Decision:
     """Owned, wanted, and parked: back under its name."""
     want, owned, parked = case.wanted, case.ours, case.found
-    if _unowned_conflict(case.name, ctx.host):
+    if not _own_group(case.name, owned, ctx.host) and _unowned_conflict(case.name, ctx.host):
         return Decision(skip=f"cannot re-enable: the name is now taken on this host; the account stays parked as {parked.name}")
     ending = _end_processes(case.name, owned.kind, owned.uid, ctx.host, f"they would keep {parked.name} from being re-enabled")
     enable = Decision(actions=ending + (EnableAccount(case.name, owned.uid, parked.name, ctx.settings.shell, want.comment),))

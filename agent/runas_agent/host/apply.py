@@ -1,5 +1,7 @@
-"""Applying a plan (host side): the account actions through an account applier (the real
-shadow-utils here), then the sudoers actions through host/sudoers.py.
+"""Applying a plan (host side): the account actions through an account applier, then the sudoers
+actions through host/sudoers.py. The sync's account applier is the account engine
+(host/engine.py); `Applier` here applies the same actions with shadow-utils' commands, the way
+the agent did before the engine, and is kept as the reference the benchmarks compare against.
 
 Each action is independent: a failed command is recorded against its account and the rest of the
 plan goes on. Nothing here deletes an account, a home directory or a file.

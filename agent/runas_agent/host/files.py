@@ -55,11 +55,27 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> bool:
     return True
 
 
+class StateWriteError(AgentError):
+    """A state file (a ledger, the snapshot) could not be written; the message names it."""
+
+
+def save_state(path: str, data: bytes, mode: int = 0o600) -> bool:
+    """write_atomic, with a failure (read-only or full state directory...) as a StateWriteError."""
+    try:
+        return write_atomic(path, data, mode)
+    except OSError as exc:
+        raise StateWriteError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
 def load_state(path: str, from_dict: Callable[[Any], T], empty: Callable[[], T], owns: str) -> T:
-    """A JSON state file parsed by `from_dict`; `empty()` when there is none yet. A damaged file is an
-    error: guessing would risk changing what the agent does not own."""
-    data = read_bytes(path)
-    if data is None:
+    """A JSON state file parsed by `from_dict`; `empty()` when there is none yet, or it was emptied (a
+    lost ledger is rebuilt from proof, runas_agent.sync.recover_ledger). A damaged file is an error:
+    guessing would risk changing what the agent does not own."""
+    try:
+        data = read_bytes(path)
+    except OSError as exc:
+        raise AgentError(f"{path}: cannot read: {exc.strerror or exc}; nothing was changed") from None
+    if data is None or not data.strip():
         return empty()
     try:
         return from_dict(json.loads(data))
@@ -91,7 +107,7 @@ class LedgerFile(Generic[R]):
         return load_state(self.path, self._from_dict, self._empty, self._owns)
 
     def save(self, ledger: R) -> bool:
-        return write_atomic(self.path, dump_json(ledger.to_dict()))
+        return save_state(self.path, dump_json(ledger.to_dict()))
 
 
 class Keeper(Generic[R]):
@@ -141,4 +157,4 @@ class StateDir:
         return self.ledger.load()
 
     def save_snapshot(self, data: bytes) -> bool:
-        return write_atomic(self.snapshot_path, data, mode=0o600)
+        return save_state(self.snapshot_path, data, mode=0o600)

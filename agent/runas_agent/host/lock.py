@@ -7,7 +7,7 @@ import fcntl
 import os
 import time
 
-from runas_agent.errors import LockBusyError
+from runas_agent.errors import AgentError, LockBusyError
 
 
 class SyncLock:
@@ -17,8 +17,11 @@ class SyncLock:
         self.fd: int | None = None
 
     def __enter__(self) -> "SyncLock":
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AgentError(f"{self.path}: cannot open the sync lock: {exc.strerror or exc}; nothing was changed") from None
         deadline = time.monotonic() + self.wait
         while True:
             try:

@@ -1,0 +1,137 @@
+"""The engine-backed account applier (host/engine.py) against a scratch directory standing in for
+/etc and a scratch home base: the plan's actions become one write of each database, per-action
+outcomes, failures isolated, and a commit that fails leaves its creates in doubt (the ledger keeps
+them). The whole sync through it, in isolated hosts: test_sync_host.py and the others."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from runas_agent.core import naming
+from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, SetGroupMembers, UpdateAccount
+from runas_agent.host.engine import EngineApplier
+from tests.hosts.engine import scratch_etc
+
+pytestmark = pytest.mark.host
+UID = 1_500_000_000
+
+
+@pytest.fixture
+def etc(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (files owned by root:shadow, homes chowned)")
+    path = scratch_etc(tmp_path)
+    with open(path / "group", "a") as handle:
+        handle.write("deploy:x:4242:\n")
+    with open(path / "gshadow", "a") as handle:
+        handle.write("deploy:!::\n")
+    return path
+
+
+@pytest.fixture
+def base(tmp_path):
+    path = tmp_path / "home"
+    path.mkdir(mode=0o755)
+    return path
+
+
+@pytest.fixture
+def skel(tmp_path):
+    path = tmp_path / "skel"
+    (path / ".config").mkdir(parents=True)
+    (path / ".profile").write_text("# profile\n")
+    (path / ".config" / "app.conf").write_text("x=1\n")
+    return path
+
+
+def applier(etc, skel):
+    return EngineApplier(skel=str(skel), etc=str(etc), rules=naming.DEBIAN, run=lambda *a, **k: None)
+
+
+def create(base, name, uid):
+    return CreateAccount(name, uid, uid, f"{base}/{name}", "/bin/bash", f"runas-agent {name}", "person", (name,))
+
+
+def entries(etc, kind):
+    return {line.split(":")[0]: line.split(":") for line in (etc / kind).read_text().splitlines() if line}
+
+
+def test_creates_memberships_park_and_unpark_in_one_write(etc, base, skel):
+    first = applier(etc, skel).apply([create(base, "ann", UID), create(base, "bob", UID + 1),
+                                      SetGroupMembers("deploy", ("ann", "bob"), ())])
+    assert not first.failed and len(first.done) == 3
+    passwd, group = entries(etc, "passwd"), entries(etc, "group")
+    assert passwd["ann"][2:4] == [str(UID), str(UID)] and group["ann"][2] == str(UID)
+    assert group["deploy"][3] == "ann,bob" and entries(etc, "gshadow")["deploy"][3] == "ann,bob"
+    assert entries(etc, "shadow")["ann"][1] == "!"
+    home = base / "ann"
+    st = os.stat(home)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (UID, 0o700)
+    assert (home / ".profile").read_text() == "# profile\n" and os.stat(home / ".config" / "app.conf").st_uid == UID
+
+    parked = f"runas-off-{UID + 1}"
+    second = applier(etc, skel).apply([SetGroupMembers("deploy", (), ("bob",)),
+                                       DisableAccount("bob", UID + 1, parked, "gone"),
+                                       UpdateAccount("ann", {"comment": ["runas-agent ann", "runas-agent Ann A."]})])
+    assert not second.failed
+    passwd, shadow = entries(etc, "passwd"), entries(etc, "shadow")
+    assert "bob" not in passwd and passwd[parked][2] == str(UID + 1) and passwd[parked][6].endswith("nologin")
+    assert shadow[parked][1].startswith("!") and shadow[parked][7] == "1"
+    assert entries(etc, "group")[parked][2] == str(UID + 1) and entries(etc, "group")["deploy"][3] == "ann"
+    assert passwd["ann"][4] == "runas-agent Ann A."
+
+    third = applier(etc, skel).apply([EnableAccount("bob", UID + 1, parked, "/bin/bash", "runas-agent bob")])
+    assert not third.failed
+    passwd = entries(etc, "passwd")
+    assert passwd["bob"][2] == str(UID + 1) and passwd["bob"][6] == "/bin/bash"
+    assert entries(etc, "group")["bob"][2] == str(UID + 1) and entries(etc, "shadow")["bob"][7] == ""
+    assert applier(etc, skel).apply([]).done == []
+
+
+def test_a_home_owned_by_someone_else_fails_that_create_alone(etc, base, skel):
+    (base / "eve").mkdir()
+    os.chown(base / "eve", 4321, 4321)
+    (base / "eve" / ".bashrc").write_text("# eve's own\n")
+    before = (etc / "passwd").read_bytes()
+    outcome = applier(etc, skel).apply([create(base, "eve", UID), create(base, "ann", UID + 1),
+                                        SetGroupMembers("deploy", ("ann", "eve"), ())])
+    assert [a.account for a, _ in outcome.failed] == ["eve"]
+    assert "owned by uid 4321" in outcome.failed[0][1]
+    assert sorted(a.account for a in outcome.done) == ["ann", "deploy"]
+    passwd = entries(etc, "passwd")
+    assert "eve" not in passwd and "eve" not in entries(etc, "group") and passwd["ann"][2] == str(UID + 1)
+    assert entries(etc, "group")["deploy"][3] == "ann"
+    assert (base / "eve" / ".bashrc").read_text() == "# eve's own\n" and os.stat(base / "eve").st_uid == 4321
+    assert outcome.in_doubt == [] and (etc / "passwd").read_bytes() != before
+
+
+def test_a_refused_edit_fails_its_action_and_the_others_are_written(etc, base, skel):
+    outcome = applier(etc, skel).apply([EnableAccount("zed", UID + 9, f"runas-off-{UID + 9}", "/bin/bash", "c"),
+                                        create(base, "bad:name", UID + 2), create(base, "ann", UID)])
+    assert sorted(a.account for a, _ in outcome.failed) == ["bad:name", "zed"]
+    assert [a.account for a in outcome.done] == ["ann"]
+    assert "ann" in entries(etc, "passwd") and not (base / "bad:name").exists()
+
+
+def test_a_commit_that_fails_leaves_its_creates_in_doubt(etc, base, skel):
+    (etc / "passwd.lock").write_text(f"{os.getpid()}\0")  # held by a live process: the commit gives up
+    actions = [create(base, "ann", UID), SetGroupMembers("deploy", ("ann",), ())]
+    outcome = applier(etc, skel).apply(actions)
+    assert not outcome.done and [a for a, _ in outcome.failed] == actions
+    assert "were not written" in outcome.failed[0][1]
+    assert outcome.in_doubt == actions[:1] and outcome.undone() == actions[1:]
+    assert "ann" not in entries(etc, "passwd")
+
+
+def test_a_second_run_of_the_same_creates_finishes_instead_of_failing(etc, base, skel):
+    """The group of a create was written, its user was not (a sync killed mid-commit): the same
+    create adopts the orphan group with its GID."""
+    with open(etc / "group", "a") as handle:
+        handle.write(f"ann:x:{UID}:\n")
+    outcome = applier(etc, skel).apply([create(base, "ann", UID)])
+    assert not outcome.failed
+    assert entries(etc, "passwd")["ann"][3] == str(UID)
+    assert [line for line in (etc / "group").read_text().splitlines() if line.startswith("ann:")] == [f"ann:x:{UID}:"]
