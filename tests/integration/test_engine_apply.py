@@ -11,7 +11,8 @@ import stat
 import pytest
 
 from runas_agent.core import naming
-from runas_agent.core.plan import CreateAccount, DisableAccount, EnableAccount, SetGroupMembers, UpdateAccount
+from runas_agent.core.plan import (CreateAccount, DisableAccount, EnableAccount, EndProcesses, RenameAccount,
+                                   SetGroupMembers, SetHomeAside, UpdateAccount)
 from runas_agent.host.engine import EngineApplier
 from tests.hosts.engine import scratch_etc
 
@@ -47,8 +48,9 @@ def skel(tmp_path):
     return path
 
 
-def applier(etc, skel):
-    return EngineApplier(skel=str(skel), etc=str(etc), rules=naming.DEBIAN, run=lambda *a, **k: None)
+def applier(etc, skel, end_processes=lambda uid: []):
+    return EngineApplier(skel=str(skel), etc=str(etc), rules=naming.DEBIAN, run=lambda *a, **k: None,
+                         end_processes=end_processes)
 
 
 def create(base, name, uid):
@@ -135,3 +137,86 @@ def test_a_second_run_of_the_same_creates_finishes_instead_of_failing(etc, base,
     assert not outcome.failed
     assert entries(etc, "passwd")["ann"][3] == str(UID)
     assert [line for line in (etc / "group").read_text().splitlines() if line.startswith("ann:")] == [f"ann:x:{UID}:"]
+
+
+def test_a_rename_moves_account_group_memberships_and_home(etc, base, skel):
+    assert not applier(etc, skel).apply([create(base, "bob", UID), SetGroupMembers("deploy", ("bob",), ())]).failed
+    (base / "bob" / "work.txt").write_text("precious\n")
+    rename = RenameAccount("robert", "bob", "bob", UID, f"{base}/robert", f"{base}/bob", "/bin/bash", "runas-agent robert")
+    outcome = applier(etc, skel).apply([rename])
+    assert not outcome.failed and outcome.done == [rename]
+    passwd, group = entries(etc, "passwd"), entries(etc, "group")
+    assert "bob" not in passwd and passwd["robert"][2:7] == [str(UID), str(UID), "runas-agent robert",
+                                                              f"{base}/robert", "/bin/bash"]
+    assert group["robert"][2] == str(UID) and group["deploy"][3] == "robert" and "robert" in entries(etc, "shadow")
+    assert (base / "robert" / "work.txt").read_text() == "precious\n" and not (base / "bob").exists()
+
+
+def test_a_parked_account_renamed_back_into_use_is_unlocked(etc, base, skel):
+    assert not applier(etc, skel).apply([create(base, "bob", UID)]).failed
+    parked = f"runas-off-{UID}"
+    assert not applier(etc, skel).apply([DisableAccount("bob", UID, parked, "gone")]).failed
+    rename = RenameAccount("robert", parked, parked, UID, f"{base}/robert", f"{base}/bob", "/bin/bash", "c", enable=True)
+    assert not applier(etc, skel).apply([rename]).failed
+    passwd, shadow = entries(etc, "passwd"), entries(etc, "shadow")
+    assert parked not in passwd and passwd["robert"][5:7] == [f"{base}/robert", "/bin/bash"]
+    assert not shadow["robert"][1].startswith("!!") and shadow["robert"][7] == "" and os.path.isdir(base / "robert")
+
+
+def test_a_rename_onto_an_existing_directory_changes_nothing(etc, base, skel):
+    assert not applier(etc, skel).apply([create(base, "bob", UID)]).failed
+    (base / "robert").mkdir()
+    before = (etc / "passwd").read_bytes()
+    rename = RenameAccount("robert", "bob", "bob", UID, f"{base}/robert", f"{base}/bob", "/bin/bash", "c")
+    outcome = applier(etc, skel).apply([rename])
+    assert [a for a, _ in outcome.failed] == [rename] and "exists already" in outcome.failed[0][1]
+    assert (etc / "passwd").read_bytes() == before and os.path.isdir(base / "bob")
+
+
+def _hand_over(etc, base, skel):
+    """jsmith (UID) parked, its home still /home/jsmith; the set-aside and the newcomer's create."""
+    assert not applier(etc, skel).apply([create(base, "jsmith", UID)]).failed
+    (base / "jsmith" / ".bash_history").write_text("secret\n")
+    os.chmod(base / "jsmith", 0o755)
+    parked = f"runas-off-{UID}"
+    assert not applier(etc, skel).apply([DisableAccount("jsmith", UID, parked, "gone")]).failed
+    aside = SetHomeAside("jsmith", parked, UID, f"{base}/jsmith", f"{base}/{parked}")
+    return parked, aside, create(base, "jsmith", UID + 1)
+
+
+def test_a_set_aside_comes_before_the_create_of_the_name(etc, base, skel):
+    parked, aside, newcomer = _hand_over(etc, base, skel)
+    outcome = applier(etc, skel).apply([newcomer, aside])  # the set-aside goes first whatever the order
+    assert not outcome.failed
+    passwd = entries(etc, "passwd")
+    assert passwd[parked][5] == f"{base}/{parked}" and passwd["jsmith"][2] == str(UID + 1)
+    st = os.stat(base / parked)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (UID, 0o700)
+    assert (base / parked / ".bash_history").read_text() == "secret\n"
+    assert os.stat(base / "jsmith").st_uid == UID + 1 and not (base / "jsmith" / ".bash_history").exists()
+
+
+def test_a_failed_set_aside_blocks_the_create_of_that_name(etc, base, skel):
+    parked, aside, newcomer = _hand_over(etc, base, skel)
+    (base / parked).mkdir()  # something is where the home would go: it is never overwritten
+    outcome = applier(etc, skel).apply([aside, newcomer, create(base, "ann", UID + 2)])
+    assert [a for a, _ in outcome.failed] == [aside, newcomer]
+    assert "not created" in outcome.failed[1][1] and [a.account for a in outcome.done] == ["ann"]
+    passwd = entries(etc, "passwd")
+    assert passwd[parked][5] == f"{base}/jsmith" and "jsmith" not in passwd
+    assert (base / "jsmith" / ".bash_history").read_text() == "secret\n" and os.stat(base / "jsmith").st_uid == UID
+
+
+def test_processes_end_before_the_park_and_survivors_are_reported(etc, base, skel):
+    assert not applier(etc, skel).apply([create(base, "bob", UID)]).failed
+    ended = []
+
+    def end(uid):
+        ended.append((uid, "bob" in entries(etc, "passwd")))  # the account still resolves meanwhile
+        return [4242]
+
+    end_first = EndProcesses("bob", UID, "bob left")
+    outcome = applier(etc, skel, end).apply([end_first, DisableAccount("bob", UID, f"runas-off-{UID}", "gone")])
+    assert ended == [(UID, True)]
+    assert [a for a, _ in outcome.failed] == [end_first] and "4242" in outcome.failed[0][1]
+    assert "bob" not in entries(etc, "passwd") and f"runas-off-{UID}" in entries(etc, "passwd")

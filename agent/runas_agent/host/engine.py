@@ -2,11 +2,16 @@
 once, one engine edit per planned action, the new accounts' homes made, each changed database
 written once.
 
-    load -> edits (one per action; a refused edit fails that action alone)
+    load -> edits (one per action; a refused edit fails that action alone; set-asides first, and a
+               create whose name's home could not be set aside is not made)
          -> homes of the accounts added (0700, skeleton copied without following links)
          -> the accounts whose home could not be made are left out (and their memberships)
          -> commit (lock, write what changed, unlock, tell the caches)
 
+Three actions also act on the host while the edits are made, before anything is written: ending a
+UID's processes (before it is parked, re-enabled or renamed), and moving a home (a rename, a
+set-aside; the directory renamed without following links, never over anything). A home moved by a
+sync whose commit then fails is found moved by the next one, which finishes the same edit.
 An action is done when its edit reached the databases. Accounts are addressed by UID, so the same
 actions run again on a half-written host (a sync killed mid-commit) finish the work instead of
 failing on it. When the commit itself fails, nobody knows which files reached the disk: every
@@ -25,9 +30,10 @@ from runas_agent.core import naming
 from runas_agent.core.accountdb import AccountDB, AccountEditError, Edit
 from runas_agent.core.action import Action, Outcome
 from runas_agent.core.plan import (NOLOGIN, MAKES_THE_ACCOUNT, CreateAccount, DisableAccount, EnableAccount,
-                                   ForgetAccount, SetGroupMembers, UpdateAccount)
+                                   EndProcesses, ForgetAccount, RenameAccount, SetGroupMembers, SetHomeAside,
+                                   UpdateAccount)
 from runas_agent.errors import AgentError
-from runas_agent.host import accountdb, homes, subp
+from runas_agent.host import accountdb, homes, processes, subp
 
 Progress = Callable[[], None]
 #: told what a long apply is doing: (phase, done, total)
@@ -64,6 +70,10 @@ class _Run:
         return {a.account for a, _ in self.outcome.failed if isinstance(a, MAKES_THE_ACCOUNT)}
 
 
+class ProcessesLeft(AgentError):
+    """Processes of a UID survived SIGTERM and SIGKILL."""
+
+
 class _Ticker:
     """Calls `report` at most every REPORT_EVERY seconds (and `progress` at every step)."""
 
@@ -85,15 +95,18 @@ class EngineApplier:
     """Account actions through the account engine: one handler per action type (`handlers`)."""
 
     def __init__(self, skel: str = "/etc/skel", etc: str = "/etc", rules: naming.NameRules = naming.DEBIAN,
-                 run: Callable[..., Any] = subp.run, report: Report | None = None):
+                 run: Callable[..., Any] = subp.run, report: Report | None = None,
+                 end_processes: Callable[[int], list[int]] = processes.end_processes):
         self.skel = skel
+        self.end_processes = end_processes
         self.etc = etc
         self.rules = rules
         self.run = run
         self.report = report
         self.handlers: Mapping[type, Callable[[AccountDB, Any], None]] = {
             CreateAccount: self._create, EnableAccount: self._enable, UpdateAccount: self._update,
-            SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget}
+            SetGroupMembers: self._set_members, DisableAccount: self._disable, ForgetAccount: self._forget,
+            SetHomeAside: self._set_home_aside, RenameAccount: self._rename, EndProcesses: self._end}
 
     # --- the whole apply ------------------------------------------------------------------------
 
@@ -112,13 +125,23 @@ class EngineApplier:
         return run.outcome
 
     def _edit(self, run: _Run, actions: Sequence[Action], ticker: _Ticker) -> None:
-        for index, action in enumerate(actions):
-            ticker.tick("planning edits", index, len(actions))
+        ordered = [a for a in actions if isinstance(a, SetHomeAside)] + \
+                  [a for a in actions if not isinstance(a, SetHomeAside)]
+        blocked: set[str] = set()
+        for index, action in enumerate(ordered):
+            ticker.tick("planning edits", index, len(ordered))
+            if isinstance(action, CreateAccount) and action.name in blocked:
+                run.fail(action, f"not created: the home of the account that had the name is still at {action.home}")
+                continue
             before = len(run.db.journal)
             try:
                 self.handlers[type(action)](run.db, action)
-            except AccountEditError as exc:
+            except AgentError as exc:
                 run.fail(action, str(exc))
+                if isinstance(action, SetHomeAside):
+                    blocked.add(action.name)
+                if len(run.db.journal) > before:  # an action of several edits stopped half-way
+                    run.db, _ = run.db.with_edits(run.db.journal[:before])
                 continue
             for edit in run.db.journal[before:]:
                 run.owner[_key(edit)] = action
@@ -212,6 +235,39 @@ class EngineApplier:
 
     def _forget(self, db: AccountDB, a: ForgetAccount) -> None:
         return None
+
+    def _end(self, db: AccountDB, a: EndProcesses) -> None:
+        # Before the commit parks, re-enables or renames the account: nothing a leaver started runs
+        # on under the parked name, and a returning person's account holds nothing of before.
+        left = self.end_processes(a.uid)
+        if left:
+            raise ProcessesLeft(f"{a.name}: processes {', '.join(map(str, left))} of uid {a.uid} did not end")
+
+    def _rename(self, db: AccountDB, a: RenameAccount) -> None:
+        # One edit: user, primary group, shadow and gshadow entries and member lists take the new
+        # name (and a parked account is unlocked and unexpired); then the home directory follows.
+        if a.enable:
+            db.unpark(a.uid, a.name, shell=a.shell, comment=a.comment, home=a.home)
+        else:
+            db.rename_account(a.uid, a.name, home=a.home)
+            db.update_account(a.uid, comment=a.comment, shell=a.shell)
+        _move_home(a.name, a.old_home, a.home, a.uid)
+
+    def _set_home_aside(self, db: AccountDB, a: SetHomeAside) -> None:
+        # The parked account's home moves out of /home/<name> and is closed to everyone else (a
+        # Debian home is 0755): the leaver's files are nobody's to read, the newcomer's included.
+        db.update_account(a.uid, home=a.to)
+        if _move_home(a.parked, a.home, a.to, a.uid):
+            homes.close_home(a.parked, a.to, a.uid)
+
+
+def _move_home(account: str, old: str, new: str, uid: int) -> bool:
+    """The home directory from `old` to `new`; nothing to move when neither exists (as `usermod -m`).
+    Whether there is a home at `new` afterwards."""
+    if old == new or not (os.path.lexists(old) or os.path.lexists(new)):
+        return old == new
+    homes.rename_home(account, old, new, uid)
+    return True
 
 
 def _without(journal: Iterable[Edit], lost: set[str]) -> Iterator[tuple[Edit, Edit]]:

@@ -450,3 +450,21 @@ def rename_home(account: str, old: str, new: str, uid: int) -> str:
         os.close(old_base)
         if new_base != old_base:
             os.close(new_base)
+
+
+def close_home(account: str, path: str, uid: int) -> None:
+    """Mode 0700 on the home at `path`, opened without following a link, and only when it is a
+    directory of `uid` (anything else is left as it is). Raises HomeError."""
+    parent, leaf = _split(account, path)
+    base = open_trusted_dir(parent, account)
+    try:
+        fd = os.open(leaf, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=base)
+    except OSError as exc:
+        raise HomeError(account, path, f"moved, but not closed: {exc.strerror}") from None
+    finally:
+        os.close(base)
+    try:
+        if os.fstat(fd).st_uid == uid:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
