@@ -220,3 +220,12 @@ def test_processes_end_before_the_park_and_survivors_are_reported(etc, base, ske
     assert ended == [(UID, True)]
     assert [a for a, _ in outcome.failed] == [end_first] and "4242" in outcome.failed[0][1]
     assert "bob" not in entries(etc, "passwd") and f"runas-off-{UID}" in entries(etc, "passwd")
+
+
+def test_a_rename_whose_home_an_earlier_sync_moved_is_finished(etc, base, skel):
+    """A sync moved bob's home and stopped before its commit: the same rename again writes it."""
+    assert not applier(etc, skel).apply([create(base, "bob", UID)]).failed
+    os.rename(base / "bob", base / "robert")
+    rename = RenameAccount("robert", "bob", "bob", UID, f"{base}/robert", f"{base}/bob", "/bin/bash", "c")
+    outcome = applier(etc, skel).apply([rename])
+    assert not outcome.failed and entries(etc, "passwd")["robert"][5] == f"{base}/robert"

@@ -506,6 +506,17 @@ def test_a_leavers_home_being_set_aside_is_no_conflict_but_a_rename_target_is():
     ledger, h = _bob()
     r = run([user("id-bob", "robert")], replace(h, homes={"/home/bob": 5000, "/home/robert": 1001}), ledger, s=PERSON)
     assert not r.of(RenameAccount) and any("/home/robert exists" in s.reason for s in r.skips)
+    own = run([user("id-bob", "robert")], replace(h, homes={"/home/bob": 5000, "/home/robert": 5000}), ledger, s=PERSON)
+    assert not own.of(RenameAccount) and any("/home/robert exists" in s.reason for s in own.skips)
+
+
+def test_a_rename_whose_home_was_moved_by_a_sync_that_stopped_is_finished():
+    ledger, h = _bob()
+    p = run([user("id-bob", "robert")], replace(h, homes={"/home/robert": 5000}), ledger, s=PERSON)
+    (rename,) = p.of(RenameAccount)
+    assert (rename.old_home, rename.home) == ("/home/bob", "/home/robert")
+    taken = run([user("id-bob", "robert")], replace(h, homes={"/home/robert": 1001}), ledger, s=PERSON)
+    assert not taken.of(RenameAccount)
 
 
 # --- a disable the person can block -----------------------------------------------------------------

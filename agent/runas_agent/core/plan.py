@@ -718,6 +718,15 @@ def _members_renamed(host: HostState, old: str, new: str) -> HostState:
     return replace(host, groups=groups)
 
 
+def _moved_home_owner(ctx: Context, user: HostUser) -> int:
+    """The UID whose directory may already be at a rename's new home: the account's own when its old
+    home in the home base is gone (a sync that moved the home stopped before it wrote the rename),
+    nobody's otherwise (a rename never moves a home onto a directory that is there)."""
+    base = ctx.settings.home_base.rstrip("/")
+    moved = user.home.rsplit("/", 1)[0] == base and user.home not in ctx.host.homes
+    return user.uid if moved else -2
+
+
 def _rename(ctx: Context, case: Case) -> Decision:
     """Owned under another name, for the same person: renamed, keeping UID, GID, files and the
     memberships; a parked account is enabled under the new name."""
@@ -727,7 +736,7 @@ def _rename(ctx: Context, case: Case) -> Decision:
     if conflict:
         return Decision(skip=conflict)
     home = f"{ctx.settings.home_base.rstrip('/')}/{case.name}"
-    taken = foreign_home(home, -2, ctx.host) if home != user.home else None
+    taken = foreign_home(home, _moved_home_owner(ctx, user), ctx.host) if home != user.home else None
     if taken:
         return Decision(skip=taken)
     group = ctx.host.gids.get(owned.gid, user.name)
