@@ -567,3 +567,21 @@ def test_an_interrupted_hand_over_converges():
     assert [type(a).__name__ for a in again.actions] == ["SetHomeAside", "CreateAccount"]
     assert again.of(CreateAccount)[0].uid == p.of(CreateAccount)[0].uid
     assert any("changed hands" in w for w in again.warnings)
+
+
+def test_a_rename_the_sync_stopped_before_or_while_writing_is_planned_again():
+    """The intent ledger names both bob and robert (one UID), and the host still has bob, or bob
+    with its group and the member lists already under robert (a write stopped half-way)."""
+    ledger, h = _bob(groups_added=("deploy",))
+    p = run([user("id-bob", "robert")], h, ledger, s=PERSON)
+    intent = ledger.merge(p.ledger)
+    uid = 5000
+    half = host([HostUser("bob", uid, uid, "runas-agent Bob (bob)", "/home/bob", "/bin/bash")],
+                [HostGroup("robert", uid, ()), HostGroup("deploy", 3000, ("robert",))])
+    for state in (h, half):
+        again = run([user("id-bob", "robert")], state, intent, s=PERSON)
+        (rename,) = again.of(RenameAccount)
+        assert (rename.old, rename.name, rename.uid, rename.owned_as) == ("bob", "robert", uid, "bob")
+        assert not again.of(DisableAccount) and again.ledger.accounts.keys() == {"robert"}
+    stranger = replace(half, groups={**half.groups, "robert": HostGroup("robert", 7777, ())})
+    assert not run([user("id-bob", "robert")], stranger, intent, s=PERSON).of(RenameAccount)

@@ -432,15 +432,15 @@ def _unowned_conflict(name: str, host: HostState) -> str | None:
     return None
 
 
-def stale_grant(name: str, host: HostState) -> str | None:
-    """Why a new account may not take `name`: a sudoers rule or a group member list names it
-    although no account has it, so it would apply to the new account (a grant left by an earlier
-    user of the name, or written for someone else)."""
+def stale_grant(name: str, host: HostState, members: bool = True) -> str | None:
+    """Why a new account may not take `name`: a sudoers rule or a group member list (unless not
+    `members`) names it although no account has it, so it would apply to the new account (a grant
+    left by an earlier user of the name, or written for someone else)."""
     listing = host.sudoers.get(name)
     if listing is not None:
         return (f"{listing} names {name!r} in a sudoers rule, alias or Defaults, but no account has the name: "
                 "the rule would apply to the new account; remove it or the name from it")
-    groups = host.member_of.get(name, ())
+    groups = host.member_of.get(name, ()) if members else ()
     if groups:
         listed = ", ".join(repr(g) for g in groups)
         return (f"group {listed} lists {name!r} as a member, but no account has the name: the new account would "
@@ -701,9 +701,11 @@ def rename_source(name: str, want: DesiredAccount, ledger: Ledger,
                   sources: Mapping[tuple[str, ...], list[str]]) -> str | None:
     """The owned account a new per-person name renames: the one made for the same UserId. None when
     there is not exactly one."""
-    if want.kind != "person" or name in ledger.accounts:
+    if want.kind != "person":
         return None
     found = sources.get(_identities(want), [])
+    if name in ledger.accounts:  # a rename an earlier sync stopped in: the ledger names both, one UID
+        found = [n for n in found if n != name and ledger.accounts[n].uid == ledger.accounts[name].uid]
     return found[0] if len(found) == 1 else None
 
 
@@ -731,7 +733,11 @@ def _rename(ctx: Context, case: Case) -> Decision:
     """Owned under another name, for the same person: renamed, keeping UID, GID, files and the
     memberships; a parked account is enabled under the new name."""
     want, owned, user = case.wanted, case.ours, case.found
-    conflict = (_unowned_conflict(case.name, ctx.host) or stale_grant(case.name, ctx.host)
+    # The ledger naming the new name with this UID: an earlier sync planned this rename and stopped
+    # while writing it. The primary group and member lists already under the new name are its own.
+    resumed = ctx.owned_uids.get(case.name) == owned.uid
+    taken = None if resumed and _own_group(case.name, owned, ctx.host) else _unowned_conflict(case.name, ctx.host)
+    conflict = (taken or stale_grant(case.name, ctx.host, members=not resumed)
                 or home_holder(case.name, ctx.host, ctx.settings, moving=user.name))
     if conflict:
         return Decision(skip=conflict)
