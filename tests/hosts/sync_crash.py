@@ -3,9 +3,9 @@ or at a seeded random moment, inside an isolated host, then plain syncs; the hos
 as an uninterrupted run leaves it. Shared by tests/integration/test_sync_crash.py (a small seeded
 sample) and bench/crash_sync.py (every step, many random moments).
 
-The scenario has three phases, each one sync: a first sync of ten people (five of them put in the
-local group `deploy` by a directory group), three of them leaving (parked), and the three coming
-back (re-enabled). A trial runs the phases before its own uninterrupted, then its own with a kill:
+The scenario has four phases, each one sync: a first sync of ten people (five of them put in the
+local group `deploy` by a directory group), three of them leaving (parked), the three coming back
+(re-enabled), and two people's user names changing (renamed: account, group, membership and home). A trial runs the phases before its own uninterrupted, then its own with a kill:
 
 - "<file>": when the agent creates its next version of /etc/<file> (gshadow, group, shadow,
   passwd: the engine writes them in this order) or the state file `<file>` (ledger.json,
@@ -37,26 +37,29 @@ UID_MIN = 1_000_000_000
 PEOPLE = [f"p{i}" for i in range(10)]
 OPS = PEOPLE[:5]
 LEAVERS = PEOPLE[7:]
-PHASES = ("create", "disable", "re-enable")
+PHASES = ("create", "disable", "re-enable", "rename")
+#: the user names that change in the "rename" phase (same UserId): one in `deploy`, one not
+RENAMED = {"p0": "r0", "p9": "r9"}
 ETC_STEPS = ("gshadow", "group", "shadow", "passwd")
 STATE_STEPS = ("ledger.json", "directory.json")
 STEPS = ETC_STEPS + ("home",) + STATE_STEPS
 
 
-def _user(name: str) -> dict:
-    return {"IdentityStoreId": STORE, "UserId": f"id-{name}", "UserName": name, "UserStatus": "ENABLED",
-            "DisplayName": name.upper()}
+def _user(name: str, renamed: bool = False) -> dict:
+    return {"IdentityStoreId": STORE, "UserId": f"id-{name}", "UserName": RENAMED.get(name, name) if renamed else name,
+            "UserStatus": "ENABLED", "DisplayName": name.upper()}
 
 
-def document(people: list[str]) -> dict:
+def document(people: list[str], renamed: bool = False) -> dict:
     ops = [p for p in OPS if p in people]
-    return {"IdentityStoreId": STORE, "Users": [_user(p) for p in people],
+    return {"IdentityStoreId": STORE, "Users": [_user(p, renamed) for p in people],
             "Groups": [{"IdentityStoreId": STORE, "GroupId": "g-ops", "DisplayName": "Ops"}],
             "GroupMemberships": [{"IdentityStoreId": STORE, "GroupId": "g-ops", "MemberId": {"UserId": f"id-{p}"}}
                                  for p in ops]}
 
 
-PEOPLE_BY_PHASE = {"create": PEOPLE, "disable": [p for p in PEOPLE if p not in LEAVERS], "re-enable": PEOPLE}
+PEOPLE_BY_PHASE = {"create": PEOPLE, "disable": [p for p in PEOPLE if p not in LEAVERS], "re-enable": PEOPLE,
+                   "rename": PEOPLE}
 
 
 def prepare(root: Path) -> tuple[IsolatedHost, Path]:
@@ -88,7 +91,7 @@ def sync(host: IsolatedHost, cfg: Path) -> subprocess.CompletedProcess:
 
 
 def enter_phase(host: IsolatedHost, phase: str) -> None:
-    host.write_directory(document(PEOPLE_BY_PHASE[phase]))
+    host.write_directory(document(PEOPLE_BY_PHASE[phase], renamed=phase == "rename"))
 
 
 def _listing(path: Path) -> list[tuple[str, int, int, int]]:

@@ -1,7 +1,7 @@
 """Interrupted syncs converge: a real `runas-agent --once` SIGKILLed inside an isolated host at a
 seeded sample of steps (each account database's write, a home's creation, the ledger and snapshot
-writes) and random moments, during a first sync, a disable and a re-enable; then plain syncs. The
-host ends exactly as an uninterrupted run leaves it (accounts, groups, memberships, shadow states,
+writes) and random moments, during a first sync, a disable, a re-enable and a rename; then plain
+syncs. The host ends exactly as an uninterrupted run leaves it (accounts, groups, memberships, shadow states,
 homes with their skeleton, the ledger), and `pwck -r`/`grpck -r` say what they say of that run.
 Every step and many more moments: bench/crash_sync.py."""
 
