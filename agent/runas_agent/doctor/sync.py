@@ -178,16 +178,8 @@ def departed_but_held(plan: Plan, ledger: Ledger, host: HostState, processes: It
     as them: the SSM agent would start a session as such an account (`id NAME` works), and the park
     that stops it waits for them."""
     leaving = {a.uid: a for a in plan.of(DisableAccount)}
-    if not leaving:
-        return []
-    holders: dict[int, list[str]] = {}
-    for process in processes:
-        info = getattr(process, "info", None) or {}
-        ids = info.get("uids")
-        for uid in {getattr(ids, "real", -1), getattr(ids, "effective", -1)} & set(leaving):
-            holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
     out = []
-    for uid, running in sorted(holders.items()):
+    for uid, running in sorted(processes_of(set(leaving), processes).items()):
         action = leaving[uid]
         user = host.users.get(action.name)
         owned = ledger.accounts.get(action.name)
@@ -196,6 +188,19 @@ def departed_but_held(plan: Plan, ledger: Ledger, host: HostState, processes: It
         out.append(f"{action.name} (uid {uid}; {who}) still resolves although {action.reason}: "
                    f"{', '.join(running[:5])}{more} run as it")
     return out
+
+
+def processes_of(uids: set[int], processes: Iterable[Any]) -> dict[int, list[str]]:
+    """`pid 123 (sleep)` of each process running as one of `uids` (real or effective)."""
+    holders: dict[int, list[str]] = {}
+    if not uids:
+        return holders
+    for process in processes:
+        info = getattr(process, "info", None) or {}
+        ids = info.get("uids")
+        for uid in {getattr(ids, "real", -1), getattr(ids, "effective", -1)} & uids:
+            holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
+    return holders
 
 
 def accounts_verdict(owned: Owned, read: Optional[DirectoryRead], plan: Optional[Plan],
