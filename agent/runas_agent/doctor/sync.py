@@ -10,9 +10,10 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple
 
 from runas_agent import config, events
+from runas_agent.core.allowed import AllowedNames
 from runas_agent.core.desired import Skip, compute
 from runas_agent.core.ledger import Ledger
 from runas_agent.core.observed import HostState
@@ -144,7 +145,7 @@ class Accounts(Check):
             return accounts_verdict(owned, None, None).giving(LEDGER, ledger)
         try:
             plan = next_plan(read, env.probe.etc)
-            held = departed_but_held(plan, ledger, read_host(env.probe.etc), env.probe.processes())
+            held = departed_but_held(plan, ledger, read_host(env.probe.etc), env.probe.processes)
             return accounts_verdict(owned, read, plan, held).giving(LEDGER, ledger)
         except AgentError as exc:
             return failed(f"{owned.text}; the host cannot be observed: {exc}",
@@ -173,21 +174,13 @@ def owned_accounts(ledger: Ledger, host: HostState) -> Owned:
     return Owned(f"runas-agent owns {plural(len(ledger.accounts), 'account')} ({listed})", tuple(changed))
 
 
-def departed_but_held(plan: Plan, ledger: Ledger, host: HostState, processes: Iterable[Any]) -> list[str]:
+def departed_but_held(plan: Plan, ledger: Ledger, host: HostState, processes: Callable[[], Iterable[Any]]) -> list[str]:
     """The accounts the plan disables (their people are gone or disabled) while processes still run
     as them: the SSM agent would start a session as such an account (`id NAME` works), and the park
     that stops it waits for them."""
     leaving = {a.uid: a for a in plan.of(DisableAccount)}
-    if not leaving:
-        return []
-    holders: dict[int, list[str]] = {}
-    for process in processes:
-        info = getattr(process, "info", None) or {}
-        ids = info.get("uids")
-        for uid in {getattr(ids, "real", -1), getattr(ids, "effective", -1)} & set(leaving):
-            holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
     out = []
-    for uid, running in sorted(holders.items()):
+    for uid, running in sorted(processes_of(set(leaving), processes).items()):
         action = leaving[uid]
         user = host.users.get(action.name)
         owned = ledger.accounts.get(action.name)
@@ -196,6 +189,20 @@ def departed_but_held(plan: Plan, ledger: Ledger, host: HostState, processes: It
         out.append(f"{action.name} (uid {uid}; {who}) still resolves although {action.reason}: "
                    f"{', '.join(running[:5])}{more} run as it")
     return out
+
+
+def processes_of(uids: set[int], processes: Callable[[], Iterable[Any]]) -> dict[int, list[str]]:
+    """`pid 123 (sleep)` of each process running as one of `uids` (real or effective); the process
+    table is read only when there are such UIDs."""
+    holders: dict[int, list[str]] = {}
+    if not uids:
+        return holders
+    for process in processes():
+        info = getattr(process, "info", None) or {}
+        ids = info.get("uids")
+        for uid in {getattr(ids, "real", -1), getattr(ids, "effective", -1)} & uids:
+            holders.setdefault(uid, []).append(f"pid {info.get('pid')} ({info.get('name') or '?'})")
+    return holders
 
 
 def accounts_verdict(owned: Owned, read: Optional[DirectoryRead], plan: Optional[Plan],
@@ -225,9 +232,12 @@ def accounts_verdict(owned: Owned, read: Optional[DirectoryRead], plan: Optional
 
 
 def conflicts(read: DirectoryRead, plan: Plan) -> list[Skip]:
-    """The identities the plan skips for a reason of the host's (not the directory's own skips)."""
+    """The identities the plan skips for a reason of the host's (not the directory's own skips, nor
+    names outside accounts.allowed_names: the allowed-names check reports those)."""
     own = {(s.identity, s.name, s.reason) for s in read.desired.skips}
-    return [s for s in plan.skips if isinstance(s, Skip) and (s.identity, s.name, s.reason) not in own]
+    allowed = AllowedNames.from_setting(read.config.accounts.allowed_names)
+    return [s for s in plan.skips if isinstance(s, Skip) and (s.identity, s.name, s.reason) not in own
+            and not (s.name and s.reason == allowed.problem(s.name))]
 
 
 # --- the last sync --------------------------------------------------------------------------------
