@@ -29,8 +29,9 @@ import datetime
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Optional
 
 from runas_agent.core.display import quoted, shown
@@ -144,9 +145,14 @@ class Directory:
         this read can be told apart from it."""
         return sum(1 for p in self.problems if p.untied)
 
-    def canonical_bytes(self) -> bytes:
-        """The snapshot serialisation: stable key order, so equal directories give equal bytes."""
+    @cached_property
+    def _canonical(self) -> bytes:
         return canonical(self.document)
+
+    def canonical_bytes(self) -> bytes:
+        """The snapshot serialisation: stable key order, so equal directories give equal bytes
+        (serialised once: a Directory and its document are never changed)."""
+        return self._canonical
 
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_bytes()).hexdigest()

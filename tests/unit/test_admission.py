@@ -58,6 +58,19 @@ def test_rollback_and_change_of_store(tmp_path):
     assert admission.admit(cfg(), older, str(tmp_path / "none.json"), "s3").refusals == ()
 
 
+def test_a_snapshot_of_exactly_this_read_is_not_parsed_again(tmp_path):
+    current = parse_document(doc(ALICE, dict(BOB, UserStatus="WEIRD"), GeneratedAt="2025-06-01T12:00:00Z"))
+    same = write(tmp_path / "directory.json", current.document)
+    assert admission.last_applied(same, current) == (current, [])
+    assert admission.last_applied(same, current)[0] is current
+    admitted = admission.admit(cfg(), current, same, "file")
+    assert (admitted.directory, admitted.refusals, admitted.warnings) == (current, (), ())
+    assert admitted.held == frozenset({BOB["UserId"]})
+    other = write(tmp_path / "other.json", doc(ALICE, GeneratedAt="2025-06-01T12:00:00Z"))
+    previous, _ = admission.last_applied(other, current)
+    assert previous is not current and [u.user_name for u in previous.users] == ["alice"]
+
+
 def test_a_damaged_last_snapshot_is_said_not_fatal(tmp_path):
     path = tmp_path / "directory.json"
     path.write_text("{")

@@ -51,12 +51,16 @@ def rules_for_os_release(os_release: Mapping[str, str]) -> NameRules:
     return DEBIAN if ids & {"debian", "ubuntu"} else RHEL
 
 
+_WITHOUT_PUNCTUATION = {ord(ch): None for ch in TAG_PUNCTUATION}
+
+
 def tag_value_problem(value: str) -> str | None:
     """Why `value` cannot be an STS session tag value (so can never arrive as a Run As user)."""
     if len(value) > TAG_MAX_CHARS:
         return f"longer than the {TAG_MAX_CHARS} characters a session tag value may have"
-    bad = sorted({ch for ch in value if not (ch.isalnum() or ch in TAG_PUNCTUATION)})
-    if bad:
+    rest = value.translate(_WITHOUT_PUNCTUATION)
+    if rest and not rest.isalnum():  # every character alphanumeric or allowed punctuation
+        bad = sorted({ch for ch in value if not (ch.isalnum() or ch in TAG_PUNCTUATION)})
         shown = ", ".join(repr(ch) for ch in bad)
         return f"not a legal session tag value (Identity Center cannot send {shown})"
     return None

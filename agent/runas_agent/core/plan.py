@@ -415,7 +415,16 @@ def plan_groups(name: str, want: DesiredAccount, added: frozenset[str], host: Ho
 
 def _with_groups(decision: Decision, groups: Groups, entry: Owned) -> Decision:
     return replace(decision, warnings=decision.warnings + groups.warnings, joins=groups.joins, leaves=groups.leaves,
-                   entry=replace(entry, groups_added=tuple(sorted(groups.owned_after))))
+                   entry=_entry(entry, entry.identities, groups.owned_after))
+
+
+def _entry(owned: Owned, identities: tuple[str, ...], groups: frozenset[str]) -> Owned:
+    """`owned` with these identities and groups added: `owned` itself when they are already its own
+    (every account of a sync that changes nothing)."""
+    added = tuple(sorted(groups))
+    if owned.identities == identities and owned.groups_added == added:
+        return owned
+    return replace(owned, identities=identities, groups_added=added)
 
 
 def _identities(want: DesiredAccount) -> tuple[str, ...]:
@@ -585,9 +594,10 @@ def _keep(ctx: Context, case: Case) -> Decision:
     group_name = ctx.host.gids.get(owned.gid)
     if group_name is not None and group_name != case.name and group_name == naming.disabled_name(owned.uid):
         changes["group_name"] = [group_name, case.name]
-    update = Decision(actions=(UpdateAccount(case.name, changes),) if changes else ())
     groups = plan_groups(case.name, want, frozenset(owned.groups_added), ctx.host, creating=False)
-    return _with_groups(update, groups, replace(owned, identities=_identities(want)))
+    return Decision(actions=(UpdateAccount(case.name, changes),) if changes else (), warnings=groups.warnings,
+                    joins=groups.joins, leaves=groups.leaves,
+                    entry=_entry(owned, _identities(want), groups.owned_after))
 
 
 def _changed_wanted(ctx: Context, case: Case) -> Decision:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from botocore.config import Config as BotoConfig
 
 from runas_agent.core.expression import ExpressionError, parse
 from runas_agent.doctor.check import FAILED, NOTHING, WARNING, Check, Facts, Verdict, failed, given, ok
@@ -71,6 +70,8 @@ def principal(arn: str) -> str:
 def _caller_arn(session: Any, cfg: Config) -> str:
     """The ARN the credentials belong to ("" when STS cannot say; GetCallerIdentity needs no
     permission, only a route to STS)."""
+    from botocore.config import Config as BotoConfig  # loaded when a check first needs AWS
+
     try:
         sts = session.client("sts", config=BotoConfig(
             region_name=cfg.source.region or session.region_name, connect_timeout=2, read_timeout=5,

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-import boto3
 import psutil
 
 from runas_agent import aws
@@ -66,6 +65,8 @@ class Env:
     def session(self, cfg: Config) -> Any:
         """The boto3 session: the injected one, else one in the Identity Center home region."""
         if self._session is None:
+            import boto3  # loaded when a check first needs AWS: a sync never does
+
             self._session = boto3.session.Session(region_name=cfg.source.region)
         return self._session
 

@@ -14,9 +14,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
-import botocore.session
-from botocore.exceptions import BotoCoreError, ClientError
-from botocore.utils import InstanceMetadataRegionFetcher
 
 from runas_agent import aws
 from runas_agent.core.ledger import Ledger
@@ -50,6 +47,9 @@ class SessionManagerRegion(Check):
 def ssm_region(option: Optional[str], cfg: Config) -> Optional[SsmRegion]:
     if option:
         return SsmRegion(option, "--ssm-region")
+    import botocore.session  # loaded when a check first needs AWS: a sync never does
+    from botocore.utils import InstanceMetadataRegionFetcher
+
     region = botocore.session.Session().get_config_variable("region")
     if region:
         return SsmRegion(region, "the AWS region of the environment")
@@ -99,6 +99,8 @@ class SessionPreferences(Check):
         cfg, where = facts[CONFIG], facts[SSM_REGION]
         what = f"Session Manager preferences ({PREFERENCES_DOCUMENT} in {where.region}, from {where.why})"
         ssm = env.client(cfg, "ssm", where.region)
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
             document = ssm.get_document(Name=PREFERENCES_DOCUMENT, DocumentFormat="JSON")
         except (ClientError, BotoCoreError) as exc:
@@ -196,6 +198,8 @@ class RunAsBypass(Check):
 
 def read_session_documents(ssm: Any, limit: int = MAX_SESSION_DOCUMENTS) -> SessionDocuments:
     """The session documents this account owns, other than the preferences, with their content."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         pages = ssm.get_paginator("list_documents").paginate(
             Filters=[{"Key": "DocumentType", "Values": ["Session"]}, {"Key": "Owner", "Values": ["Self"]}])

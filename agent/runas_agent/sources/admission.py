@@ -82,7 +82,7 @@ def admit(cfg: Config, directory: Directory, snapshot_path: str, origin: str) ->
     problem = dropped_fields(directory, cfg.run_as.expression, origin)
     if problem:
         raise UntrustedError(problem)
-    previous, note = last_applied(snapshot_path)
+    previous, note = last_applied(snapshot_path, directory)
     carried, carry_notes = carry(directory, previous)
     held = directory.held_user_ids - {u.user_id for u in carried.users}
     return Admission(carried, tuple(succession(previous, directory)), tuple(note + carry_notes), frozenset(held),
@@ -115,9 +115,10 @@ def _has_enterprise(record: Mapping[str, Any]) -> bool:
     return isinstance(extensions, Mapping) and isinstance(extensions.get(ENTERPRISE_EXTENSION), Mapping)
 
 
-def last_applied(path: str) -> tuple[Optional[Directory], list[str]]:
+def last_applied(path: str, current: Optional[Directory] = None) -> tuple[Optional[Directory], list[str]]:
     """The directory the last applied sync saved (None when there is none), and a warning when it
-    cannot be read: then this sync cannot check for a rollback or a change of store."""
+    cannot be read: then this sync cannot check for a rollback or a change of store. A snapshot
+    holding exactly `current`'s canonical bytes (nothing changed since) is `current`, not parsed again."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -126,6 +127,8 @@ def last_applied(path: str) -> tuple[Optional[Directory], list[str]]:
     except OSError as exc:
         return None, [f"the last applied snapshot {path} cannot be read ({exc.strerror}): "
                       "no rollback or change of store can be noticed in this sync"]
+    if current is not None and data == current.canonical_bytes():
+        return current, []
     try:
         return parse_document(json.loads(data), path), []
     except (ValueError, AgentError) as exc:
