@@ -29,6 +29,7 @@ import random
 import select
 import signal
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -36,6 +37,7 @@ from runas_agent import __version__, config, events
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
 from runas_agent.events import Priority, Record
 from runas_agent.exitcodes import Exit
+from runas_agent.core.plan import EndProcesses
 from runas_agent.host.files import StateDir
 from runas_agent.host.lock import SyncLock
 from runas_agent.sessions import SessionWatcher
@@ -156,7 +158,7 @@ class Daemon:
         # Each instance draws its own jitter: seeded from the OS, never from anything fleet-wide.
         self.rng = rng or random.Random(os.urandom(16))
         self.watchdog = watchdog
-        self.sync_fn = sync_fn or _default_sync
+        self.sync_fn = sync_fn or self._default_sync
         self.source_factory = source_factory or build_source
         self.lock_factory = lock_factory or _default_lock
         self.load_config = load_config
@@ -426,6 +428,17 @@ class Daemon:
                 log.exception("the session watcher did not stop cleanly")
             self._watcher = None
 
+    def _default_sync(self, cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
+        return sync(cfg, apply=True, source=source, progress=progress, report=_report_progress,
+                    before_apply=self._before_apply)
+
+    def _before_apply(self, plan: Any, directory: Any) -> None:
+        """A plan that ends a person's processes (before parking their account) lets the session
+        watcher end that person's sessions first, session by session, so each gets its end record
+        and its log uploaded (when sessions.end_sessions_of_disabled_people is set)."""
+        if any(isinstance(a, EndProcesses) for a in plan.actions):
+            self._after_sync(types.SimpleNamespace(directory=directory))
+
     def _after_sync(self, result: Any) -> None:
         """Let the session watcher act on the directory just applied (it ends the sessions of
         people now disabled when sessions.end_sessions_of_disabled_people is set)."""
@@ -445,9 +458,6 @@ class Daemon:
 # --------------------------------------------------------------------------------------------------
 # defaults wired to the real host
 
-
-def _default_sync(cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
-    return sync(cfg, apply=True, source=source, progress=progress, report=_report_progress)
 
 
 def _report_progress(phase: str, done: int, total: int) -> None:

@@ -165,13 +165,15 @@ def _record_recovery(file: LedgerFile[Any], ledger: Any) -> None:
 
 def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Optional[Source[Any]] = None,
          etc: str = "/etc", progress: Callable[[], None] | None = None,
-         using: Appliers | None = None, report: Report | None = None) -> SyncResult:
+         using: Appliers | None = None, report: Report | None = None,
+         before_apply: Callable[[SyncPlan, Directory], None] | None = None) -> SyncResult:
     """Read the directory, observe the host, plan, and (when `apply`) apply. Raises SourceError
     when the directory could not be read completely or cannot be believed; then nothing is changed.
 
     `progress`, when given, is called from this thread at points where nothing is half-written (after
     the read, before each action); it may raise to abandon the sync there. `report`, when given, is
-    told every few seconds how far a long apply is (phase, done, total)."""
+    told every few seconds how far a long apply is (phase, done, total). `before_apply`, when given,
+    sees the plan and the directory once the plan may be applied, before its first action."""
     started = time.monotonic()
     cfg = resolve_run_as(cfg)  # run_as.expression: from-identity-center -> the live expression
     source = source or make_source(cfg.source)
@@ -192,6 +194,8 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     result = admitted.judge(result, observation.ledger, force)
     sync_result = SyncResult(result, admitted.directory, source_stats=fetched.stats)
     if apply and not result.refusals:
+        if before_apply is not None and result.changes:
+            before_apply(result, admitted.directory)
         sync_result.outcome, sync_result.unrecorded = run_plan(result, observation, state,
                                                                using or appliers(cfg, etc, report), progress)
         try:
