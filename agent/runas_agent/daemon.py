@@ -29,7 +29,6 @@ import random
 import select
 import signal
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -278,7 +277,7 @@ class Daemon:
         else:
             report = self._report(result, self.clock() - started)
             if report.status is not SyncStatus.REFUSED:
-                self._after_sync(result)
+                self._after_sync(result.directory)
 
         if report.status in (SyncStatus.FAILED, SyncStatus.BUSY):
             self.failures += 1
@@ -437,16 +436,16 @@ class Daemon:
         watcher end that person's sessions first, session by session, so each gets its end record
         and its log uploaded (when sessions.end_sessions_of_disabled_people is set)."""
         if any(isinstance(a, EndProcesses) for a in plan.actions):
-            self._after_sync(types.SimpleNamespace(directory=directory))
+            self._after_sync(directory)
 
-    def _after_sync(self, result: Any) -> None:
+    def _after_sync(self, directory: Any) -> None:
         """Let the session watcher act on the directory just applied (it ends the sessions of
         people now disabled when sessions.end_sessions_of_disabled_people is set)."""
         after_sync = getattr(self._watcher, "after_sync", None)
         if after_sync is None:
             return
         try:
-            after_sync(result.directory)
+            after_sync(directory)
         except Exception:
             log.exception("the session watcher failed to act on the sync")
 
