@@ -276,8 +276,9 @@ class Daemon:
             report = Report(SyncStatus.FAILED, self.clock() - started, error=f"{type(exc).__name__}: {exc}")
         else:
             report = self._report(result, self.clock() - started)
-            if report.status is not SyncStatus.REFUSED:
-                self._after_sync(result.directory)
+            directory = getattr(result, "directory", None)  # a publish has none
+            if report.status is not SyncStatus.REFUSED and directory is not None:
+                self._after_sync(directory)
 
         if report.status in (SyncStatus.FAILED, SyncStatus.BUSY):
             self.failures += 1

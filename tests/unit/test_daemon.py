@@ -453,6 +453,15 @@ def test_session_watcher_runs_for_the_life_of_the_service_and_sees_each_applied_
     assert [e if isinstance(e, str) else e[0] for e in w.events] == ["start", "after_sync", "after_sync", "stop"]
 
 
+def test_a_result_without_a_directory_is_not_handed_to_the_watcher():
+    w = FakeWatcher()
+    bare = FakeResult()
+    del bare.directory  # a publish reports no directory
+    h = Harness([lambda h, p: bare, ok()], watcher=w)
+    assert h.run() == Exit.OK
+    assert [e if isinstance(e, str) else e[0] for e in w.events] == ["start", "after_sync", "stop"]
+
+
 def test_a_watcher_that_cannot_start_does_not_stop_the_sync():
     w = FakeWatcher(fail_start=True)
     h = Harness([ok(), ok()], watcher=w)
