@@ -165,7 +165,7 @@ SCHEMA = Section(Config, {
         "skel": Key(STR, "/etc/skel", "Skeleton directory copied into new home directories.", check=_absolute),
         "uid_min": Key(INT, 1_000_000_000, "Lowest UID/GID the agent derives.", check=_uid),
         "uid_max": Key(INT, 1_799_999_999, "Highest UID/GID the agent derives.", check=_uid),
-        "name_rules": Key(STR, "auto", "Account name rules: debian (Debian/Ubuntu useradd), rhel (RHEL/Amazon Linux shadow-utils), auto (from /etc/os-release).", choices=("auto", "debian", "rhel")),
+        "name_rules": Key(STR, "auto", "Account name rules: debian (Debian/Ubuntu useradd), rhel (RHEL/Amazon Linux shadow-utils), auto (from /etc/os-release), rhel-email (the rhel rules with '@' allowed after the first character, for e-mail user names on RHEL-family hosts; pwck -r and grpck -r then report those accounts as invalid names).", choices=("auto", "debian", "rhel", "rhel-email")),
         "allowed_names": Key(OPT_STR, None, "A regular expression every Run As name must match as a whole, e.g. ^[a-z0-9._-]+@corp\\.example$ (recommended: it keeps any name outside the fleet's naming scheme, such as one a package creates later, from becoming an account). Unset: only the built-in checks apply.", check=_allowed_names),
     }),
     "groups": Key(LIST, [], "Local supplementary groups for managed accounts. Only memberships the agent added are ever removed.", item=GROUP_RULE),

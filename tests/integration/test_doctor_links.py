@@ -118,7 +118,7 @@ class World:
             user_exists=lambda name: name in host_users,
             # the sudoers tree of the real host is test_doctor_host.py's subject
             run=lambda argv, **kw: types.SimpleNamespace(returncode=0, stdout="/etc/sudoers: parsed OK\n", stderr=""),
-            euid=lambda: self.euid,
+            euid=lambda: self.euid, sshd=str(self.root / "no-sshd"),
         )
         doctor = Doctor(str(path), probe=probe, session=session or self.session(), ssm_region=self.region if ssm_region == "default" else ssm_region)
         self.report = doctor.run()
@@ -157,7 +157,7 @@ def test_all_good(world):
     # one page each for the permission probe, then the full read: nothing is ever written
     assert not [op for op in calls if op.split(":")[-1].startswith(("Create", "Update", "Delete", "Put"))]
     text = render(world.report, "config.yaml")
-    assert text.splitlines()[-1] == "15 checks: 15 ok, 0 warnings, 0 failed, 0 skipped"
+    assert text.splitlines()[-1] == "16 checks: 16 ok, 0 warnings, 0 failed, 0 skipped"
     assert checks["session-documents"].summary == (
         "runAsElevated is set in no session document (SSM-SessionManagerRunShell and 0 others reviewed); port "
         "forwarding and SSH never check the Run As user: permission sets must deny AWS-StartPortForwardingSession, "
@@ -514,7 +514,10 @@ def test_names_legal_on_debian_but_not_on_rhel(world):
     assert checks["identities"].status == WARNING
     assert checks["identities"].details == [
         f"jane@example.com ({uid('id-jane')}) as 'jane@example.com': RHEL/Amazon Linux useradd accepts only "
-        "[a-zA-Z0-9_.-] (no '@'), not starting with '-'"]
+        "[a-zA-Z0-9_.-] (no '@'), not starting with '-' (accounts.name_rules rhel-email allows '@')"]
+    assert checks["name-rules"].status == WARNING and "e.g. 'jane@example.com'" in checks["name-rules"].summary
+    checks = world.run(accounts={"name_rules": "rhel-email"})
+    assert checks["identities"].status == OK and checks["name-rules"].status == OK
 
 
 def test_the_session_manager_region_comes_from_the_environment(world, monkeypatch):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runas_agent.doctor.names import sshd_misreadings
 from tests.hosts.fixtures import require_container_support
 
 pytestmark = pytest.mark.container
@@ -98,7 +99,11 @@ def test_sshd_user_patterns_cannot_name_it_literally(host):
     try:
         configure(host, f"DenyUsers {NAME}\n")
         assert ssh(host, "true").returncode == 0  # not denied
+        # doctor's name-rules check reads the same thing out of the real `sshd -T`
+        assert sshd_misreadings(host.exec(["sshd", "-T"]).stdout, [NAME]) == [
+            f"denyusers {NAME}: meant for {NAME}, read by sshd as user 'alice' from host 'example.com'"]
         configure(host, "DenyUsers alice?example.com\n")
+        assert sshd_misreadings(host.exec(["sshd", "-T"]).stdout, [NAME]) == []
         denied = ssh(host, "true")
         assert denied.returncode == 255 and "Permission denied" in denied.stderr
         journal = host.exec(["journalctl", "-u", "ssh", "--no-pager", "-n", "20"]).stdout

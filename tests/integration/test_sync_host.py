@@ -12,6 +12,7 @@ import time
 import pytest
 
 from runas_agent.exitcodes import Exit
+from tests.hosts.engine import tool_complaints
 
 pytestmark = pytest.mark.host
 STORE = "d-1234567890"
@@ -298,3 +299,42 @@ def test_export_writes_a_document_the_file_source_reads_back(isolated_host):
                                        "run_as": {"expression": "${path:enterprise.organization}"}}, "c2.yaml")
     plan = isolated_host.agent("--config", str(cfg2), "plan")
     assert plan.returncode == Exit.CHANGES and "+ create iret" in plan.stdout
+
+
+def test_email_names_on_a_rhel_family_host_need_the_rhel_email_rules(isolated_host):
+    """On a host whose os-release is Amazon Linux, `auto` means RHEL rules: an e-mail Run As name is
+    skipped with a reason that names the way out. With accounts.name_rules rhel-email the engine
+    writes the account, and parking and re-enabling it are renames like any other."""
+    os_release = isolated_host.etc / "os-release"
+    os_release.unlink()  # a link into /usr on Debian: never write through it
+    os_release.write_text('NAME="Amazon Linux"\nID="amzn"\nID_LIKE="fedora"\nVERSION_ID="2023"\n')
+    users = [u("id-alice", "alice@example.com"), u("id-carol", "carol")]
+    cfg = setup(isolated_host, users, "${path:userName}")
+    first = isolated_host.agent("--config", str(cfg), "--once")
+    assert first.returncode == Exit.PARTIAL, first.stdout + first.stderr
+    assert "alice@example.com" in first.stdout and "accounts.name_rules rhel-email allows '@'" in first.stdout
+    assert isolated_host.id("alice@example.com").returncode != 0 and isolated_host.id("carol").returncode == 0
+    doctor = json.loads(isolated_host.agent("--config", str(cfg), "doctor", "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["name"] == "name-rules"]
+    assert check["status"] == "warning" and "(rhel, from /etc/os-release)" in check["summary"], check
+
+    cfg = setup(isolated_host, users, "${path:userName}", accounts={"name_rules": "rhel-email"})
+    second = isolated_host.agent("--config", str(cfg), "--once")
+    assert second.returncode == Exit.OK, second.stdout + second.stderr
+    ident = isolated_host.id("alice@example.com")
+    assert ident.returncode == 0 and "(alice@example.com)" in ident.stdout
+    uid = int(isolated_host.passwd()["alice@example.com"][2])
+    assert os.stat(isolated_host.home / "alice@example.com").st_uid == uid
+    doctor = json.loads(isolated_host.agent("--config", str(cfg), "doctor", "--json").stdout)
+    (check,) = [c for c in doctor["checks"] if c["name"] == "name-rules"]
+    assert check["status"] == "ok" and "1 account name with '@'" in check["summary"], check
+
+    isolated_host.write_directory(doc([u("id-alice", "alice@example.com", status="DISABLED"), users[1]]))
+    assert isolated_host.agent("--config", str(cfg), "--once").returncode == Exit.OK
+    assert isolated_host.id("alice@example.com").returncode != 0
+    assert isolated_host.passwd()[f"runas-off-{uid}"][5] == "/home/alice@example.com"
+    isolated_host.write_directory(doc(users))
+    assert isolated_host.agent("--config", str(cfg), "--once").returncode == Exit.OK
+    assert isolated_host.id("alice@example.com").returncode == 0
+    complaints = tool_complaints(isolated_host)  # Debian's shadow-utils accepts '@'
+    assert not [c for tool in complaints.values() for c in tool if "alice" in c or str(uid) in c], complaints

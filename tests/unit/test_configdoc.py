@@ -25,7 +25,7 @@ def test_every_key_and_path_is_explained():
 
 def test_the_facts_of_a_key():
     entries = {e.key: e for e in configdoc.entries()}
-    assert entries["accounts.name_rules"].facts() == "a string; default auto; one of auto, debian, rhel"
+    assert entries["accounts.name_rules"].facts() == "a string; default auto; one of auto, debian, rhel, rhel-email"
     assert entries["run_as.expression"].facts() == "a string; required"
     assert entries["source.path"].facts() == "a string or null; only with source.type file"
     assert entries["daemon.interval_seconds"].facts() == "a number; default 900"

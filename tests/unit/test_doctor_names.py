@@ -7,8 +7,12 @@ import re
 
 import pytest
 
+from runas_agent.core import naming
+from runas_agent.core.desired import Settings, compute
+from runas_agent.core.expression import parse
+from runas_agent.directory import make_document, parse_document
 from runas_agent.doctor.check import OK, WARNING
-from runas_agent.doctor.names import EXAMPLE, allowed_names_verdict, suggestion
+from runas_agent.doctor.names import EXAMPLE, allowed_names_verdict, name_rules_verdict, sshd_misreadings, suggestion
 
 
 @pytest.mark.parametrize("names", [None, [], ["alice", "bob"]])
@@ -57,3 +61,75 @@ def test_names_outside_the_pattern_are_listed():
     assert "2 names the directory maps to do not match it" in verdict.summary
     assert verdict.details == (r"'docker' does not match accounts.allowed_names (^[a-z]+@corp\.example$)",
                                r"'eve@evil.example' does not match accounts.allowed_names (^[a-z]+@corp\.example$)")
+
+
+# --- name-rules ---------------------------------------------------------------------------------------
+
+def _desired(names, rules):
+    users = [{"UserId": f"u{i}", "UserName": name, "DisplayName": name, "UserStatus": "ENABLED"}
+             for i, name in enumerate(names)]
+    return compute(parse_document(make_document("d-1234567890", users, [], [])),
+                   Settings(parse("${path:userName}"), "person", rules))
+
+
+EMAILS = ["alice@corp.example", "bob.smith@corp.example", "carol"]
+
+
+def test_rhel_rules_refusing_email_names_is_a_warning_with_both_ways_out():
+    verdict = name_rules_verdict("auto", naming.RHEL, _desired(EMAILS, naming.RHEL), None)
+    assert verdict.status == WARNING
+    assert verdict.summary.startswith("accounts.name_rules is auto (rhel, from /etc/os-release): 2 Run As names")
+    assert "e.g. 'alice@corp.example'" in verdict.summary
+    assert "rhel-email" in verdict.remedy and "${path:nickName}" in verdict.remedy
+    assert [d.split(" ")[0] for d in verdict.details] == ["alice@corp.example", "bob.smith@corp.example"]
+
+
+def test_rhel_rules_refusing_names_rhel_email_would_refuse_too_is_not_this_checks_business():
+    names = ["é@corp.example", "carol"]            # refused under rhel-email as well
+    assert name_rules_verdict("rhel", naming.RHEL, _desired(names, naming.RHEL), None).status == OK
+
+
+def test_rhel_email_accepts_them_and_says_what_pwck_will_say():
+    verdict = name_rules_verdict("rhel-email", naming.RHEL_EMAIL, _desired(EMAILS, naming.RHEL_EMAIL), None)
+    assert verdict.status == OK
+    assert "2 account names with '@'" in verdict.summary and "pwck -r and grpck -r" in verdict.summary
+
+
+@pytest.mark.parametrize("setting, rules", [("debian", naming.DEBIAN), ("auto", naming.DEBIAN)])
+def test_debian_rules_have_nothing_to_say(setting, rules):
+    verdict = name_rules_verdict(setting, rules, _desired(EMAILS, rules), None)
+    assert verdict.status == OK and "no Run As name the directory maps to is refused" in verdict.summary
+
+
+def test_without_the_directory_only_the_rules_are_named():
+    verdict = name_rules_verdict("rhel", naming.RHEL, None, None)
+    assert verdict.status == OK and "not read" in verdict.summary
+
+
+SSHD_T = """port 22
+allowusers ops
+denyusers alice@corp.example
+denyusers *@corp.example
+denyusers bob?smith?corp.example
+denyusers carol@10.0.0.0/8
+allowgroups wheel
+"""
+
+
+def test_sshd_user_patterns_written_as_an_email_account_are_named_with_how_sshd_reads_them():
+    verdict = name_rules_verdict("debian", naming.DEBIAN, _desired(EMAILS, naming.DEBIAN), SSHD_T)
+    assert verdict.status == WARNING
+    assert verdict.details == (
+        "denyusers alice@corp.example: meant for alice@corp.example, read by sshd as user 'alice' from host 'corp.example'",
+        "denyusers *@corp.example: meant for alice@corp.example and 1 more, read by sshd as user '*' from host 'corp.example'",
+    )
+    assert "alice?example.com" in verdict.remedy
+
+
+@pytest.mark.parametrize("sshd_t", ["", "denyusers carol@10.0.0.0/8\n", "denyusers bob?smith?corp.example\n",
+                                     "allowusers !alice@corp.example,ops\n"])
+def test_sshd_patterns_that_cannot_mean_an_account_are_left_alone(sshd_t):
+    found = sshd_misreadings(sshd_t, ["alice@corp.example", "bob.smith@corp.example"])
+    assert found == ([] if "!" not in sshd_t else
+                     ["allowusers !alice@corp.example: meant for alice@corp.example, read by sshd as user 'alice' "
+                      "from host 'corp.example'"])

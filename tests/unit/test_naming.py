@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from runas_agent.core import naming
-from runas_agent.core.naming import DEBIAN, RHEL, name_problem
+from runas_agent.core.naming import DEBIAN, RHEL, RHEL_EMAIL, name_problem
 
 
 @pytest.mark.parametrize("value, debian_ok, rhel_ok", [
@@ -44,10 +44,39 @@ def test_name_rules(value, debian_ok, rhel_ok):
     assert (name_problem(value, RHEL) is None) == rhel_ok, name_problem(value, RHEL)
 
 
+@pytest.mark.parametrize("value, ok", [
+    ("john.doe@example.com", True),            # the point of the rule
+    ("a@b", True),
+    ("jo@x.example", True),
+    ("alice", True),
+    ("@example.com", False),                   # '@' never first
+    ("-a@b", False),
+    ("a" * 22 + "@example.com", False),        # 34 bytes
+    ("a" * 20 + "@example.com", True),         # 32 bytes
+    ("é@example.com", False),                  # RHEL's character set still holds
+    ("x=y@b", False),
+    ("a+tag@example.com", False),
+    ("runas-off-1@b", False),
+    ("root@x", True),                          # only the exact reserved names are reserved
+])
+def test_rhel_email_is_the_rhel_rule_with_an_at_sign(value, ok):
+    assert (name_problem(value, RHEL_EMAIL) is None) == ok, name_problem(value, RHEL_EMAIL)
+    if "@" not in value:
+        assert (name_problem(value, RHEL) is None) == ok
+
+
+@given(st.text(alphabet=string.ascii_letters + string.digits + "_.-@$", max_size=40))
+def test_rhel_email_accepts_what_rhel_accepts_and_differs_only_by_at_signs(value):
+    if name_problem(value, RHEL) is None:
+        assert name_problem(value, RHEL_EMAIL) is None
+    if name_problem(value, RHEL_EMAIL) is None and "@" not in value:
+        assert name_problem(value, RHEL) is None
+
+
 def test_reasons_name_the_cause():
     assert "','" in name_problem("IRET, Inc.", DEBIAN)
     assert "32 bytes" in name_problem("a" * 40, DEBIAN)
-    assert "'@'" in name_problem("a@b", RHEL) or "@" in name_problem("a@b", RHEL)
+    assert "no '@'" in name_problem("a@b", RHEL) and "rhel-email" in name_problem("a@b", RHEL)
     assert "empty" in name_problem("", DEBIAN)
 
 

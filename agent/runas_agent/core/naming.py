@@ -40,9 +40,16 @@ class NameRules:
 # '-', '+' or '~'; upper case, '@', '.' and UTF-8 are accepted.
 DEBIAN = NameRules("debian", re.compile(r"^[^\s,:\-+~][^\s,:]*\Z"), "Debian/Ubuntu useradd refuses whitespace, ',', ':' and a leading '-', '+' or '~'")
 # RHEL / Amazon Linux shadow-utils: no '@'.
-RHEL = NameRules("rhel", re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]{0,30}[a-zA-Z0-9_.$-]?\Z"), "RHEL/Amazon Linux useradd accepts only [a-zA-Z0-9_.-] (no '@'), not starting with '-'")
+RHEL = NameRules("rhel", re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]{0,30}[a-zA-Z0-9_.$-]?\Z"),
+                 "RHEL/Amazon Linux useradd accepts only [a-zA-Z0-9_.-] (no '@'), not starting with '-' "
+                 "(accounts.name_rules rhel-email allows '@')")
+# The RHEL rule with '@' allowed after the first character, for e-mail user names. The account engine
+# writes the databases itself, so RHEL's useradd never sees these names; NSS, sudo, sshd, logind and
+# the SSM agent's `id <name>` serve them (docs/design.md, "E-mail user names on RHEL-family hosts").
+RHEL_EMAIL = NameRules("rhel-email", re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.@-]{0,30}[a-zA-Z0-9_.$-]?\Z"),
+                       "accounts.name_rules rhel-email accepts only [a-zA-Z0-9_.@-], not starting with '-' or '@'")
 
-RULES = {"debian": DEBIAN, "rhel": RHEL}
+RULES = {"debian": DEBIAN, "rhel": RHEL, "rhel-email": RHEL_EMAIL}
 
 
 def rules_for_os_release(os_release: Mapping[str, str]) -> NameRules:

@@ -13,7 +13,7 @@ from runas_agent.doctor.aws import Abac, Credentials, ExpressionInForce
 from runas_agent.doctor.check import Check, Result
 from runas_agent.doctor.env import Env
 from runas_agent.doctor.host import Privileges, SsmAgent, SsmUserSudo, Sudoers
-from runas_agent.doctor.names import AllowedNamesLink
+from runas_agent.doctor.names import AllowedNamesLink, NameRulesLink
 from runas_agent.doctor.runner import Runner
 from runas_agent.doctor.session_manager import RunAsBypass, SessionManagerRegion, SessionPreferences
 from runas_agent.doctor.sync import Accounts, ConfigLink, Identities, LastSync
@@ -39,6 +39,7 @@ def checks() -> Tuple[Type[Check], ...]:
         RunAsBypass,
         Identities,
         AllowedNamesLink,
+        NameRulesLink,
         Accounts,
         SsmAgent,
         Sudoers,

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Optional
 import psutil
 
 from runas_agent import aws
+from runas_agent.host.sshd import effective_config
 from runas_agent.host.sudoers import check_tree
 from runas_agent.settings import Config
 
@@ -49,6 +50,7 @@ class Probe:
     user_exists: Callable[[str], bool] = _user_exists
     run: Optional[Callable[..., Any]] = None
     euid: Callable[[], int] = os.geteuid
+    sshd: str = "/usr/sbin/sshd"
 
 
 class Env:
@@ -74,6 +76,11 @@ class Env:
         """A client with the configured timeouts and two attempts (a doctor answers quickly)."""
         return aws.client(service, cfg.source, session=self.session(cfg), region=region, endpoint_url=endpoint_url,
                           attempts=2, agent="doctor")
+
+    def sshd_settings(self) -> Optional[str]:
+        """The output of `sshd -T` (the configuration sshd would run with), or None when sshd is not
+        installed or cannot say (it needs root and its host keys)."""
+        return effective_config(self.probe.sshd, run=self.probe.run)
 
     def visudo_check(self, visudo: str) -> Any:
         """`visudo -c` of the whole sudoers tree (host/sudoers.py); any exit status is an answer."""
