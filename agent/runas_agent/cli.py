@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import gc
 import json
 import logging
 import math
 import os
 import sys
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
 from runas_agent import __version__, aws, checks, config, configdoc, daemon, image, output, publisher
 from runas_agent.core.display import escaped, shown
@@ -34,10 +36,23 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """One sync of a one-shot command with Python's cycle collector off: a sync of 10,000 people
+    makes some hundred thousand objects that live until it ends, and the collector would walk them
+    again and again for nothing (the process ends right after; the daemon never pauses it)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def cmd_plan(args: argparse.Namespace, cfg: Config) -> Exit:
-    result = sync(cfg, apply=False, force=args.force)
+    with _collector_paused():
+        result = sync(cfg, apply=False, force=args.force)
     if args.json:
-        _print_json({**result.plan.to_json(), "source": result.source_stats})
+        _print_json({**result.plan.to_json(), "source": result.source_stats, "plan_remembered": result.remembered})
     else:
         for line in result.plan.lines():
             print(line)
@@ -50,7 +65,7 @@ def _progress_line(phase: str, done: int, total: int) -> None:
 
 
 def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
-    with SyncLock(StateDir(cfg.state_dir).lock_path, wait=args.wait):
+    with SyncLock(StateDir(cfg.state_dir).lock_path, wait=args.wait), _collector_paused():
         result = sync(cfg, apply=True, force=args.force, report=_progress_line if sys.stderr.isatty() else None)
     failures = result.outcome.failed if result.outcome else []
     if args.json:
@@ -59,6 +74,7 @@ def cmd_once(args: argparse.Namespace, cfg: Config) -> Exit:
         data["counts"] = result.counts.to_dict()
         data["seconds"] = round(result.seconds, 3)
         data["unrecorded"] = list(result.unrecorded)
+        data["plan_remembered"] = result.remembered
         _print_json(data)
         return result.exit
     failed = {id(a): msg for a, msg in failures}

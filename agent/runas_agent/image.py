@@ -58,6 +58,7 @@ def items(state_dir: str, audit_file: str, runtime_dir: str = RUNTIME_DIR) -> li
     return [
         Item(state("directory.json"), "last directory snapshot", True),
         Item(state("sessions.json"), "session tracking state", True),
+        Item(state("plan-memo.json"), "remembered plan of the last sync with nothing to do", True),
         Item(audit_file, "session audit file of this machine", True),
         Item(runtime_dir, "runtime directory", True),
         Item(state("ledger.json"), "ledger of managed accounts: they stay in the image", False),

@@ -3,11 +3,14 @@ and the host; the daemon and `--once` both call `sync`."""
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
-from runas_agent.core import naming, sharing, shells
+from runas_agent import __version__
+from runas_agent.core import memo, naming, sharing, shells
 from runas_agent.core.action import Outcome
 from runas_agent.core.desired import Desired, compute
 from runas_agent.core.observed import HostState, Observation
@@ -39,6 +42,8 @@ class SyncResult:
     source_stats: dict[str, Any] = field(default_factory=dict)
     #: state files that could not be written after the plan was applied (see run_plan)
     unrecorded: list[str] = field(default_factory=list)
+    #: the plan was the one remembered for exactly these inputs (core/memo.py), not made again
+    remembered: bool = False
 
     @property
     def status(self) -> SyncStatus:
@@ -163,6 +168,35 @@ def _record_recovery(file: LedgerFile[Any], ledger: Any) -> None:
         raise StateWriteError(f"{exc}; nothing was changed") from None
 
 
+def _plan_afresh(cfg: Config, directory: Directory, observation: Observation, state: StateDir, apply: bool,
+                 force: bool) -> tuple[SyncPlan, Observation, bool]:
+    """The plan, made: with the ledgers rebuilt first where they were lost. Also whether it may be
+    remembered (core/memo.py): only when there was nothing to recover and no stray account to look
+    at, so that a later sync with the same inputs would recover nothing either."""
+    desired, result = compute_plan(cfg, directory, observation, force)
+    settled = not strays(observation.host, observation.ledger, cfg.accounts.uid_min, cfg.accounts.uid_max)
+    recovered, notes = recover_state(cfg, desired, directory, observation, state, apply)
+    if notes:
+        _, result = compute_plan(cfg, directory, recovered, force)
+        result = replace(result, warnings=notes + result.warnings)
+    return result, recovered, settled and not notes and recovered is observation
+
+
+@functools.lru_cache(maxsize=None)
+def code_stamp() -> str:
+    """Which code is planning: the version and every module's path, size and modification time (a
+    remembered plan is never taken by other code)."""
+    top = os.path.dirname(os.path.abspath(__file__))
+    parts = [__version__]
+    for root, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(root, name))
+                parts.append(f"{os.path.relpath(os.path.join(root, name), top)}:{st.st_size}:{st.st_mtime_ns}")
+    return "\n".join(parts)
+
+
 def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Optional[Source[Any]] = None,
          etc: str = "/etc", progress: Callable[[], None] | None = None,
          using: Appliers | None = None, report: Report | None = None,
@@ -186,13 +220,17 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     # (fields dropped, rollback, change of store), with people whose records are malformed kept.
     admitted = admit(cfg, fetched.directory, state.snapshot_path, source.describe())
     observation = observe(cfg, etc)
-    desired, result = compute_plan(cfg, admitted.directory, observation, force)
-    observation, notes = recover_state(cfg, desired, admitted.directory, observation, state, apply)
-    if notes:
-        _, result = compute_plan(cfg, admitted.directory, observation, force)
-        result = replace(result, warnings=notes + result.warnings)
+    memo_key = memo.key(code_stamp(), cfg, admitted.directory.digest(), observation, force)
+    remembered = memo.recall(state.load_memo(), memo_key, observation) if memo_key else None
+    if remembered is not None:
+        result = remembered  # these inputs gave a plan with nothing to do, and nothing to recover
+    else:
+        result, observation, keep = _plan_afresh(cfg, admitted.directory, observation, state, apply, force)
+        kept = memo.remember(memo_key, result, observation) if memo_key and keep else None
+        if kept is not None and apply:
+            state.save_memo(kept)
     result = admitted.judge(result, observation.ledger, force)
-    sync_result = SyncResult(result, admitted.directory, source_stats=fetched.stats)
+    sync_result = SyncResult(result, admitted.directory, source_stats=fetched.stats, remembered=remembered is not None)
     if apply and not result.refusals:
         if before_apply is not None and result.changes:
             before_apply(result, admitted.directory)

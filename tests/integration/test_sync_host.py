@@ -82,7 +82,14 @@ def test_second_sync_changes_and_writes_nothing(isolated_host):
     second = isolated_host.agent("--config", str(cfg), "--once")
     assert second.returncode == Exit.OK
     assert etc_digest(isolated_host) == before
-    assert {p.name: p.stat().st_mtime_ns for p in isolated_host.state_dir.iterdir()} == state_before
+    # the first sync with nothing to do remembers that (core/memo.py); nothing else is written
+    state_after = {p.name: p.stat().st_mtime_ns for p in isolated_host.state_dir.iterdir()}
+    assert {n: t for n, t in state_after.items() if n != "plan-memo.json"} == state_before
+    assert "plan-memo.json" in state_after
+    third = isolated_host.agent("--config", str(cfg), "--once")
+    assert third.returncode == Exit.OK
+    assert etc_digest(isolated_host) == before
+    assert {p.name: p.stat().st_mtime_ns for p in isolated_host.state_dir.iterdir()} == state_after
 
 
 def test_per_person_accounts_with_user_ids_for_uids(isolated_host):

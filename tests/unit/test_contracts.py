@@ -24,7 +24,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "agent" / "runas_agent"
 
 #: Standard library modules without I/O, clock or randomness.
 PURE_STDLIB = frozenset({"__future__", "abc", "collections", "dataclasses", "datetime", "difflib", "enum", "functools",
-                         "hashlib", "itertools", "json", "math", "re", "shlex", "string", "types", "typing", "unicodedata"})
+                         "hashlib", "itertools", "json", "marshal", "math", "operator", "re", "shlex", "string", "types", "typing",
+                         "unicodedata"})
 #: Modules outside core/ that core/ may import: values and errors, no I/O (checked by the same rule).
 PURE = frozenset({"runas_agent.directory", "runas_agent.errors"})
 #: Modules that start processes.

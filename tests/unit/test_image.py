@@ -42,6 +42,7 @@ def _host(tmp_path: Path) -> dict[str, Path]:
     paths = {
         "snapshot": state / "directory.json",
         "sessions": state / "sessions.json",
+        "memo": state / "plan-memo.json",
         "ledger": state / "ledger.json",
         "sudoers": state / "sudoers.json",
         "backup": state / "sudoers-backup" / "ssm-agent-users",
@@ -69,14 +70,14 @@ def test_removes_host_state_and_keeps_accounts_ledgers(tmp_path):
     systemctl = FakeSystemctl(active=True)
     report = _clean(paths, image.Service(run=systemctl, booted=lambda: True))
 
-    for key in ("snapshot", "sessions", "audit", "runtime"):
+    for key in ("snapshot", "sessions", "memo", "audit", "runtime"):
         assert not paths[key].exists(), key
     for key in ("ledger", "sudoers", "backup"):
         assert paths[key].read_text() == f"{key}\n", key
     assert report["stopped"] is True
     assert ["systemctl", "stop", "runas-agent.service"] in systemctl.calls
     assert sorted(i["path"] for i in report["removed"]) == sorted(
-        str(paths[k]) for k in ("snapshot", "sessions", "audit", "runtime"))
+        str(paths[k]) for k in ("snapshot", "sessions", "memo", "audit", "runtime"))
     assert {i["path"] for i in report["kept"]} == {str(paths[k]) for k in ("ledger", "sudoers")} | {
         str(paths["state"] / "sudoers-backup")}
     assert report["warnings"] == []
@@ -88,7 +89,7 @@ def test_second_run_finds_nothing_to_remove(tmp_path):
     _clean(paths, service)
     again = _clean(paths, service)
     assert again["removed"] == []
-    assert len(again["absent"]) == 4
+    assert len(again["absent"]) == 5
     assert again["stopped"] is False
 
 
@@ -96,7 +97,7 @@ def test_dry_run_changes_nothing(tmp_path):
     paths = _host(tmp_path)
     systemctl = FakeSystemctl(active=True)
     report = _clean(paths, image.Service(run=systemctl, booted=lambda: True), dry_run=True)
-    assert report["stopped"] is True and len(report["removed"]) == 4
+    assert report["stopped"] is True and len(report["removed"]) == 5
     assert all(p.exists() for p in paths.values())
     assert not any(call[1] == "stop" for call in systemctl.calls)
 
@@ -140,7 +141,7 @@ def test_cli_uses_the_configured_state_dir(tmp_path, monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert not paths["snapshot"].exists() and paths["ledger"].exists()
-    assert {i["path"] for i in out["removed"]} == {str(paths[k]) for k in ("snapshot", "sessions", "audit", "runtime")}
+    assert {i["path"] for i in out["removed"]} == {str(paths[k]) for k in ("snapshot", "sessions", "memo", "audit", "runtime")}
 
 
 def test_cli_with_unreadable_config_falls_back_to_defaults_and_says_so(tmp_path, monkeypatch, capsys):

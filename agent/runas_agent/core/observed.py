@@ -49,8 +49,9 @@ class HostState:
     #: what is in the home base directory: path -> its owner's UID (NOT_A_DIRECTORY for a link or a
     #: file), as lstat sees it
     homes: Mapping[str, int] = field(default_factory=dict)
-    #: every UID some live process runs with (real, effective or saved): `usermod -l` refuses to
-    #: rename an account of one of them
+    #: the UIDs some live process runs with (real, effective or saved) that can be the agent's: in
+    #: its UID range or in its ledger (host/observe.py). Such a process keeps an account resolving,
+    #: and `usermod -l` refuses to rename an account of one of them
     busy_uids: frozenset[int] = frozenset()
 
     @classmethod

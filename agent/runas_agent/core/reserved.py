@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Union
+from collections.abc import Mapping
+from typing import Iterable, Union
 
 
 @dataclass(frozen=True)

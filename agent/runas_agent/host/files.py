@@ -156,5 +156,26 @@ class StateDir:
     def load_ledger(self) -> Ledger:
         return self.ledger.load()
 
+    @property
+    def memo_path(self) -> str:
+        return os.path.join(self.path, "plan-memo.json")
+
+    def load_memo(self) -> Any:
+        """The remembered plan of the last sync that had nothing to do (core/memo.py), as JSON; None
+        when there is none or it cannot be read (the plan is then made, as without one)."""
+        try:
+            data = read_bytes(self.memo_path)
+            return json.loads(data) if data else None
+        except (OSError, ValueError):
+            return None
+
+    def save_memo(self, data: Any) -> None:
+        """Keep the remembered plan (written only when it differs from the one kept). A failure is
+        not an error: without a memo the next sync plans, as it would anyway."""
+        try:
+            write_atomic(self.memo_path, (json.dumps(data, sort_keys=True) + "\n").encode("ascii"))
+        except (OSError, ValueError):
+            pass
+
     def save_snapshot(self, data: bytes) -> bool:
         return save_state(self.snapshot_path, data, mode=0o600)

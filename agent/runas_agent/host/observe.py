@@ -8,6 +8,7 @@ import os
 import stat
 from dataclasses import replace
 
+from runas_agent.core.ledger import Ledger
 from runas_agent.core.observed import NOT_A_DIRECTORY, HostState, Observation
 from runas_agent.core.sudoers import SudoLedger
 from runas_agent.host.accounts import read_host, read_os_release
@@ -33,13 +34,22 @@ def observe(cfg: Config, etc: str = "/etc") -> Observation:
     sudo_in_use = sudo_settings(cfg).in_use or bool(sudo_ledger.files)
     return Observation(
         host=replace(read_host_names(etc), sudoers=sudoers_mentions(cfg, sudo_ledger, etc),
-                     homes=read_homes(cfg.accounts.home_base), busy_uids=running_uids()),
+                     homes=read_homes(cfg.accounts.home_base), busy_uids=busy_uids(cfg, ledger)),
         os_release=read_os_release(f"{etc}/os-release"),
         ledger=ledger,
         sudo_ledger=sudo_ledger,
         drop_ins=read_drop_ins(cfg.sudo.sudoers_dir, sudo_ledger) if sudo_in_use else {},
         shell=look_at_shell(cfg.accounts.shell, etc),
     )
+
+
+def busy_uids(cfg: Config, ledger: Ledger) -> frozenset[int]:
+    """The UIDs live processes run with that can be the agent's: in its UID range or owned by its
+    ledger (the plan asks only about owned accounts; the rest of the host's processes come and go
+    without bearing on it)."""
+    mine = {owned.uid for owned in ledger.accounts.values()}
+    low, high = cfg.accounts.uid_min, cfg.accounts.uid_max
+    return frozenset(uid for uid in running_uids() if low <= uid <= high or uid in mine)
 
 
 def sudoers_mentions(cfg: Config, sudo_ledger: SudoLedger, etc: str = "/etc") -> dict[str, str]:
