@@ -4,8 +4,11 @@
 
     python bench/bench_sync.py [--sizes 1000 10000 50000] [--before 1000] [--baseline 1000] [--profile 10000]
 
-Each sync is `runas-agent --once` (with the account engine); `--before N` syncs N identities through
-the shadow-utils applier the agent used before the engine, for comparison.
+Each sync is `runas-agent --once` (with the account engine), its modules compiled beforehand as an
+installed package has them; `--before N` syncs N identities through the shadow-utils applier the
+agent used before the engine, for comparison. After the first sync, one no-op sync plans and
+remembers that there is nothing to do (core/memo.py); `--noop-runs` more no-op syncs follow, and
+their median is the no-op resync figure.
 
 Run as root on Debian 12. Prints a table; --json for machines.
 """
@@ -79,9 +82,26 @@ finally:
 """
 
 
+#: Compiled modules, as an installed package has them (pip and the .deb compile at install time):
+#: without them every run would compile the agent's modules from source first.
+PYCACHE = Path(tempfile.gettempdir()) / "runas-bench-pycache"
+
+
+def agent_env() -> dict[str, str]:
+    """The environment of every timed run: the agent from this tree, its compiled modules kept."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "agent"), PYTHONPYCACHEPREFIX=str(PYCACHE))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_agent() -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "agent" / "runas_agent")],
+                   env=agent_env(), check=True, stdout=subprocess.DEVNULL)
+
+
 def timed_sync(host: IsolatedHost, cfg: Path, applier: str = "engine") -> tuple[float, dict]:
     """One sync; its JSON report with `maxrss_mib` added."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "agent"))
+    env = agent_env()
     started = time.perf_counter()
     proc = host.run([sys.executable, "-c", _ONCE, applier, str(cfg)], check=False, env=env, timeout=7200)
     elapsed = time.perf_counter() - started
@@ -109,6 +129,9 @@ def bench_size(n: int, applier: str = "engine", noop_runs: int = 1) -> dict:
         created = data["counts"]["created"]
         assert created == n, data["counts"]
         assert host.id(f"user{n - 1:05d}@example.com").returncode == 0
+        # The first sync with nothing to do plans and remembers its plan (core/memo.py); the
+        # no-op resyncs measured after it take the remembered plan while nothing has changed.
+        planned, planned_data = timed_sync(host, cfg, applier)
         before = etc_files(host)
         state_before = etc_files_of(host.state_dir)
         runs = [timed_sync(host, cfg, applier) for _ in range(noop_runs)]
@@ -116,13 +139,16 @@ def bench_size(n: int, applier: str = "engine", noop_runs: int = 1) -> dict:
         after = etc_files(host)
         changed = [p for p in set(before) | set(after) if before.get(p) != after.get(p)]
         written = sum(after[p][1] for p in changed if p in after)
-        assert all(d["counts"]["actions"] == 0 for _, d in runs)
+        assert all(d["counts"]["actions"] == 0 for _, d in runs + [(planned, planned_data)])
         state_after = etc_files_of(host.state_dir)
         state_changed = sorted(p for p in set(state_before) | set(state_after) if state_before.get(p) != state_after.get(p))
         return {"identities": n, "applier": applier, "first_maxrss_mib": data["maxrss_mib"],
                 "noop_maxrss_mib": data2["maxrss_mib"], "first_sync_s": round(first, 2), "per_account_ms": round(1000 * first / n, 2),
-                "in_agent_s": data["seconds"], "noop_resync_s": round(noop, 2), "noop_in_agent_s": data2["seconds"],
+                "in_agent_s": data["seconds"], "noop_planned_s": round(planned, 2),
+                "noop_planned_in_agent_s": planned_data["seconds"], "noop_resync_s": round(noop, 2),
+                "noop_in_agent_s": data2["seconds"],
                 "noop_runs_s": [round(t, 2) for t, _ in runs], "noop_runs_in_agent_s": [d["seconds"] for _, d in runs],
+                "noop_runs_remembered": [d.get("plan_remembered", False) for _, d in runs],
                 "state_files_changed_on_noop": len(state_changed),
                 "etc_files_changed_on_noop": len(changed), "etc_bytes_written_on_noop": written}
 
@@ -154,7 +180,7 @@ def where_time_goes(n: int) -> dict:
     """A first sync of n identities under cProfile, inside an isolated host: seconds per stage."""
     with tempfile.TemporaryDirectory(prefix="runas-bench-") as tmp:
         host, cfg = prepared_host(tmp, n)
-        env = dict(os.environ, PYTHONPATH=str(REPO / "agent"))
+        env = agent_env()
         proc = host.run([sys.executable, "-c", _PROFILE, str(cfg)], env=env, timeout=7200)
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -190,6 +216,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the isolated host needs a mount namespace")
+    compile_agent()
     rows = ([bench_size(n, "engine", args.noop_runs) for n in args.sizes]
             + [bench_size(n, "shadow-utils", args.noop_runs) for n in args.before])
     base = [bench_useradd_loop(n) for n in args.baseline]
@@ -197,12 +224,12 @@ def main() -> int:
     if args.json:
         print(json.dumps({"sync": rows, "useradd_loop": base, "profile": profile}, indent=2))
         return 0
-    print(f"{'applier':>12} {'identities':>10} {'first sync':>11} {'per account':>12} {'peak RSS':>9} {'no-op resync':>13} "
-          f"{'/etc files/bytes written on no-op':>34}")
+    print(f"{'applier':>12} {'identities':>10} {'first sync':>11} {'per account':>12} {'peak RSS':>9} {'no-op planned':>14} "
+          f"{'no-op resync':>13} {'files written on no-op (/etc, state)':>37}")
     for r in rows:
         print(f"{r['applier']:>12} {r['identities']:>10} {r['first_sync_s']:>10.2f}s {r['per_account_ms']:>10.2f}ms "
-              f"{r['first_maxrss_mib']:>7}MiB {r['noop_resync_s']:>12.2f}s "
-              f"{r['etc_files_changed_on_noop']:>25} / {r['etc_bytes_written_on_noop']}")
+              f"{r['first_maxrss_mib']:>7}MiB {r['noop_planned_s']:>13.2f}s {r['noop_resync_s']:>12.2f}s "
+              f"{r['etc_files_changed_on_noop']:>30}, {r['state_files_changed_on_noop']}")
     for b in base:
         print(f"plain useradd loop, {b['identities']} accounts: {b['useradd_loop_s']:.2f}s "
               f"({b['per_account_ms']:.2f} ms/account on average, {b['marginal_ms_at_size']:.2f} ms for the next one)")

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from runas_agent import __version__, config, events
 from runas_agent.errors import AgentError, CommandError, ConfigError, LockBusyError, SourceError
-from runas_agent.events import Priority, Record
+from runas_agent.events import SYNC_PROGRESS, Priority, Record
 from runas_agent.exitcodes import Exit
 from runas_agent.core.plan import EndProcesses
 from runas_agent.host.files import StateDir
@@ -429,8 +429,15 @@ class Daemon:
             self._watcher = None
 
     def _default_sync(self, cfg: Config, *, source: Any, progress: Callable[[], None]) -> Any:
-        return sync(cfg, apply=True, source=source, progress=progress, report=_report_progress,
+        return sync(cfg, apply=True, source=source, progress=progress, report=self._report_progress,
                     before_apply=self._before_apply)
+
+    def _report_progress(self, phase: str, done: int, total: int) -> None:
+        """A long apply's progress, every few seconds: a journal record, and the unit's status line
+        (`systemctl status runas-agent`)."""
+        self.journal.write(Record.of(SYNC_PROGRESS, Priority.INFO, f"sync in progress: {phase}, {done} of {total}",
+                                     SYNC_PHASE=phase, SYNC_DONE=done, SYNC_TOTAL=total))
+        self.notify(f"STATUS={self.work} in progress: {phase}, {done} of {total}")
 
     def _before_apply(self, plan: Any, directory: Any) -> None:
         """A plan that ends a person's processes (before parking their account) lets the session
@@ -458,11 +465,6 @@ class Daemon:
 # --------------------------------------------------------------------------------------------------
 # defaults wired to the real host
 
-
-
-def _report_progress(phase: str, done: int, total: int) -> None:
-    """A long apply's progress, every few seconds, into the journal."""
-    log.info("sync in progress: %s, %d of %d", phase, done, total)
 
 
 def _default_lock(path: str) -> Any:

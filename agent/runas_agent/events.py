@@ -51,6 +51,8 @@ class Priority(enum.IntEnum):
 SYNC = MessageId("0e6032291cf94883be9c2a9b28aa4889")
 #: a sync failed, was postponed (busy) or abandoned
 SYNC_FAILED = MessageId("3c5c59abeda54efe88465408b9f48471")
+#: a long sync's progress, every few seconds while it applies
+SYNC_PROGRESS = MessageId("96a5c843b4aa4938b15764e96e70640f")
 #: the configuration was reloaded (or the new one refused)
 RELOAD = MessageId("5a92e7e8eb604a3199c154af424f3c59")
 #: the service started or stopped

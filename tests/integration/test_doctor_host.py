@@ -258,3 +258,32 @@ def test_the_last_sync_is_read_from_the_journal_the_daemon_writes(isolated_host,
     assert check["status"] == status, check
     assert words in check["summary"], check
     assert check["summary"].startswith("last sync 0s ago") or check["summary"].startswith("last sync 1s ago")
+
+
+def test_a_long_first_sync_under_the_daemon_journals_its_progress(isolated_host):
+    """The real daemon, the real sync and a real journald: while it makes homes, progress records
+    (their own MESSAGE_ID) say how far it is, and the unit's status line says the same."""
+    if not os.path.exists("/lib/systemd/systemd-journald"):
+        pytest.skip("needs systemd-journald")
+    people = [{"IdentityStoreId": "d-1234567890", "UserId": f"id-{i:04d}", "UserName": f"p{i:04d}",
+               "DisplayName": f"P {i}", "UserStatus": "ENABLED"} for i in range(300)]
+    path = isolated_host.write_directory({"IdentityStoreId": "d-1234567890", "Users": people, "Groups": [],
+                                          "GroupMemberships": []})
+    cfg = isolated_host.write_config({"source": {"type": "file", "path": str(path)},
+                                      "run_as": {"expression": "${path:userName}"}})
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "agent"), env.get("PYTHONPATH", "")])
+    proc = isolated_host.run([sys.executable, "-m", "tests.hosts.progress_journal", str(cfg), "0.001"], env=env,
+                             check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    progress = [r for r in lines if r.get("MESSAGE_ID") == "96a5c843b4aa4938b15764e96e70640f"]
+    assert progress, lines
+    homes = [r for r in progress if r["SYNC_PHASE"] == "making homes"]
+    assert homes and {r["SYNC_TOTAL"] for r in homes} == {"300"}
+    done = [int(r["SYNC_DONE"]) for r in homes]
+    assert done == sorted(done) and 0 <= done[0] and done[-1] <= 300
+    assert homes[0]["MESSAGE"] == f"sync in progress: making homes, {done[0]} of 300"
+    (sync,) = [r for r in lines if r.get("MESSAGE_ID") == "0e6032291cf94883be9c2a9b28aa4889"]
+    assert sync["SYNC_CREATED"] == "300"
+    assert any(n.startswith("STATUS=sync in progress: making homes") for n in lines[-1]["notes"])

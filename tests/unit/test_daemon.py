@@ -453,6 +453,19 @@ def test_session_watcher_runs_for_the_life_of_the_service_and_sees_each_applied_
     assert [e if isinstance(e, str) else e[0] for e in w.events] == ["start", "after_sync", "after_sync", "stop"]
 
 
+def test_a_long_apply_reports_its_progress_as_journal_records_and_on_the_status_line():
+    def step(h, progress):
+        h.daemon._report_progress("making homes", 4210, 10000)
+        return ok()(h, progress)
+
+    h = Harness([step])
+    h.run()
+    (record,) = [r for r in h.records if r.get("MESSAGE_ID") == "96a5c843b4aa4938b15764e96e70640f"]
+    assert (record["SYNC_PHASE"], record["SYNC_DONE"], record["SYNC_TOTAL"]) == ("making homes", "4210", "10000")
+    assert record["MESSAGE"] == "sync in progress: making homes, 4210 of 10000" and record["PRIORITY"] == "6"
+    assert h.with_prefix("STATUS=sync in progress: making homes, 4210 of 10000")
+
+
 def test_a_result_without_a_directory_is_not_handed_to_the_watcher():
     w = FakeWatcher()
     bare = FakeResult()
