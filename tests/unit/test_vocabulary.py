@@ -30,7 +30,7 @@ def test_a_message_id_is_32_lower_case_hex_digits(value):
 
 def test_every_message_id_is_distinct():
     ids = [v for v in vars(events).values() if isinstance(v, MessageId)]
-    assert len(ids) == 8 and len({i.hex for i in ids}) == len(ids)
+    assert len(ids) == 9 and len({i.hex for i in ids}) == len(ids)
 
 
 def test_a_record_drops_empty_fields_and_writes_values_as_text():
