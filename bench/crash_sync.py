@@ -1,5 +1,6 @@
 """Crash campaign of whole syncs: `runas-agent --once` SIGKILLed at every step of each phase (first
-sync, disable, re-enable, rename; see tests/hosts/sync_crash.py) and at seeded random moments within each
+sync, disable, re-enable, rename, a name changing hands in two syncs; see tests/hosts/sync_crash.py)
+and at seeded random moments within each
 phase's uninterrupted duration, in isolated hosts; then plain syncs. Counts the trials, the kills
 that landed, and the trials that converged to the uninterrupted run's state.
 

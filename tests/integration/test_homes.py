@@ -322,6 +322,21 @@ def test_rename_moves_the_home_keeping_everything(base, skel):
     assert homes.rename_home("robert", str(base / "alice"), str(base / "robert"), UID) == "already"
 
 
+def test_a_rename_done_before_the_name_was_taken_again_is_recognised(base, skel):
+    """A hand-over stopped after its homes were moved and made, before its accounts were written:
+    the leaver's home is already set aside, and /home/<name> is the newcomer's."""
+    create(base, skel)
+    assert homes.rename_home("runas-off-1", str(base / "alice"), str(base / "runas-off-1"), UID) == "renamed"
+    (base / "alice").mkdir()
+    os.chown(base / "alice", UID + 1, UID + 1)  # the newcomer's
+    assert homes.rename_home("runas-off-1", str(base / "alice"), str(base / "runas-off-1"), UID) == "already"
+    assert os.lstat(base / "alice").st_uid == UID + 1 and tree(base / "runas-off-1") == expected(skel)
+    (base / "bob").mkdir()
+    os.chown(base / "bob", UID + 1, UID + 1)
+    with pytest.raises(HomeConflict, match="not a directory owned by uid"):  # nothing set aside: not ours to claim
+        homes.rename_home("runas-off-2", str(base / "bob"), str(base / "runas-off-2"), UID)
+
+
 @pytest.mark.parametrize("noreplace", ["renameat2", "fallback"])
 def test_rename_never_replaces_what_is_at_the_new_name(base, skel, monkeypatch, noreplace):
     if noreplace == "fallback":

@@ -423,17 +423,20 @@ def create_homes(specs: Iterable[HomeSpec], skeleton: Skeleton, step: StepHook |
 
 def rename_home(account: str, old: str, new: str, uid: int) -> str:
     """Move the home of the account with `uid` from `old` to `new` (same filesystem, never over
-    anything). Returns "renamed", or "already" when `old` is gone and `new` is the account's (an
-    interrupted earlier rename). Raises HomeConflict or HomeError."""
+    anything). Returns "renamed", or "already" when `new` is already the account's and `old` is not
+    (an interrupted earlier rename: `old` is gone, or is by now the home of the account that took
+    the name, as after a hand-over stopped before its accounts were written). Raises HomeConflict
+    or HomeError."""
     old_parent, old_leaf = _split(account, old)
     new_parent, new_leaf = _split(account, new)
     old_base = open_trusted_dir(old_parent, account)
     new_base = old_base if new_parent == old_parent else open_trusted_dir(new_parent, account)
     try:
         source = _lstat_at(old_base, old_leaf)
-        if source is None:
+        if source is None or not stat.S_ISDIR(source.st_mode) or source.st_uid != uid:
             if _existing_home(HomeSpec(account, new, uid, -1), new_base, new_leaf):
                 return "already"
+        if source is None:
             raise HomeError(account, old, "does not exist, and neither does " + new)
         if not stat.S_ISDIR(source.st_mode) or source.st_uid != uid:
             raise HomeConflict(account, old, f"is not a directory owned by uid {uid}; not moved")
