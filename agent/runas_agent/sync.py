@@ -220,7 +220,7 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     # (fields dropped, rollback, change of store), with people whose records are malformed kept.
     admitted = admit(cfg, fetched.directory, state.snapshot_path, source.describe())
     observation = observe(cfg, etc)
-    memo_key = memo.key(code_stamp(), cfg, admitted.directory.digest(), observation, force)
+    memo_key = memo.key(code_stamp(), cfg, admitted.directory, observation, force)
     remembered = memo.recall(state.load_memo(), memo_key, observation) if memo_key else None
     if remembered is not None:
         result = remembered  # these inputs gave a plan with nothing to do, and nothing to recover

@@ -16,6 +16,7 @@ from runas_agent.core.ledger import Ledger, Owned
 from runas_agent.core.observed import HostGroup, HostState, HostUser, Observation, ShellOnHost
 from runas_agent.core.sudoers import SudoLedger
 from runas_agent.core.sync import SyncPlan
+from runas_agent.directory import Problem, make_document, parse_document
 
 def observation(n=3, **host_changes) -> Observation:
     users = [HostUser(f"u{i}@example.com", 1_000_000_000 + i, 1_000_000_000 + i, f"runas-agent U{i}", f"/home/u{i}@example.com",
@@ -85,7 +86,19 @@ def test_values_of_different_types_differ(a, b):
 def test_an_unknown_type_gives_no_fingerprint():
     with pytest.raises(TypeError, match="cannot fingerprint"):
         fingerprint({"x": object()})
-    assert memo.key("code", object(), "digest", observation(), False) is None
+    assert memo.key("code", object(), DIRECTORY, observation(), False) is None
+
+
+DIRECTORY = parse_document(make_document("d-1234567890", [
+    {"UserId": "id-a", "UserName": "a", "UserStatus": "ENABLED", "DisplayName": "A"}], [], []))
+
+
+def test_a_directory_counts_by_its_problems_too():
+    """A read whose malformed record was replaced by the earlier one (sources/admission.py) holds the
+    document of the read before the record broke, but not its problems."""
+    held = dataclasses.replace(DIRECTORY, problems=(Problem("user id-b", "UserName is a number", user_id="id-b"),))
+    assert held.digest() == DIRECTORY.digest()
+    assert memo.key("code", {}, held, observation(), False) != memo.key("code", {}, DIRECTORY, observation(), False)
 
 
 # --- the remembered plan ----------------------------------------------------------------------------
