@@ -5,6 +5,9 @@ value of an unknown type gives none."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import unicodedata
 
 import pytest
 from hypothesis import given, strategies as st
@@ -130,3 +133,29 @@ def test_a_damaged_memo_is_only_a_reason_to_plan(damage):
     kept = memo.remember("k", NOTHING, observation())
     data = damage(kept) if callable(damage) else damage
     assert memo.recall(data, "k", observation()) is None
+
+
+# --- the code stamp ---------------------------------------------------------------------------------
+
+def test_the_code_stamp_changes_with_a_module_rewritten_in_place(tmp_path):
+    from runas_agent.sync import stamp_of
+    module = tmp_path / "plan.py"
+    module.write_text("LIMIT = 3\n")
+    st = module.stat()
+    before = stamp_of(str(tmp_path))
+    module.write_text("LIMIT = 9\n")  # the same size; the modification time put back, as a package may
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert stamp_of(str(tmp_path)) != before
+
+
+def test_the_code_stamp_changes_with_the_interpreter(tmp_path, monkeypatch):
+    """Which characters str.isalnum() takes (so which Run As names are legal, core/naming.py) is the
+    interpreter's Unicode data: a host whose Python is upgraded under the same agent plans afresh."""
+    from runas_agent.sync import stamp_of
+    (tmp_path / "plan.py").write_text("")
+    before = stamp_of(str(tmp_path))
+    monkeypatch.setattr(unicodedata, "unidata_version", "99.0.0")
+    assert stamp_of(str(tmp_path)) != before
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "version", "3.99.0")
+    assert stamp_of(str(tmp_path)) != before
