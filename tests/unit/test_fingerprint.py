@@ -159,3 +159,18 @@ def test_the_code_stamp_changes_with_the_interpreter(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(sys, "version", "3.99.0")
     assert stamp_of(str(tmp_path)) != before
+
+
+def test_equal_values_give_one_fingerprint_whatever_objects_hold_them():
+    """Equal inputs give one fingerprint however they were built: one string object in two places
+    or two equal ones, interned or not (a marshal dump of format 3 or later marks objects it meets
+    twice and interned strings)."""
+    name = "".join(["p1@", "example.com"])
+    shared = {"p1@example.com": HostUser(name, 1, 1, name, "/home/x", "/bin/bash"),
+              "p2@example.com": HostUser("p2@example.com", 2, 2, "", "/home/y", "/bin/bash")}
+    separate = {"p1@example.com": HostUser("".join(["p1@", "example.com"]), 1, 1, "".join(["p1@", "example.com"]),
+                                           "/home/x", "/bin/bash"),
+                "p2@example.com": HostUser("p2@example.com", 2, 2, "", "/home/y", "/bin/bash")}
+    assert shared == separate and fingerprint(shared) == fingerprint(separate)
+    assert fingerprint({"k": name, "v": name}) == fingerprint({"k": "".join(["p1@", "example.com"]), "v": name})
+    assert fingerprint({"k": sys.intern("adm-group-name")}) == fingerprint({"k": "".join(["adm-", "group-name"])})
