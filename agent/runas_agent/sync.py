@@ -4,8 +4,11 @@ and the host; the daemon and `--once` both call `sync`."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
@@ -184,16 +187,23 @@ def _plan_afresh(cfg: Config, directory: Directory, observation: Observation, st
 
 @functools.lru_cache(maxsize=None)
 def code_stamp() -> str:
-    """Which code is planning: the version and every module's path, size and modification time (a
-    remembered plan is never taken by other code)."""
-    top = os.path.dirname(os.path.abspath(__file__))
-    parts = [__version__]
+    """Which code is planning (a remembered plan is never taken by other code): see stamp_of."""
+    return stamp_of(os.path.dirname(os.path.abspath(__file__)))
+
+
+def stamp_of(top: str) -> str:
+    """The interpreter's version and Unicode data (they decide, e.g., which characters str.isalnum()
+    takes in a Run As name), the agent's version, and every module under `top` by path and SHA-256
+    of its content (a module rewritten with its size and modification time kept is other code)."""
+    parts = [sys.version, unicodedata.unidata_version, __version__]
     for root, dirs, files in os.walk(top):
         dirs.sort()
         for name in sorted(files):
             if name.endswith(".py"):
-                st = os.stat(os.path.join(root, name))
-                parts.append(f"{os.path.relpath(os.path.join(root, name), top)}:{st.st_size}:{st.st_mtime_ns}")
+                path = os.path.join(root, name)
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                parts.append(f"{os.path.relpath(path, top)}:{digest}")
     return "\n".join(parts)
 
 
@@ -220,7 +230,7 @@ def sync(cfg: Config, *, apply: bool = True, force: bool = False, source: Option
     # (fields dropped, rollback, change of store), with people whose records are malformed kept.
     admitted = admit(cfg, fetched.directory, state.snapshot_path, source.describe())
     observation = observe(cfg, etc)
-    memo_key = memo.key(code_stamp(), cfg, admitted.directory.digest(), observation, force)
+    memo_key = memo.key(code_stamp(), cfg, admitted.directory, observation, force)
     remembered = memo.recall(state.load_memo(), memo_key, observation) if memo_key else None
     if remembered is not None:
         result = remembered  # these inputs gave a plan with nothing to do, and nothing to recover

@@ -80,3 +80,28 @@ def test_any_change_after_a_remembered_no_op_is_planned_afresh(isolated_host, ch
     once(isolated_host, cfg)  # nothing left to do: planned and remembered again
     status, again = once(isolated_host, cfg)
     assert again["counts"]["actions"] == 0 and again["plan_remembered"]
+
+
+def test_a_read_whose_malformed_record_is_carried_over_is_not_taken_for_the_read_it_merges_into(isolated_host):
+    """A malformed record that names its UserId is replaced by that person's record in the last
+    applied snapshot (sources/admission.py): the merged directory's document is then byte for byte
+    the read before the record broke, but its problems are not. The malformed record is reported (a
+    skip, exit 3) whether or not the read before it was a remembered no-op, and once it is mended
+    the report of it goes."""
+    people = PEOPLE[:3]
+    cfg = setup(isolated_host, people, "${path:userName}")
+    assert once(isolated_host, cfg)[1]["counts"]["created"] == 3
+    status, planned = once(isolated_host, cfg)  # nothing to do: remembered
+    assert status == Exit.OK and not planned["skips"]
+    assert once(isolated_host, cfg)[1]["plan_remembered"]
+
+    broken = dict(people[-1], UserName=5)  # the last record, so the merge puts it back where it was
+    isolated_host.write_directory(doc(people[:-1] + [broken]))
+    status, after = once(isolated_host, cfg)
+    assert [s["identity"] for s in after["skips"]] == ["user id-2"], (status, after)
+    assert status == Exit.PARTIAL and not after["plan_remembered"]
+
+    once(isolated_host, cfg)  # the same malformed read again: now it may be remembered
+    isolated_host.write_directory(doc(people))  # mended
+    status, mended = once(isolated_host, cfg)
+    assert status == Exit.OK and not mended["skips"], mended

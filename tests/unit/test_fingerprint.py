@@ -5,6 +5,9 @@ value of an unknown type gives none."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
+import unicodedata
 
 import pytest
 from hypothesis import given, strategies as st
@@ -16,6 +19,7 @@ from runas_agent.core.ledger import Ledger, Owned
 from runas_agent.core.observed import HostGroup, HostState, HostUser, Observation, ShellOnHost
 from runas_agent.core.sudoers import SudoLedger
 from runas_agent.core.sync import SyncPlan
+from runas_agent.directory import Problem, make_document, parse_document
 
 def observation(n=3, **host_changes) -> Observation:
     users = [HostUser(f"u{i}@example.com", 1_000_000_000 + i, 1_000_000_000 + i, f"runas-agent U{i}", f"/home/u{i}@example.com",
@@ -85,7 +89,19 @@ def test_values_of_different_types_differ(a, b):
 def test_an_unknown_type_gives_no_fingerprint():
     with pytest.raises(TypeError, match="cannot fingerprint"):
         fingerprint({"x": object()})
-    assert memo.key("code", object(), "digest", observation(), False) is None
+    assert memo.key("code", object(), DIRECTORY, observation(), False) is None
+
+
+DIRECTORY = parse_document(make_document("d-1234567890", [
+    {"UserId": "id-a", "UserName": "a", "UserStatus": "ENABLED", "DisplayName": "A"}], [], []))
+
+
+def test_a_directory_counts_by_its_problems_too():
+    """A read whose malformed record was replaced by the earlier one (sources/admission.py) holds the
+    document of the read before the record broke, but not its problems."""
+    held = dataclasses.replace(DIRECTORY, problems=(Problem("user id-b", "UserName is a number", user_id="id-b"),))
+    assert held.digest() == DIRECTORY.digest()
+    assert memo.key("code", {}, held, observation(), False) != memo.key("code", {}, DIRECTORY, observation(), False)
 
 
 # --- the remembered plan ----------------------------------------------------------------------------
@@ -117,3 +133,44 @@ def test_a_damaged_memo_is_only_a_reason_to_plan(damage):
     kept = memo.remember("k", NOTHING, observation())
     data = damage(kept) if callable(damage) else damage
     assert memo.recall(data, "k", observation()) is None
+
+
+# --- the code stamp ---------------------------------------------------------------------------------
+
+def test_the_code_stamp_changes_with_a_module_rewritten_in_place(tmp_path):
+    from runas_agent.sync import stamp_of
+    module = tmp_path / "plan.py"
+    module.write_text("LIMIT = 3\n")
+    st = module.stat()
+    before = stamp_of(str(tmp_path))
+    module.write_text("LIMIT = 9\n")  # the same size; the modification time put back, as a package may
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert stamp_of(str(tmp_path)) != before
+
+
+def test_the_code_stamp_changes_with_the_interpreter(tmp_path, monkeypatch):
+    """Which characters str.isalnum() takes (so which Run As names are legal, core/naming.py) is the
+    interpreter's Unicode data: a host whose Python is upgraded under the same agent plans afresh."""
+    from runas_agent.sync import stamp_of
+    (tmp_path / "plan.py").write_text("")
+    before = stamp_of(str(tmp_path))
+    monkeypatch.setattr(unicodedata, "unidata_version", "99.0.0")
+    assert stamp_of(str(tmp_path)) != before
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "version", "3.99.0")
+    assert stamp_of(str(tmp_path)) != before
+
+
+def test_equal_values_give_one_fingerprint_whatever_objects_hold_them():
+    """Equal inputs give one fingerprint however they were built: one string object in two places
+    or two equal ones, interned or not (a marshal dump of format 3 or later marks objects it meets
+    twice and interned strings)."""
+    name = "".join(["p1@", "example.com"])
+    shared = {"p1@example.com": HostUser(name, 1, 1, name, "/home/x", "/bin/bash"),
+              "p2@example.com": HostUser("p2@example.com", 2, 2, "", "/home/y", "/bin/bash")}
+    separate = {"p1@example.com": HostUser("".join(["p1@", "example.com"]), 1, 1, "".join(["p1@", "example.com"]),
+                                           "/home/x", "/bin/bash"),
+                "p2@example.com": HostUser("p2@example.com", 2, 2, "", "/home/y", "/bin/bash")}
+    assert shared == separate and fingerprint(shared) == fingerprint(separate)
+    assert fingerprint({"k": name, "v": name}) == fingerprint({"k": "".join(["p1@", "example.com"]), "v": name})
+    assert fingerprint({"k": sys.intern("adm-group-name")}) == fingerprint({"k": "".join(["adm-", "group-name"])})

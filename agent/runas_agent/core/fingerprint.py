@@ -24,6 +24,9 @@ from typing import Any, Callable
 
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 _GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+#: marshal format 2: exact for every scalar, and a function of the value alone (format 3 and later
+#: mark an object met twice, and interned strings, so equal values built apart would differ)
+_MARSHAL = 2
 
 
 def fingerprint(*values: Any) -> str:
@@ -98,12 +101,12 @@ def _encode(value: Any, out: list[str | bytes]) -> None:
         kind_of_items = _same_dataclass(items) if len(items) > 1 else None
         if _scalars(value.keys()) and _scalars(items):
             out.append("dict")
-            _bytes(marshal.dumps(list(value.items()), 4), out)
+            _bytes(marshal.dumps(list(value.items()), _MARSHAL), out)
         elif kind_of_items is not None and _scalars(value.keys()) and \
                 _plain_rows(rows := list(map(_fields_of(kind_of_items), items))):
             # the common large case (accounts by name, ledger entries): one C-level dump
             out.append(f"rows {kind_of_items.__module__}.{kind_of_items.__qualname__}")
-            _bytes(marshal.dumps((list(value.keys()), rows), 4), out)
+            _bytes(marshal.dumps((list(value.keys()), rows), _MARSHAL), out)
         else:
             out.append("{")
             for key, item in value.items():

@@ -18,15 +18,18 @@ from runas_agent.core.desired import Skip
 from runas_agent.core.fingerprint import fingerprint
 from runas_agent.core.observed import Observation
 from runas_agent.core.sync import SyncPlan
+from runas_agent.directory import Directory
 
 VERSION = 1
 
 
-def key(code: str, cfg: Any, directory_digest: str, observation: Observation, force: bool) -> str | None:
+def key(code: str, cfg: Any, directory: Directory, observation: Observation, force: bool) -> str | None:
     """The fingerprint of a plan's inputs; None when one of them cannot be fingerprinted (the plan
-    is then always made)."""
+    is then always made). The directory counts by the digest of its document and by its problems:
+    a read whose malformed records were replaced by earlier ones (sources/admission.py) has the
+    document of a read without them, but its plan still reports them."""
     try:
-        return fingerprint(VERSION, code, cfg, directory_digest, observation, force)
+        return fingerprint(VERSION, code, cfg, directory.digest(), directory.problems, observation, force)
     except TypeError:
         return None
 
