@@ -133,3 +133,19 @@ def test_sshd_patterns_that_cannot_mean_an_account_are_left_alone(sshd_t):
     assert found == ([] if "!" not in sshd_t else
                      ["allowusers !alice@corp.example: meant for alice@corp.example, read by sshd as user 'alice' "
                       "from host 'corp.example'"])
+
+
+def test_a_managed_name_nss_answers_with_another_user_is_a_warning():
+    from runas_agent.core.ledger import Ledger, Owned
+    from runas_agent.doctor.names import at_names, nss_shadowing, with_nss
+
+    ledger = Ledger({n: Owned(n, uid, uid, "person", (f"id-{n}",)) for n, uid in
+                     [("alice@corp.example", 1_100_000_000), ("bob@corp.example", 1_100_000_001), ("carol", 1_100_000_002)]})
+    assert at_names(ledger) == ["alice@corp.example", "bob@corp.example"]
+    answered = {"alice@corp.example": 1_100_000_000, "bob@corp.example": 612400001}  # bob: an AD user's UID
+    shadowed = nss_shadowing(ledger, answered)
+    assert shadowed == ["bob@corp.example: NSS answers uid 612400001, not the agent's account (uid 1100000001)"]
+    verdict = with_nss(name_rules_verdict("rhel-email", naming.RHEL_EMAIL, None, None), shadowed)
+    assert verdict.status == WARNING and "1 managed name with another user" in verdict.summary
+    assert "files first" in verdict.remedy and verdict.details == tuple(shadowed)
+    assert nss_shadowing(ledger, {"alice@corp.example": None, "bob@corp.example": 1_100_000_001}) == []

@@ -77,6 +77,7 @@ def test_reasons_name_the_cause():
     assert "','" in name_problem("IRET, Inc.", DEBIAN)
     assert "32 bytes" in name_problem("a" * 40, DEBIAN)
     assert "no '@'" in name_problem("a@b", RHEL) and "rhel-email" in name_problem("a@b", RHEL)
+    assert "rhel-email" not in name_problem("x=y", RHEL)  # refused for another character
     assert "empty" in name_problem("", DEBIAN)
 
 

@@ -29,10 +29,12 @@ class NameRules:
     #: one-line reason per rule, shown when a name breaks it
     pattern: re.Pattern[str] | None
     pattern_reason: str
+    #: added to the reason when the refused name has an '@' (the way to allow it)
+    at_hint: str = ""
 
     def check(self, name: str) -> str | None:
         if self.pattern is not None and not self.pattern.match(name):
-            return self.pattern_reason
+            return self.pattern_reason + (self.at_hint if "@" in name else "")
         return None
 
 
@@ -41,8 +43,8 @@ class NameRules:
 DEBIAN = NameRules("debian", re.compile(r"^[^\s,:\-+~][^\s,:]*\Z"), "Debian/Ubuntu useradd refuses whitespace, ',', ':' and a leading '-', '+' or '~'")
 # RHEL / Amazon Linux shadow-utils: no '@'.
 RHEL = NameRules("rhel", re.compile(r"^[a-zA-Z0-9_.][a-zA-Z0-9_.-]{0,30}[a-zA-Z0-9_.$-]?\Z"),
-                 "RHEL/Amazon Linux useradd accepts only [a-zA-Z0-9_.-] (no '@'), not starting with '-' "
-                 "(accounts.name_rules rhel-email allows '@')")
+                 "RHEL/Amazon Linux useradd accepts only [a-zA-Z0-9_.-] (no '@'), not starting with '-'",
+                 " (accounts.name_rules rhel-email allows '@')")
 # The RHEL rule with '@' allowed after the first character, for e-mail user names. The account engine
 # writes the databases itself, so RHEL's useradd never sees these names; NSS, sudo, sshd, logind and
 # the SSM agent's `id <name>` serve them (docs/design.md, "E-mail user names on RHEL-family hosts").

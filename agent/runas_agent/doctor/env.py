@@ -23,6 +23,14 @@ def _default_processes() -> Iterable[Any]:
     return processes
 
 
+def _uid_of(name: str) -> Optional[int]:
+    """The UID NSS answers for `name` (every source nsswitch.conf lists), or None."""
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
 def _user_exists(name: str) -> bool:
     """Through NSS, as the SSM agent's `id <name>` resolves it."""
     try:
@@ -51,6 +59,7 @@ class Probe:
     run: Optional[Callable[..., Any]] = None
     euid: Callable[[], int] = os.geteuid
     sshd: str = "/usr/sbin/sshd"
+    uid_of: Callable[[str], Optional[int]] = _uid_of
 
 
 class Env:

@@ -12,15 +12,16 @@ names.
 from __future__ import annotations
 
 import re
-from typing import Collection, Iterable, Optional, Sequence
+from typing import Collection, Iterable, Mapping, Optional, Sequence
 
 from runas_agent.core import naming
 from runas_agent.core.allowed import KEY, AllowedNames
 from runas_agent.core.desired import Desired
+from runas_agent.core.ledger import Ledger
 from runas_agent.core.display import shown
 from runas_agent.doctor.check import Check, Facts, Verdict, ok, plural, warning
 from runas_agent.doctor.env import Env
-from runas_agent.doctor.facts import CONFIG, DIRECTORY
+from runas_agent.doctor.facts import CONFIG, DIRECTORY, LEDGER
 from runas_agent.sync import name_rules
 
 #: The example the remedy gives when the directory suggests nothing better.
@@ -73,7 +74,7 @@ def suggestion(names: Collection[str]) -> str:
 class NameRulesLink(Check):
     name = "name-rules"
     needs = (CONFIG,)
-    uses = (DIRECTORY,)
+    uses = (DIRECTORY, LEDGER)
 
     def run(self, facts: Facts, env: Env) -> Verdict:
         cfg = facts[CONFIG]
@@ -82,7 +83,46 @@ class NameRulesLink(Check):
         sshd = None
         if desired is not None and any("@" in name for name in desired.accounts):
             sshd = env.sshd_settings()
-        return name_rules_verdict(cfg.accounts.name_rules, name_rules(cfg, env.probe.etc), desired, sshd)
+        ledger = facts.get(LEDGER)
+        answered = {name: env.probe.uid_of(name) for name in at_names(ledger)} if ledger is not None else {}
+        verdict = name_rules_verdict(cfg.accounts.name_rules, name_rules(cfg, env.probe.etc), desired, sshd)
+        return with_nss(verdict, nss_shadowing(ledger, answered) if ledger is not None else [])
+
+
+#: How many of the ledger's '@' names the check looks up through NSS (each lookup may read all of
+#: /etc/passwd, or ask a directory server).
+NSS_LOOKUPS = 200
+
+
+def at_names(ledger: Ledger) -> list[str]:
+    """The names with '@' the ledger owns (the first NSS_LOOKUPS of them, in order)."""
+    return [name for name in sorted(ledger.accounts) if "@" in name][:NSS_LOOKUPS]
+
+
+def nss_shadowing(ledger: Ledger, answered: Mapping[str, Optional[int]]) -> list[str]:
+    """The owned names NSS answers with another account's UID. With a source listed before `files`
+    in nsswitch.conf (authselect's sssd profile writes `passwd: sss files systemd`), a directory
+    user whose name is the same e-mail address (an Active Directory UPN) is the one `id <name>`
+    finds: Run As sessions start as that user, the agent's sudo drop-in applies to them, and
+    parking the account does not stop the name resolving."""
+    found = []
+    for name, uid in answered.items():
+        owned = ledger.accounts.get(name)
+        if owned is not None and uid is not None and uid != owned.uid:
+            found.append(f"{shown(name)}: NSS answers uid {uid}, not the agent's account (uid {owned.uid})")
+    return found
+
+
+def with_nss(verdict: Verdict, shadowed: list[str]) -> Verdict:
+    if not shadowed:
+        return verdict
+    return warning(f"{verdict.summary}; NSS answers {plural(len(shadowed), 'managed name')} with another user "
+                   "(a source before files in /etc/nsswitch.conf, such as sss)",
+                   "Run As sessions for those names start as that other user, and the agent's sudo rules apply "
+                   "to them: put files first on the passwd and group lines of /etc/nsswitch.conf, or map the "
+                   "Run As value to a name the directory service does not have"
+                   + (f"; also: {verdict.remedy}" if verdict.remedy else ""),
+                   shadowed + list(verdict.details))
 
 
 #: The sshd keywords whose patterns are `user` or `user@host` (sshd_config(5)).
@@ -103,11 +143,12 @@ def name_rules_verdict(setting: str, rules: naming.NameRules, desired: Optional[
     if misread:
         return warning(f"{where}; sshd reads {plural(len(misread), 'user pattern')} that name an account with '@' "
                        "as user@host, so the pattern does not match the account",
-                       "write '?' in place of the '@' that belongs to the name (alice?example.com): sshd splits a "
-                       "user pattern at '@' into user and host", misread)
+                       "sshd splits a user pattern at '@' into user and host: from OpenSSH 9.9 on, "
+                       "alice@example.com@* names the account exactly; before, write '?' for that '@' "
+                       "(alice?example.com), which also matches any one character there", misread)
     if rules.family == naming.RHEL.family:
         refused = [skip for skip in desired.skips if skip.name and "@" in skip.name
-                   and skip.reason == rules.pattern_reason and naming.RHEL_EMAIL.check(skip.name) is None]
+                   and skip.reason == rules.check(skip.name) and naming.RHEL_EMAIL.check(skip.name) is None]
         if refused:
             return warning(f"{where}: {plural(len(refused), 'Run As name')} with '@' (e.g. '{shown(refused[0].name)}') "
                            f"{'is' if len(refused) == 1 else 'are'} refused, so those people get no account on this host",
