@@ -39,7 +39,6 @@ from runas_agent.exitcodes import Exit
 from runas_agent.core.plan import EndProcesses
 from runas_agent.host.files import StateDir
 from runas_agent.host.lock import SyncLock
-from runas_agent.sessions import SessionWatcher
 from runas_agent.settings import Config, SourceSettings
 from runas_agent.sources import make_source, source_type
 from runas_agent.journal import Journal
@@ -487,8 +486,12 @@ def build_source(source_cfg: SourceSettings, *, checkpoint: Callable[[], None], 
 
 
 def make_session_watcher(cfg: Config) -> Any:
-    """The session watcher (runas_agent.sessions.SessionWatcher). It runs beside the sync loop with
-    start()/stop(); the loop's watchdog pings do not depend on it."""
+    """The session watcher (runas_agent.sessions.watcher.SessionWatcher). It runs beside the sync
+    loop with start()/stop(); the loop's watchdog pings do not depend on it. Its module is loaded
+    here, by the service that runs it: `--once`, `plan` and the other one-shot commands import this
+    module for their command line and never start a watcher."""
+    from runas_agent.sessions.watcher import SessionWatcher
+
     return SessionWatcher.from_config(cfg)  # type: ignore[arg-type]  # its annotation predates typed settings
 
 

@@ -9,7 +9,6 @@ import sys
 from typing import Any
 
 from runas_agent.core.display import escaped
-from runas_agent.doctor.chain import Doctor
 from runas_agent.doctor.check import FAILED, OK, SKIPPED, WARNING, Result, plural
 from runas_agent.exitcodes import Exit
 
@@ -43,6 +42,10 @@ def exit_status(results: list[Result]) -> Exit:
 
 
 def cmd_doctor(args: argparse.Namespace) -> Exit:
+    # The checks are loaded by this command only: every other command imports this module for its
+    # command line and never runs them.
+    from runas_agent.doctor.chain import Doctor
+
     results = Doctor(args.config, ssm_region=args.ssm_region).run()
     if args.json:
         json.dump({"config": args.config, "checks": [r.to_json() for r in results], "counts": counts(results),

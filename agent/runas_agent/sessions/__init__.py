@@ -1,7 +1,6 @@
 """Session attribution: every Session Manager session on the host, recorded with the real Identity
-Center person behind it (see watcher.SessionWatcher; model is the pure part)."""
+Center person behind it (watcher.SessionWatcher; model is the pure part).
 
-from runas_agent.sessions.model import MESSAGE_ID_END, MESSAGE_ID_START, Session
-from runas_agent.sessions.watcher import SessionWatcher, live_sessions
-
-__all__ = ["SessionWatcher", "Session", "live_sessions", "MESSAGE_ID_START", "MESSAGE_ID_END"]
+The package itself imports nothing: the watcher is loaded by the service that runs it (and by the
+`sessions` commands), never by the one-shot sync.
+"""
