@@ -61,6 +61,9 @@ class Source(abc.ABC, Generic[S]):
 
     #: the `source.type` value of the type (also its short name in logs and `plan` output)
     kind: ClassVar[str] = "source"
+    #: where the type is listed (docs, check-config, doctor's probes): lower first, then by kind; the
+    #: order never depends on which module happened to be imported first
+    listed: ClassVar[int] = 100
     #: what the type is, one line for the documentation of `source.type`
     summary: ClassVar[str] = ""
     #: the keys of the `source` section only this type has (every other type refuses them)
@@ -132,7 +135,7 @@ def types() -> Mapping[str, SourceType]:
         for module in pkgutil.iter_modules(__path__):
             importlib.import_module(f"{__name__}.{module.name}")
         _imported = True
-    return dict(_TYPES)
+    return {kind: _TYPES[kind] for kind in sorted(_TYPES, key=lambda kind: (_TYPES[kind].listed, kind))}
 
 
 def source_type(name: str) -> SourceType:

@@ -23,6 +23,7 @@ class FileSettings(DocumentSettings):
 @register
 class FileSource(Source[FileSettings]):
     kind = "file"
+    listed = 2
     summary = "a directory document on disk"
     keys = {"path": Key(OPT_STR, None, "type: file: the directory document (JSON, as `runas-agent export` writes it).",
                         check=absolute),

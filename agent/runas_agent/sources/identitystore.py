@@ -357,6 +357,7 @@ def fields_verdict(raw_users: Sequence[Mapping[str, Any]], parsed_users: Sequenc
 @register
 class IdentityStoreSource(Source[SourceSettings]):
     kind = "identitystore"
+    listed = 0
     summary = "the Identity Store, read through its API (the default)"
     needs_aws_credentials = True
     probes = (BotocoreProbe, StoreProbe, FieldsProbe)

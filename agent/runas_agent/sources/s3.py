@@ -109,6 +109,7 @@ class S3Settings(DocumentSettings):
 @register
 class S3Source(Source[S3Settings]):
     kind = "s3"
+    listed = 1
     summary = "a signed directory document in S3 that a publisher writes with `runas-agent export --output s3://...`"
     keys = {
         "url": Key(OPT_STR, None, "type: s3: s3://bucket/key of the directory document; read with conditional GETs."),
